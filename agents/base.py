@@ -1,0 +1,76 @@
+"""The one seam between the platform and the algorithms (see DESIGN.md).
+
+Nothing here imports TensorFlow, so `rlplat` can load configs and print errors fast.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rlplat.data import Transitions
+
+
+@dataclass
+class TrainResult:
+    """Scalars to log (`losses/...` style names) and, for prioritized replay, |TD errors|."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    td_errors: np.ndarray | None = None
+
+
+class Agent(abc.ABC):
+    """What the platform may ask of an algorithm. Batches in and out are numpy."""
+
+    on_policy: bool
+
+    @abc.abstractmethod
+    def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
+        """Actions for a batch of observations; `explore=False` is the deterministic policy."""
+
+    @abc.abstractmethod
+    def train(self, batch: Transitions, weights: np.ndarray | None = None) -> TrainResult:
+        """A training phase: `batch` is [K, B, ...], K gradient steps on K minibatches in
+        order (one call, one compiled graph). `weights` [K, B] are importance-sampling
+        weights; `TrainResult.td_errors` comes back [K, B]."""
+
+    def update_schedules(self, env_steps: int) -> dict[str, float]:
+        """Move env-step schedules (epsilon, ...) forward; returns their values to log."""
+        return {}
+
+    @property
+    @abc.abstractmethod
+    def train_steps(self) -> int:
+        """Gradient steps taken so far (restored with checkpoints)."""
+
+    @abc.abstractmethod
+    def get_weights(self) -> list[np.ndarray]:
+        """The acting policy's weights: what collectors receive."""
+
+    @abc.abstractmethod
+    def set_weights(self, weights: list[np.ndarray]) -> None: ...
+
+    @abc.abstractmethod
+    def checkpoint_items(self) -> dict[str, Any]:
+        """Trackables for `tf.train.Checkpoint` (networks, optimizer, counters)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-serialisable state outside TF variables (numpy RNGs, schedules)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of `extra_state`, called when a checkpoint is restored."""
+
+    def on_restore(self) -> None:
+        """Called after a checkpoint was restored into `checkpoint_items()`."""
+
+    @abc.abstractmethod
+    def serving_module(self) -> Any:
+        """A `tf.Module` whose `serving_default` maps float32 observations to outputs.
+
+        It must load with plain `tf.saved_model.load` in a process without rlplat,
+        TF-Agents or tensorflow-probability.
+        """

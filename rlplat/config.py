@@ -1,0 +1,214 @@
+"""The experiment schema: YAML → validated, frozen ExperimentConfig.
+
+Every user mistake is reported as one line per problem that names the dotted field
+(`agent.learning_rate: must be > 0, got -1`); unknown keys get a "did you mean".
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rlplat.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; configs are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class EnvConfig(Strict):
+    id: str = Field(description="Gymnasium id (CartPole-v1) or `module:Class`")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    max_episode_steps: PosInt | None = None
+
+
+class CollectConfig(Strict):
+    num_actors: NonNegInt = Field(0, description="0 = collect in the learner's process")
+    envs_per_actor: PosInt = 1
+
+
+class ReplayConfig(Strict):
+    type: Literal["uniform"] = "uniform"
+    capacity: PosInt = 100_000
+
+
+class TrainConfig(Strict):
+    env_steps: PosInt
+    batch_size: PosInt = 64
+    learning_starts: NonNegInt = Field(1000, description="env steps before the first update")
+    train_every: PosInt = Field(1, description="env steps between training phases")
+    updates_per_train: PosInt = Field(1, description="gradient steps per training phase")
+    log_every: PosInt = Field(1000, description="env steps between scalar logs")
+
+
+class EvalConfig(Strict):
+    every_env_steps: PosInt = 10_000
+    episodes: PosInt = Field(10, description="episodes per periodic eval")
+    final_episodes: Annotated[int, Field(ge=20)] = 20
+    threshold: float | None = Field(None, description="return that counts as solved")
+
+
+class CheckpointConfig(Strict):
+    every_env_steps: PosInt = 25_000
+    keep: PosInt = 3
+
+
+class ExportConfig(Strict):
+    model_base_path: str = "models"
+    enabled: bool = True
+
+
+class AgentConfig(Strict):
+    """Base of every algorithm's config; `agents.CONFIGS` maps `type` to the subclass."""
+
+    type: str
+    on_policy: ClassVar[bool | None] = None  # each algorithm's config class sets it
+
+
+class ExperimentConfig(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+    seed: NonNegInt = 0
+    env: EnvConfig
+    agent: AgentConfig
+    collect: CollectConfig = CollectConfig()
+    replay: ReplayConfig | None = None
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ExperimentConfig:
+        if self.agent.on_policy is False and self.replay is None:
+            raise ValueError(f"replay: agent type '{self.agent.type}' is off-policy and needs one")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", serialize_as_any=True)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read YAML, apply `--set a.b=c` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides or []:
+        apply_override(data, item)
+    return parse(data)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """`a.b=c` sets data['a']['b'] to YAML-parsed 'c' (so 1e-3, true, [64, 64] work)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. agent.learning_rate=1e-3")
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"--set {item}: '{where}' is {child!r}, not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse(data: dict[str, Any]) -> ExperimentConfig:
+    """Validate a config mapping. The agent section is validated by its own class."""
+    from agents import CONFIGS
+
+    data = dict(data)
+    errors: list[str] = []
+    agent = data.get("agent")
+    if isinstance(agent, dict):
+        data["agent"] = AgentConfig(type="?")  # placeholder: the rest validates on its own
+        kind = agent.get("type")
+        if kind not in CONFIGS:
+            errors.append(_unknown("agent.type", kind, CONFIGS))
+        else:
+            try:
+                data["agent"] = CONFIGS[kind].model_validate(agent)
+            except ValidationError as exc:
+                errors += [_format(e, ("agent",), CONFIGS[kind]) for e in exc.errors()]
+    try:
+        cfg = ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        errors += [_format(e, (), ExperimentConfig) for e in exc.errors()]
+    if errors:
+        raise ConfigError("\n".join(dict.fromkeys(errors)))
+    return cfg
+
+
+def _unknown(field: str, value: Any, choices: Any) -> str:
+    names = sorted(choices)
+    close = difflib.get_close_matches(str(value), names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; choose one of {names}"
+    if value is None:
+        return f"{field}: missing; choose one of {names}"
+    return f"{field}: unknown value '{value}'{hint}"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that holds the field at `loc` (for key suggestions)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if model is None:
+            return None
+    return model
+
+
+def _format(err: dict[str, Any], prefix: tuple[Any, ...], model: type[BaseModel]) -> str:
+    loc = tuple(err["loc"])
+    dotted = ".".join(str(p) for p in (*prefix, *loc)) or "(top level)"
+    kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        names = list(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
+        return f"{dotted}: unknown key{hint}"
+    if kind == "missing":
+        return f"{dotted}: required field is missing"
+    for op in ("gt", "ge", "lt", "le"):
+        if op in ctx and kind.startswith(("greater", "less")):
+            sym = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[op]
+            return f"{dotted}: must be {sym} {ctx[op]}, got {value!r}"
+    msg = err["msg"]
+    msg = msg.removeprefix("Value error, ")
+    if kind == "value_error" and ":" in msg.split(" ")[0]:
+        return msg  # a cross-field check that names its own field
+    return f"{dotted}: {msg[0].lower()}{msg[1:]}, got {value!r}"

@@ -1,0 +1,34 @@
+"""The numpy payloads that cross the collector → replay → learner boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Transitions:
+    """A batch of one-step transitions (leading axis = batch).
+
+    `discount` is 0.0 where the episode terminated (no bootstrap) and 1.0 otherwise,
+    including time-limit truncation, where `next_obs` is the final observation and the
+    value of that state is bootstrapped.
+    """
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    next_obs: np.ndarray
+    discount: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.reward)
+
+
+@dataclass(frozen=True)
+class EpisodeStats:
+    """One finished episode, as reported by a collector."""
+
+    ret: float
+    length: int

@@ -1,0 +1,56 @@
+"""Export a policy as a versioned SavedModel in the TensorFlow Serving layout.
+
+models/<name>/<version>/saved_model.pb + variables/ + assets.extra/rlplat.json. The
+version directory appears only once complete (written as a dot-named temp dir, which
+TF Serving ignores, then renamed), so a server never loads a half-written version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from rlplat.errors import UserError
+
+
+def versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def export_saved_model(
+    module: tf.Module, model_base_path: Path, name: str, metadata: dict[str, Any]
+) -> Path:
+    """Write `module` as the next version of `name`; returns the version directory."""
+    model_dir = Path(model_base_path) / name
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"model base path {model_base_path}: cannot create ({exc})") from None
+    tmp = model_dir / f".tmp-export-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tf.saved_model.save(
+            module, str(tmp), signatures={"serving_default": module.serving_default}
+        )
+        extra = tmp / "assets.extra"
+        extra.mkdir()
+        (extra / "rlplat.json").write_text(json.dumps(metadata, indent=2))
+        version = (versions(model_dir) or [0])[-1] + 1
+        while True:  # another exporter may take the same number between listing and rename
+            final = model_dir / str(version)
+            try:
+                os.rename(tmp, final)
+                return final
+            except OSError:
+                if not final.exists():
+                    raise
+                version += 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,56 @@
+"""TensorBoard scalars (x axis: env steps) and the event-file trim that makes resume exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+
+class TensorBoardLogger:
+    """One writer per run; every value is logged against env steps."""
+
+    def __init__(self, logdir: Path):
+        self.logdir = logdir
+        self._writer = tf.summary.create_file_writer(str(logdir))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        with self._writer.as_default(step=step):
+            for tag, value in values.items():
+                tf.summary.scalar(tag, value)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def truncate_events(logdir: Path, max_step: int) -> int:
+    """Drop events logged after `max_step` (the checkpoint a resume starts from).
+
+    Without this, the steps between the last checkpoint and a crash would be logged
+    twice. Events are copied into one new file, then the old files are removed.
+    Returns the number of events dropped.
+    """
+    files = sorted(p for p in logdir.glob("events.out.tfevents.*") if p.is_file())
+    if not files:
+        return 0
+    kept, dropped = [], 0
+    for path in files:
+        for event in EventFileLoader(str(path)).Load():
+            if event.step > max_step:
+                dropped += 1
+            elif not event.HasField("file_version") or not kept:
+                kept.append(event)
+    if dropped == 0:
+        return 0
+    writer = EventFileWriter(str(logdir), filename_suffix=".resumed")
+    for event in kept:
+        writer.add_event(event)
+    writer.close()
+    for path in files:
+        path.unlink()
+    return dropped
