@@ -37,8 +37,11 @@ class Agent(abc.ABC):
         order (one call, one compiled graph). `weights` [K, B] are importance-sampling
         weights; `TrainResult.td_errors` comes back [K, B]."""
 
-    def update_schedules(self, env_steps: int) -> dict[str, float]:
-        """Move env-step schedules (epsilon, ...) forward; returns their values to log."""
+    def update_schedules(self, env_steps: int, progress: float) -> dict[str, float]:
+        """Move schedules (epsilon, learning rate, ...) forward; returns values to log.
+
+        `progress` is env_steps / train.env_steps, in [0, 1].
+        """
         return {}
 
     @property

@@ -42,6 +42,9 @@ class DQNConfig(AgentConfig):
     type: Literal["dqn"]
     network: MLPConfig = MLPConfig()
     learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="linear: decay to 0 over train.env_steps"
+    )
     gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
     target_update: TargetUpdate = TargetUpdate()
     loss: Literal["huber", "mse"] = "huber"

@@ -82,9 +82,13 @@ class DQNAgent(Agent):
         random = self._rng.integers(0, self._num_actions, size=n)
         return np.where(self._rng.random(n) < eps, random, greedy)
 
-    def update_schedules(self, env_steps: int) -> dict[str, float]:
+    def update_schedules(self, env_steps: int, progress: float) -> dict[str, float]:
         self._epsilon = self.cfg.epsilon.value(env_steps)
-        return {"charts/epsilon": self._epsilon}
+        lr = self.cfg.learning_rate
+        if self.cfg.lr_schedule == "linear":
+            lr *= max(0.0, 1.0 - progress)
+            self._optimizer.learning_rate = lr
+        return {"charts/epsilon": self._epsilon, "charts/learning_rate": lr}
 
     # ---------------------------------------------------------------- learning
     def _train_graph(self, obs, action, reward, next_obs, discount, weights):

@@ -33,7 +33,7 @@ class LocalCollector:
         """`steps` vector steps → steps × num_envs transitions and the episodes that ended."""
         obs, actions, rewards, next_obs, discounts = [], [], [], [], []
         episodes: list[EpisodeStats] = []
-        for _ in range(steps):
+        for t in range(steps):
             action = self._agent.act(self._obs, explore=explore)
             new_obs, reward, terminated, truncated, info = self._env.step(action)
             done = terminated | truncated
@@ -50,7 +50,11 @@ class LocalCollector:
             self._ep_return += reward
             self._ep_length += 1
             for i in np.flatnonzero(done):
-                episodes.append(EpisodeStats(float(self._ep_return[i]), int(self._ep_length[i])))
+                episodes.append(
+                    EpisodeStats(
+                        float(self._ep_return[i]), int(self._ep_length[i]), t * self.num_envs + i
+                    )
+                )
                 self._ep_return[i] = 0.0
                 self._ep_length[i] = 0
             self._obs = new_obs

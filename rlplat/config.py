@@ -206,7 +206,8 @@ def _format(err: dict[str, Any], prefix: tuple[Any, ...], model: type[BaseModel]
     for op in ("gt", "ge", "lt", "le"):
         if op in ctx and kind.startswith(("greater", "less")):
             sym = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[op]
-            return f"{dotted}: must be {sym} {ctx[op]}, got {value!r}"
+            bound = f"{ctx[op]:g}" if isinstance(ctx[op], float) else ctx[op]
+            return f"{dotted}: must be {sym} {bound}, got {value!r}"
     msg = err["msg"]
     msg = msg.removeprefix("Value error, ")
     if kind == "value_error" and ":" in msg.split(" ")[0]:

@@ -32,3 +32,4 @@ class EpisodeStats:
 
     ret: float
     length: int
+    index: int = 0  # row of its last transition in the collected batch (for logging steps)

@@ -129,21 +129,23 @@ class Trainer:
         try:
             with progress:
                 while state["env_steps"] < total:
-                    schedules = agent.update_schedules(state["env_steps"])
+                    schedules = agent.update_schedules(
+                        state["env_steps"], state["env_steps"] / total
+                    )
                     remaining = math.ceil((total - state["env_steps"]) / n_envs)
                     batch, episodes = self.collector.collect(
                         min(vector_steps, remaining), explore=True
                     )
                     self.replay.add(batch)
-                    state["env_steps"] += len(batch)
-                    step = state["env_steps"]
-                    for ep in episodes:
+                    for ep in episodes:  # each at the env step where it ended
                         state["episodes"] += 1
                         last_train_return = ep.ret
                         tb.scalars(
                             {"charts/episodic_return": ep.ret, "charts/episodic_length": ep.length},
-                            step,
+                            state["env_steps"] + ep.index + 1,
                         )
+                    state["env_steps"] += len(batch)
+                    step = state["env_steps"]
                     if step >= cfg.train.learning_starts:
                         sample = self.replay.sample(
                             cfg.train.batch_size, cfg.train.updates_per_train

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+import agents
+import envs
+from rlplat import config
+from rlplat.data import Transitions
+
+
+def make_agent(**agent_cfg):
+    import tensorflow as tf
+
+    tf.random.set_seed(0)  # same initial online and target weights for every agent
+    cfg = config.parse(tiny_config(agent=agent_cfg))
+    return agents.build(cfg.agent, envs.spaces(cfg.env), seed=0)
+
+
+def fixed_batch(k: int = 1, b: int = 32) -> Transitions:
+    rng = np.random.default_rng(0)
+    return Transitions(
+        obs=rng.normal(size=(k, b, 4)).astype(np.float32),
+        action=rng.integers(0, 2, size=(k, b)),
+        reward=rng.normal(size=(k, b)).astype(np.float32),
+        next_obs=rng.normal(size=(k, b, 4)).astype(np.float32),
+        discount=(rng.random((k, b)) > 0.1).astype(np.float32),
+    )
+
+
+def test_train_steps_on_a_fixed_batch_lower_the_loss():
+    # Fixed targets (no target update within the test): plain regression, loss must fall.
+    agent = make_agent(
+        network={"hidden": [64, 64]}, learning_rate=3e-3, target_update={"period": 1000}
+    )
+    batch = fixed_batch()
+    first = agent.train(batch).metrics["losses/td_loss"]
+    for _ in range(100):
+        result = agent.train(batch)
+    assert result.metrics["losses/td_loss"] < 0.5 * first
+    assert agent.train_steps == 101
+    assert result.td_errors.shape == (1, 32) and np.all(result.td_errors >= 0)
+
+
+def test_a_phase_of_k_updates_counts_k_steps_and_matches_jit():
+    batch = fixed_batch(k=5)
+    plain, jitted = make_agent(jit_compile=False), make_agent(jit_compile=True)
+    np.testing.assert_array_equal(plain.get_weights()[0], jitted.get_weights()[0])
+    a, b = plain.train(batch), jitted.train(batch)
+    assert plain.train_steps == jitted.train_steps == 5
+    assert a.td_errors.shape == (5, 32)
+    np.testing.assert_allclose(a.td_errors, b.td_errors, rtol=1e-4, atol=1e-5)
+
+
+def test_terminal_transitions_do_not_bootstrap():
+    agent = make_agent(gamma=0.99, network={"hidden": [64, 64]}, learning_rate=3e-3)
+    b = fixed_batch()
+    b.reward[:] = 1.0
+    b.discount[:] = 0.0
+    for _ in range(300):
+        agent.train(b)
+    q = agent.q_values(b.obs[0])
+    taken = q[np.arange(32), b.action[0]]
+    np.testing.assert_allclose(taken, 1.0, atol=0.05)  # Q -> r, no gamma * max Q'
+
+
+def test_numpy_actor_matches_the_tf_network_and_tracks_training():
+    agent = make_agent()
+    obs = fixed_batch().obs[0]
+    tf_q = agent._q(obs)[0].numpy()
+    np.testing.assert_allclose(agent.q_values(obs), tf_q, rtol=1e-5, atol=1e-6)
+    agent.train(fixed_batch())
+    np.testing.assert_allclose(agent.q_values(obs), agent._q(obs)[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_epsilon_schedule_and_greedy_eval():
+    agent = make_agent(epsilon={"start": 1.0, "end": 0.1, "decay_env_steps": 100})
+    assert agent.update_schedules(0, 0.0)["charts/epsilon"] == 1.0
+    assert agent.update_schedules(50, 0.5)["charts/epsilon"] == pytest.approx(0.55)
+    assert agent.update_schedules(1000, 1.0)["charts/epsilon"] == pytest.approx(0.1)
+    obs = fixed_batch(b=64).obs[0]
+    greedy = agent.q_values(obs).argmax(1)
+    np.testing.assert_array_equal(agent.act(obs, explore=False), greedy)
+    agent.update_schedules(0, 0.0)  # epsilon 1: uniformly random actions
+    acts = np.concatenate([agent.act(obs, explore=True) for _ in range(20)])
+    assert 0.4 < acts.mean() < 0.6
