@@ -24,7 +24,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Train, evaluate, export and serve reinforcement-learning policies.",
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -84,10 +84,10 @@ def train(
             target, resuming = run_dir or new_run_dir(cfg), False
             if (target / "checkpoints").exists():
                 raise UserError(f"{target}: already holds a run; use --resume {target}")
-        from rlplat.train import train as run_training
-
         err.print(f"run directory: {target}", highlight=False)
         try:
+            from rlplat.train import train as run_training
+
             summary = run_training(cfg, target, resume=resuming, show_progress=progress)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None

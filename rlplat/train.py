@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -57,7 +59,7 @@ class Trainer:
 
         self.cfg = cfg
         self.run_dir = run_dir
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         tf.random.set_seed(cfg.seed)
         self.spaces = envs.spaces(cfg.env)
         self.agent = agents.build(cfg.agent, self.spaces, seed=cfg.seed)
@@ -93,9 +95,12 @@ class Trainer:
         path = self.checkpointer.latest()
         if path is None:
             truncate_events(self.tb_dir, -1)
+            (self.run_dir / "evals.jsonl").unlink(missing_ok=True)
             return None
         self.state.update(self.checkpointer.restore(path))
         truncate_events(self.tb_dir, self.state["env_steps"])
+        with (self.run_dir / "evals.jsonl").open("w") as f:  # evals after it are redone
+            f.writelines(json.dumps(record) + "\n" for record in self.state["evals"])
         # Env state is not checkpointed: start new episodes on fresh, step-dependent seeds.
         self.collector.reset(self.cfg.seed + 7919 * self.state["env_steps"])
         return path
@@ -126,59 +131,52 @@ class Trainer:
             cfg.name, total=total, completed=state["env_steps"], sps=0.0,
             ret=last_train_return, eval=last_eval,
         )  # fmt: skip
-        try:
-            with progress:
-                while state["env_steps"] < total:
-                    schedules = agent.update_schedules(
-                        state["env_steps"], state["env_steps"] / total
+        with progress, _StopOnSigint() as stop:
+            while state["env_steps"] < total and not stop.requested:
+                schedules = agent.update_schedules(state["env_steps"], state["env_steps"] / total)
+                remaining = math.ceil((total - state["env_steps"]) / n_envs)
+                batch, episodes = self.collector.collect(min(vector_steps, remaining), explore=True)
+                self.replay.add(batch)
+                for ep in episodes:  # each at the env step where it ended
+                    state["episodes"] += 1
+                    last_train_return = ep.ret
+                    tb.scalars(
+                        {"charts/episodic_return": ep.ret, "charts/episodic_length": ep.length},
+                        state["env_steps"] + ep.index + 1,
                     )
-                    remaining = math.ceil((total - state["env_steps"]) / n_envs)
-                    batch, episodes = self.collector.collect(
-                        min(vector_steps, remaining), explore=True
-                    )
-                    self.replay.add(batch)
-                    for ep in episodes:  # each at the env step where it ended
-                        state["episodes"] += 1
-                        last_train_return = ep.ret
-                        tb.scalars(
-                            {"charts/episodic_return": ep.ret, "charts/episodic_length": ep.length},
-                            state["env_steps"] + ep.index + 1,
-                        )
-                    state["env_steps"] += len(batch)
-                    step = state["env_steps"]
-                    if step >= cfg.train.learning_starts:
-                        sample = self.replay.sample(
-                            cfg.train.batch_size, cfg.train.updates_per_train
-                        )
-                        result = agent.train(sample.batch, sample.weights)
-                        if result.td_errors is not None:
-                            self.replay.update_priorities(sample.indices, result.td_errors)
-                        window.add(result.metrics)
-                    if step >= next_log:
-                        next_log = _next_multiple(step, cfg.train.log_every)
-                        scalars = window.flush(step, agent.train_steps)
-                        scalars.update(schedules)
-                        scalars["charts/replay_size"] = len(self.replay)
-                        tb.scalars(scalars, step)
-                        progress.update(task, sps=scalars["charts/SPS"])
-                    if step >= next_eval and step < total:
-                        next_eval = _next_multiple(step, cfg.eval.every_env_steps)
-                        result = self._evaluate(cfg.eval.episodes, step, wall(), tb)
-                        last_eval = result.mean
-                    if step >= next_ckpt and step < total:
-                        next_ckpt = _next_multiple(step, cfg.checkpoint.every_env_steps)
-                        tb.flush()
-                        self._checkpoint(wall())
-                    progress.update(task, completed=step, ret=last_train_return, eval=last_eval)
-        except KeyboardInterrupt:
-            tb.flush()
+                state["env_steps"] += len(batch)
+                step = state["env_steps"]
+                if step >= cfg.train.learning_starts:
+                    sample = self.replay.sample(cfg.train.batch_size, cfg.train.updates_per_train)
+                    result = agent.train(sample.batch, sample.weights)
+                    if result.td_errors is not None:
+                        self.replay.update_priorities(sample.indices, result.td_errors)
+                    window.add(result.metrics)
+                if step >= next_log:
+                    next_log = _next_multiple(step, cfg.train.log_every)
+                    scalars = window.flush(step, agent.train_steps)
+                    scalars.update(schedules)
+                    scalars["charts/replay_size"] = len(self.replay)
+                    tb.scalars(scalars, step)
+                    progress.update(task, sps=scalars["charts/SPS"])
+                if step >= next_eval and step < total:
+                    next_eval = _next_multiple(step, cfg.eval.every_env_steps)
+                    result = self._evaluate(cfg.eval.episodes, step, wall(), tb)
+                    last_eval = result.mean
+                if step >= next_ckpt and step < total:
+                    next_ckpt = _next_multiple(step, cfg.checkpoint.every_env_steps)
+                    tb.flush()
+                    self._checkpoint(wall())
+                progress.update(task, completed=step, ret=last_train_return, eval=last_eval)
+        if stop.requested:  # Ctrl-C: finish the iteration, checkpoint, then stop
+            tb.close()
             path = self._checkpoint(wall())
             self.console.print(
-                f"[yellow]interrupted at {state['env_steps']:,} env steps; checkpoint {path}\n"
-                f"resume with: rlplat train --resume {self.run_dir}"
+                f"interrupted at {state['env_steps']:,} env steps; saved {path}\n"
+                f"resume with: rlplat train --resume {self.run_dir}",
+                highlight=False,
             )
-            tb.close()
-            raise
+            raise KeyboardInterrupt
 
         final = self._evaluate(cfg.eval.final_episodes, state["env_steps"], wall(), tb, final=True)
         tb.close()
@@ -319,6 +317,28 @@ class _Window:
         self._count = 0
         self._t, self._env, self._train = now, env_steps, train_steps
         return out
+
+
+class _StopOnSigint:
+    """First Ctrl-C asks the loop to stop at the end of its iteration (so the checkpoint
+    is consistent); a second one interrupts at once."""
+
+    requested = False
+
+    def __enter__(self) -> _StopOnSigint:
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 def _next_multiple(value: int, every: int) -> int:
