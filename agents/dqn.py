@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 from tf_agents.agents.dqn import dqn_agent
@@ -22,12 +23,17 @@ from agents.networks import NumpyMLP, q_net
 from envs import EnvSpaces
 from envs.tf_agents_adapter import tensor_specs
 from rlplat.data import Transitions
+from rlplat.errors import ConfigError
 
 
 class DQNAgent(Agent):
     on_policy = False
 
     def __init__(self, cfg: DQNConfig, spaces: EnvSpaces, seed: int = 0):
+        if not isinstance(spaces.action, gym.spaces.Discrete):
+            raise ConfigError(
+                f"agent.type: dqn needs a Discrete action space; this env has {spaces.action}"
+            )
         self.cfg = cfg
         self._num_actions = int(spaces.action.n)
         self._obs_shape = tuple(spaces.observation.shape)

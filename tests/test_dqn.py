@@ -85,3 +85,11 @@ def test_epsilon_schedule_and_greedy_eval():
     agent.update_schedules(0, 0.0)  # epsilon 1: uniformly random actions
     acts = np.concatenate([agent.act(obs, explore=True) for _ in range(20)])
     assert 0.4 < acts.mean() < 0.6
+
+
+def test_dqn_on_continuous_actions_is_a_config_error():
+    from rlplat.errors import ConfigError
+
+    cfg = config.parse(tiny_config(env={"id": "LunarLander-v3", "kwargs": {"continuous": True}}))
+    with pytest.raises(ConfigError, match="agent.type: dqn needs a Discrete action space"):
+        agents.build(cfg.agent, envs.spaces(cfg.env))
