@@ -26,6 +26,10 @@ class Agent(abc.ABC):
     """What the platform may ask of an algorithm. Batches in and out are numpy."""
 
     on_policy: bool
+    # Off-policy agents: replay assembles n-step returns with this discount, and hands the
+    # agent `discount` = gamma^n (0 after a termination) as the bootstrap multiplier.
+    gamma: float = 0.99
+    n_step: int = 1
 
     @abc.abstractmethod
     def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:

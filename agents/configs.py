@@ -36,11 +36,15 @@ class TargetUpdate(Strict):
 
 
 class DQNConfig(AgentConfig):
-    """DQN with fixed Q targets (TF-Agents DqnAgent + QNetwork)."""
+    """DQN with fixed Q targets; Double, Dueling and n-step are flags that combine
+    (TF-Agents DqnAgent / DdqnAgent + QNetwork or a dueling network)."""
 
     on_policy: ClassVar[bool] = False
     type: Literal["dqn"]
     network: MLPConfig = MLPConfig()
+    double: bool = Field(False, description="target = Q_target(s', argmax_a Q_online(s', a))")
+    dueling: bool = Field(False, description="Q = V + A - mean(A)")
+    n_step: Annotated[int, Field(ge=1, le=100)] = 1
     learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
     lr_schedule: Literal["constant", "linear"] = Field(
         "constant", description="linear: decay to 0 over train.env_steps"

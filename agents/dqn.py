@@ -1,4 +1,9 @@
-"""DQN with fixed Q targets on TF-Agents' DqnAgent + QNetwork.
+"""DQN on TF-Agents: fixed Q targets (hard or Polyak), Double (DdqnAgent), Dueling
+(agents.networks.DuelingQNetwork), n-step returns and prioritized-replay IS weights.
+
+n-step returns are assembled by the replay side (rlplat.replay.NStepAssembler), which
+hands over `discount` = gamma^n (0 after a termination); so TF-Agents gets gamma = 1 and
+the bootstrap is reward + discount * Q_target(next_obs, .).
 
 Acting happens in numpy from the Q network's weights (epsilon-greedy); learning is one
 tf.function around `DqnAgent.train` that also returns per-sample TD errors (for
@@ -19,7 +24,7 @@ from tf_agents.utils import common
 
 from agents.base import Agent, TrainResult
 from agents.configs import DQNConfig
-from agents.networks import NumpyMLP, q_net
+from agents.networks import NumpyQ, q_net
 from envs import EnvSpaces
 from envs.tf_agents_adapter import tensor_specs
 from rlplat.data import Transitions
@@ -38,7 +43,8 @@ class DQNAgent(Agent):
         self._num_actions = int(spaces.action.n)
         self._obs_shape = tuple(spaces.observation.shape)
         time_step_spec, action_spec = tensor_specs(spaces)
-        self._q = q_net(time_step_spec.observation, action_spec, cfg.network)
+        self.gamma, self.n_step = cfg.gamma, cfg.n_step
+        self._q = q_net(time_step_spec.observation, action_spec, cfg.network, cfg.dueling)
         self._optimizer = tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate)
         # int64: TF-Agents' summaries reject an int32 counter on TF 2.21.
         self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
@@ -47,7 +53,8 @@ class DQNAgent(Agent):
             if cfg.loss == "huber"
             else common.element_wise_squared_loss
         )
-        self._agent = dqn_agent.DqnAgent(
+        agent_cls = dqn_agent.DdqnAgent if cfg.double else dqn_agent.DqnAgent
+        self._agent = agent_cls(
             time_step_spec,
             action_spec,
             q_network=self._q,
@@ -55,7 +62,7 @@ class DQNAgent(Agent):
             target_update_period=cfg.target_update.period,
             target_update_tau=cfg.target_update.tau,
             td_errors_loss_fn=loss_fn,
-            gamma=cfg.gamma,
+            gamma=1.0,  # the discount in the data already is gamma^n (see module doc)
             gradient_clipping=cfg.gradient_clipping,
             train_step_counter=self._train_step,
         )
@@ -67,7 +74,7 @@ class DQNAgent(Agent):
         self._train_fn = tf.function(
             self._train_phase, autograph=False, jit_compile=cfg.jit_compile, reduce_retracing=True
         )
-        self._actor = NumpyMLP(cfg.network.activation)
+        self._actor = NumpyQ(cfg.network.activation, cfg.dueling)
         self._actor_stale = True  # numpy weights lag the TF ones until the next act()
         self._rng = np.random.default_rng(seed)
         self._epsilon = cfg.epsilon.start

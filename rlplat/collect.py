@@ -31,7 +31,7 @@ class LocalCollector:
 
     def collect(self, steps: int, explore: bool = True) -> tuple[Transitions, list[EpisodeStats]]:
         """`steps` vector steps → steps × num_envs transitions and the episodes that ended."""
-        obs, actions, rewards, next_obs, discounts = [], [], [], [], []
+        obs, actions, rewards, next_obs, discounts, lasts = [], [], [], [], [], []
         episodes: list[EpisodeStats] = []
         for t in range(steps):
             action = self._agent.act(self._obs, explore=explore)
@@ -47,6 +47,7 @@ class LocalCollector:
             rewards.append(reward)
             next_obs.append(final)
             discounts.append(1.0 - terminated)  # truncation still bootstraps
+            lasts.append(done)
             self._ep_return += reward
             self._ep_length += 1
             for i in np.flatnonzero(done):
@@ -65,6 +66,7 @@ class LocalCollector:
                 reward=np.concatenate(rewards).astype(np.float32),
                 next_obs=np.concatenate(next_obs).astype(np.float32, copy=False),
                 discount=np.concatenate(discounts).astype(np.float32),
+                last=np.concatenate(lasts),
             ),
             episodes,
         )

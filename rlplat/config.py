@@ -37,9 +37,19 @@ class CollectConfig(Strict):
     envs_per_actor: PosInt = 1
 
 
+class BetaSchedule(Strict):
+    """Importance-sampling exponent, annealed linearly over train.env_steps."""
+
+    start: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4
+    end: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+
+
 class ReplayConfig(Strict):
-    type: Literal["uniform"] = "uniform"
+    type: Literal["uniform", "prioritized"] = "uniform"
     capacity: PosInt = 100_000
+    alpha: Annotated[float, Field(ge=0.0)] = Field(0.6, description="prioritized only")
+    beta: BetaSchedule = BetaSchedule()
+    priority_epsilon: Annotated[float, Field(gt=0.0)] = 1e-6
 
 
 class TrainConfig(Strict):

@@ -11,9 +11,11 @@ import numpy as np
 class Transitions:
     """A batch of one-step transitions (leading axis = batch).
 
-    `discount` is 0.0 where the episode terminated (no bootstrap) and 1.0 otherwise,
-    including time-limit truncation, where `next_obs` is the final observation and the
-    value of that state is bootstrapped.
+    From collectors, `discount` is 0.0 where the episode terminated (no bootstrap) and
+    1.0 otherwise, including time-limit truncation, where `next_obs` is the final
+    observation and the value of that state is bootstrapped; `last` marks any episode end.
+    In replay (after `replay.NStepAssembler`), `discount` is the whole multiplier of the
+    bootstrapped value: gamma^n, or 0 after a termination.
     """
 
     obs: np.ndarray
@@ -21,6 +23,7 @@ class Transitions:
     reward: np.ndarray
     next_obs: np.ndarray
     discount: np.ndarray
+    last: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.reward)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -20,6 +21,11 @@ class TensorBoardLogger:
         with self._writer.as_default(step=step):
             for tag, value in values.items():
                 tf.summary.scalar(tag, value)
+
+    def histograms(self, values: dict[str, np.ndarray], step: int) -> None:
+        with self._writer.as_default(step=step):
+            for tag, value in values.items():
+                tf.summary.histogram(tag, value)
 
     def flush(self) -> None:
         self._writer.flush()

@@ -27,11 +27,12 @@ from rich.progress import (
 
 import agents
 import envs
+from rlplat import replay as replay_mod
 from rlplat.checkpoint import Checkpointer
 from rlplat.collect import LocalCollector
 from rlplat.config import ExperimentConfig
 from rlplat.evaluate import EvalResult, run_episodes
-from rlplat.replay import UniformReplay
+from rlplat.replay import NStepAssembler
 from rlplat.rundir import write_metadata
 
 
@@ -63,17 +64,9 @@ class Trainer:
         tf.random.set_seed(cfg.seed)
         self.spaces = envs.spaces(cfg.env)
         self.agent = agents.build(cfg.agent, self.spaces, seed=cfg.seed)
-        self.replay = None
-        if cfg.replay is not None:
-            act = self.spaces.action
-            self.replay = UniformReplay(
-                cfg.replay.capacity,
-                self.spaces.observation.shape,
-                action_shape=act.shape,
-                action_dtype=act.dtype,
-                seed=cfg.seed,
-            )
+        self.replay = replay_mod.build(cfg.replay, self.spaces, cfg.seed) if cfg.replay else None
         self.collector = LocalCollector(cfg.env, cfg.collect.envs_per_actor, cfg.seed, self.agent)
+        self.nstep = NStepAssembler(self.agent.n_step, self.agent.gamma, self.collector.num_envs)
         self.checkpointer = Checkpointer(
             run_dir / "checkpoints", self.agent, self.replay, cfg.checkpoint.keep
         )
@@ -103,6 +96,7 @@ class Trainer:
             f.writelines(json.dumps(record) + "\n" for record in self.state["evals"])
         # Env state is not checkpointed: start new episodes on fresh, step-dependent seeds.
         self.collector.reset(self.cfg.seed + 7919 * self.state["env_steps"])
+        self.nstep.reset()
         return path
 
     # ------------------------------------------------------------------ loop
@@ -121,6 +115,7 @@ class Trainer:
         next_eval = _next_multiple(state["env_steps"], cfg.eval.every_env_steps)
         next_ckpt = _next_multiple(state["env_steps"], cfg.checkpoint.every_env_steps)
         last_train_return = float("nan")
+        sample = result = None
         last_eval = state["evals"][-1]["return_mean"] if state["evals"] else float("nan")
 
         def wall() -> float:
@@ -133,10 +128,14 @@ class Trainer:
         )  # fmt: skip
         with progress, _StopOnSigint() as stop:
             while state["env_steps"] < total and not stop.requested:
-                schedules = agent.update_schedules(state["env_steps"], state["env_steps"] / total)
+                progress_frac = state["env_steps"] / total
+                schedules = agent.update_schedules(state["env_steps"], progress_frac)
+                schedules.update(self.replay.anneal(progress_frac))
                 remaining = math.ceil((total - state["env_steps"]) / n_envs)
                 batch, episodes = self.collector.collect(min(vector_steps, remaining), explore=True)
-                self.replay.add(batch)
+                assembled = self.nstep.add(batch)
+                if assembled is not None:
+                    self.replay.add(assembled)
                 for ep in episodes:  # each at the env step where it ended
                     state["episodes"] += 1
                     last_train_return = ep.ret
@@ -146,18 +145,25 @@ class Trainer:
                     )
                 state["env_steps"] += len(batch)
                 step = state["env_steps"]
-                if step >= cfg.train.learning_starts:
+                if step >= cfg.train.learning_starts and len(self.replay):
                     sample = self.replay.sample(cfg.train.batch_size, cfg.train.updates_per_train)
                     result = agent.train(sample.batch, sample.weights)
                     if result.td_errors is not None:
                         self.replay.update_priorities(sample.indices, result.td_errors)
                     window.add(result.metrics)
+                    if sample.weights is not None:
+                        window.add_is_weights(sample.weights)
                 if step >= next_log:
                     next_log = _next_multiple(step, cfg.train.log_every)
                     scalars = window.flush(step, agent.train_steps)
                     scalars.update(schedules)
                     scalars["charts/replay_size"] = len(self.replay)
                     tb.scalars(scalars, step)
+                    if sample is not None:
+                        hists = {"replay/td_errors": result.td_errors}
+                        if sample.priorities is not None:
+                            hists["replay/sampled_priorities"] = sample.priorities
+                        tb.histograms(hists, step)
                     progress.update(task, sps=scalars["charts/SPS"])
                 if step >= next_eval and step < total:
                     next_eval = _next_multiple(step, cfg.eval.every_env_steps)
@@ -299,6 +305,7 @@ class _Window:
     def __init__(self, env_steps: int, train_steps: int):
         self._sums: dict[str, float] = defaultdict(float)
         self._count = 0
+        self._min: float | None = None
         self._t, self._env, self._train = time.perf_counter(), env_steps, train_steps
 
     def add(self, metrics: dict[str, float]) -> None:
@@ -306,10 +313,19 @@ class _Window:
             self._sums[k] += v
         self._count += 1
 
+    def add_is_weights(self, weights: np.ndarray) -> None:
+        """Prioritized replay's importance weights: mean (summed like metrics) and min."""
+        self._sums["replay/is_weight_mean"] += float(weights.mean())
+        low = float(weights.min())
+        self._min = low if self._min is None else min(self._min, low)
+
     def flush(self, env_steps: int, train_steps: int) -> dict[str, float]:
         now = time.perf_counter()
         dt = max(now - self._t, 1e-9)
         out = {k: v / self._count for k, v in self._sums.items()} if self._count else {}
+        if self._min is not None:
+            out["replay/is_weight_min"] = self._min
+            self._min = None
         out["charts/SPS"] = (env_steps - self._env) / dt
         out["charts/updates_per_s"] = (train_steps - self._train) / dt
         out["charts/train_steps"] = float(train_steps)

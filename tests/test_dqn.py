@@ -93,3 +93,53 @@ def test_dqn_on_continuous_actions_is_a_config_error():
     cfg = config.parse(tiny_config(env={"id": "LunarLander-v3", "kwargs": {"continuous": True}}))
     with pytest.raises(ConfigError, match="agent.type: dqn needs a Discrete action space"):
         agents.build(cfg.agent, envs.spaces(cfg.env))
+
+
+def test_dueling_aggregation_subtracts_the_mean_advantage():
+    agent = make_agent(dueling=True, network={"hidden": [16]})
+    net = agent._q
+    obs = fixed_batch(b=8).obs[0]
+    hidden, _ = net._encoder(obs)
+    value = net._value(hidden).numpy()
+    advantage = net._advantage(hidden).numpy()
+    q = net(obs)[0].numpy()
+    np.testing.assert_allclose(q, value + advantage - advantage.mean(1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(q.mean(1, keepdims=True), value, atol=1e-6)  # V = mean_a Q
+    # The numpy actor computes the same aggregation from the variable list.
+    np.testing.assert_allclose(agent.q_values(obs), q, rtol=1e-5, atol=1e-6)
+    # The target network is a real copy (same architecture, its own variables).
+    target = agent._agent._target_q_network
+    assert isinstance(target, type(net)) and target.variables[0] is not net.variables[0]
+
+
+@pytest.mark.parametrize("double", [True, False])
+def test_double_dqn_target_uses_online_argmax_and_target_value(double):
+    agent = make_agent(double=double, network={"hidden": [16]}, jit_compile=False)
+    target = agent._agent._target_q_network
+    rng = np.random.default_rng(1)
+    target.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in target.get_weights()])
+    b = fixed_batch(b=64)
+    online_next = agent._q(b.next_obs[0])[0].numpy()
+    target_next = target(b.next_obs[0])[0].numpy()
+    online_now = agent._q(b.obs[0])[0].numpy()[np.arange(64), b.action[0]]
+    bootstrap = target_next[np.arange(64), online_next.argmax(1)] if double else target_next.max(1)
+    expected = np.abs(b.reward[0] + b.discount[0] * bootstrap - online_now)
+    np.testing.assert_allclose(agent.train(b).td_errors[0], expected, rtol=1e-4, atol=1e-5)
+    # The two targets really differ on this data, so the test tells them apart.
+    differ = online_next.argmax(1) != target_next.argmax(1)
+    assert differ.sum() > 5
+
+
+def test_importance_weights_scale_the_loss():
+    b = fixed_batch(b=32)
+    weights = np.zeros((1, 32), np.float32)
+    weights[0, :16] = 1.0
+    full, half = make_agent(), make_agent()
+    loss_full = full.train(b).metrics["losses/td_loss"]
+    loss_half = half.train(b, weights).metrics["losses/td_loss"]
+    assert 0.0 < loss_half < loss_full
+    zero = make_agent()
+    before = [w.copy() for w in zero.get_weights()]
+    zero.train(b, np.zeros((1, 32), np.float32))
+    for w0, w1 in zip(before, zero.get_weights(), strict=True):
+        np.testing.assert_array_equal(w0, w1)  # weight 0 everywhere: no gradient
