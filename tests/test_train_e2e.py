@@ -138,3 +138,33 @@ def test_ctrl_c_checkpoints_and_resume_finishes(tmp_path: Path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["env_steps"] == 3000
     assert summary["train_steps"] == 57 * 10  # phases at 200, 250, ..., 3000
+
+
+def test_prioritized_nstep_run_checkpoints_and_resumes_its_replay(tmp_path: Path):
+    import numpy as np
+
+    from rlplat import config
+    from rlplat.train import Trainer
+
+    cfg = config.parse(
+        tiny_config(
+            agent={"double": True, "dueling": True, "n_step": 3},
+            replay={"type": "prioritized", "capacity": 5000},
+            train={"env_steps": 800},
+            export={"enabled": False},
+        )
+    )
+    first = Trainer(cfg, tmp_path / "run")
+    summary = first.run(show_progress=False)
+    assert summary.env_steps == 800 and summary.train_steps == 13 * 10
+    prios = first.replay.priorities()
+    assert len(prios) > 700 and prios.std() > 0  # TD errors became priorities
+    tags = tb_steps(tmp_path / "run" / "tb")
+    for tag in ("replay/beta", "replay/is_weight_mean", "replay/is_weight_min",
+                "replay/td_errors", "replay/sampled_priorities", "charts/replay_size"):  # fmt: skip
+        assert tags[tag], tag
+    second = Trainer(cfg, tmp_path / "run")
+    second.resume()
+    np.testing.assert_array_equal(second.replay.priorities(), prios)
+    assert second.replay.beta == first.replay.beta
+    assert second.agent.train_steps == first.agent.train_steps
