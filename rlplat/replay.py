@@ -141,7 +141,8 @@ class PrioritizedReplay(UniformReplay):
         self.alpha, self.priority_epsilon = alpha, priority_epsilon
         self._beta_start, self._beta_end = beta_start, beta_end
         self.beta = beta_start
-        self._leaves = 1 << max(0, (capacity - 1).bit_length())  # power of two >= capacity
+        self._depth = max(0, (capacity - 1).bit_length())
+        self._leaves = 1 << self._depth  # power of two >= capacity
         self._sum = np.zeros(2 * self._leaves)
         self._min = np.full(2 * self._leaves, np.inf)
         self._max_priority = 1.0  # in alpha space: what new items get
@@ -191,13 +192,13 @@ class PrioritizedReplay(UniformReplay):
         nodes = idx + self._leaves
         self._sum[nodes] = prios
         self._min[nodes] = prios
-        nodes = np.unique(nodes // 2)
-        while nodes[0] >= 1:
-            self._sum[nodes] = self._sum[2 * nodes] + self._sum[2 * nodes + 1]
-            self._min[nodes] = np.minimum(self._min[2 * nodes], self._min[2 * nodes + 1])
-            if nodes[0] == 1:
-                break
-            nodes = np.unique(nodes // 2)
+        # Parents are recomputed from their children, so a parent listed twice just gets
+        # the same value twice: no np.unique needed (it made updates 2x slower).
+        for _ in range(self._depth):
+            nodes //= 2
+            left, right = 2 * nodes, 2 * nodes + 1
+            self._sum[nodes] = self._sum[left] + self._sum[right]
+            self._min[nodes] = np.minimum(self._min[left], self._min[right])
 
     def _find(self, targets: np.ndarray) -> np.ndarray:
         """Leaf index whose prefix-sum interval holds each target (vectorised descent)."""
