@@ -76,22 +76,27 @@ def test_train_writes_run_dir_tensorboard_checkpoints_and_export(tmp_path: Path,
     assert out.returncode == 2 and "already holds a run; use --resume" in out.stderr
 
 
-@pytest.mark.slow
-def test_resume_after_sigkill_continues_counters_exactly(tmp_path: Path):
+def start_training_until(tmp_path: Path, env_steps: int, pattern: str):
+    """Start `rlplat train` in the background; return once a checkpoint matches `pattern`."""
     config_path = tmp_path / "c.yaml"
-    config_path.write_text(yaml.safe_dump(tiny_config(train={"env_steps": 4000})))
+    config_path.write_text(yaml.safe_dump(tiny_config(train={"env_steps": env_steps})))
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     proc = subprocess.Popen(
         [RLPLAT, "train", str(config_path), "--run-dir", str(run_dir)],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    target = run_dir / "checkpoints" / "ckpt-000000002000" / "state.json"
     deadline = time.time() + 240
-    while not target.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.time() < deadline, "no checkpoint at 2000 env steps in time"
+    while not list((run_dir / "checkpoints").glob(f"{pattern}/state.json")):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, f"no checkpoint {pattern} in time"
         time.sleep(0.02)
+    return proc, run_dir
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_counters_exactly(tmp_path: Path):
+    proc, run_dir = start_training_until(tmp_path, 4000, "ckpt-000000002000")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (run_dir / "summary.json").exists()
@@ -114,18 +119,7 @@ def test_resume_after_sigkill_continues_counters_exactly(tmp_path: Path):
 
 @pytest.mark.slow
 def test_ctrl_c_checkpoints_and_resume_finishes(tmp_path: Path):
-    config_path = tmp_path / "c.yaml"
-    config_path.write_text(yaml.safe_dump(tiny_config(train={"env_steps": 3000})))
-    run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    proc = subprocess.Popen(
-        [RLPLAT, "train", str(config_path), "--run-dir", str(run_dir)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 240
-    while not list((run_dir / "checkpoints").glob("ckpt-*/state.json")):
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.02)
+    proc, run_dir = start_training_until(tmp_path, 3000, "ckpt-*")
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr[-3000:]
