@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from agents.base import Agent, TrainResult
-from agents.configs import DQNConfig
+from agents.configs import DQNConfig, PPOConfig
 from rlplat import _bootstrap  # noqa: F401  (before any TensorFlow import)
 
 if TYPE_CHECKING:
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # type -> (config class, "module:Agent class"); modules import TensorFlow, so load lazily.
 _REGISTRY = {
     "dqn": (DQNConfig, "agents.dqn:DQNAgent"),
+    "ppo": (PPOConfig, "agents.ppo:PPOAgent"),
 }
 CONFIGS = {name: cfg for name, (cfg, _) in _REGISTRY.items()}
 

@@ -62,3 +62,28 @@ class DQNConfig(AgentConfig):
         if self.epsilon.end > self.epsilon.start:
             raise ValueError("agent.epsilon: end must be <= start")
         return self
+
+
+class PPOConfig(AgentConfig):
+    """PPO with clipping, GAE(lambda), minibatch epochs and observation normalisation."""
+
+    on_policy: ClassVar[bool] = True
+    type: Literal["ppo"]
+    network: MLPConfig = MLPConfig(hidden=[64, 64], activation="tanh")
+    learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
+    lr_schedule: Literal["constant", "linear"] = "linear"
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
+    gae_lambda: Probability = 0.95
+    clip_range: Annotated[float, Field(gt=0.0)] = 0.2
+    clip_schedule: Literal["constant", "linear"] = "constant"
+    clip_value: Annotated[float, Field(gt=0.0)] | None = Field(
+        None, description="clip the value update around the old value (PPO2-style)"
+    )
+    epochs: PosInt = 4
+    minibatch_size: PosInt = 64
+    ent_coef: Annotated[float, Field(ge=0.0)] = 0.0
+    vf_coef: Annotated[float, Field(ge=0.0)] = 0.5
+    max_grad_norm: Annotated[float, Field(gt=0.0)] = 0.5
+    normalize_advantages: bool = True
+    normalize_observations: bool = True
+    log_std_init: float = Field(0.0, description="Box actions: initial log std")

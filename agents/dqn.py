@@ -24,7 +24,7 @@ from tf_agents.utils import common
 
 from agents.base import Agent, TrainResult
 from agents.configs import DQNConfig
-from agents.networks import NumpyQ, q_net
+from agents.networks import NumpyMLP, q_net
 from envs import EnvSpaces
 from envs.tf_agents_adapter import tensor_specs
 from rlplat.data import Transitions
@@ -74,7 +74,7 @@ class DQNAgent(Agent):
         self._train_fn = tf.function(
             self._train_phase, autograph=False, jit_compile=cfg.jit_compile, reduce_retracing=True
         )
-        self._actor = NumpyQ(cfg.network.activation, cfg.dueling)
+        self._actor = NumpyMLP(cfg.network.activation, cfg.dueling)
         self._actor_stale = True  # numpy weights lag the TF ones until the next act()
         self._rng = np.random.default_rng(seed)
         self._epsilon = cfg.epsilon.start

@@ -12,7 +12,7 @@ from tf_agents.networks import encoding_network, network, q_network
 
 from agents.configs import MLPConfig
 
-_ACTIVATIONS = {"relu": tf.keras.activations.relu, "tanh": tf.keras.activations.tanh}
+ACTIVATIONS = {"relu": tf.keras.activations.relu, "tanh": tf.keras.activations.tanh}
 
 
 class DuelingQNetwork(network.Network):
@@ -48,17 +48,18 @@ def q_net(observation_spec, action_spec, cfg: MLPConfig, dueling: bool = False) 
         observation_spec,
         action_spec,
         fc_layer_params=tuple(cfg.hidden),
-        activation_fn=_ACTIVATIONS[cfg.activation],
+        activation_fn=ACTIVATIONS[cfg.activation],
     )
     net.create_variables()
     return net
 
 
-class NumpyQ:
-    """The Q network's forward pass in numpy, from its [W1, b1, ..., W, b] variable list.
+class NumpyMLP:
+    """An MLP's forward pass in numpy, from its [W1, b1, ..., W, b] variable list.
 
-    Plain: hidden Dense layers then a linear output. Dueling: the last two (W, b) pairs
-    are the value and advantage heads, combined as in DuelingQNetwork.
+    Plain: hidden Dense layers then a linear output (Q values, logits or action means).
+    Dueling: the last two (W, b) pairs are the value and advantage heads, combined as in
+    DuelingQNetwork.
     """
 
     def __init__(self, activation: str = "relu", dueling: bool = False):

@@ -6,6 +6,7 @@ call is the boundary where Ray collector actors go: same arguments, same numpy r
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 
 import envs
@@ -21,6 +22,10 @@ class LocalCollector:
         self.num_envs = num_envs
         self._agent = agent
         self._env = envs.make_vec(env_cfg, num_envs, seed)
+        space = self._env.single_action_space
+        # Box actions: the policy's raw (e.g. Gaussian) action is stored for learning; the
+        # env gets it clipped to its bounds.
+        self._clip = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
@@ -35,7 +40,8 @@ class LocalCollector:
         episodes: list[EpisodeStats] = []
         for t in range(steps):
             action = self._agent.act(self._obs, explore=explore)
-            new_obs, reward, terminated, truncated, info = self._env.step(action)
+            env_action = action if self._clip is None else np.clip(action, *self._clip)
+            new_obs, reward, terminated, truncated, info = self._env.step(env_action)
             done = terminated | truncated
             final = new_obs
             if done.any():  # SAME_STEP autoreset: new_obs already starts the next episode

@@ -35,6 +35,7 @@ class EnvConfig(Strict):
 class CollectConfig(Strict):
     num_actors: NonNegInt = Field(0, description="0 = collect in the learner's process")
     envs_per_actor: PosInt = 1
+    rollout_length: PosInt = Field(128, description="on-policy: steps per env per rollout")
 
 
 class BetaSchedule(Strict):
@@ -101,6 +102,8 @@ class ExperimentConfig(Strict):
     def _cross_checks(self) -> ExperimentConfig:
         if self.agent.on_policy is False and self.replay is None:
             raise ValueError(f"replay: agent type '{self.agent.type}' is off-policy and needs one")
+        if self.agent.on_policy and self.replay is not None:
+            raise ValueError(f"replay: agent type '{self.agent.type}' is on-policy; remove it")
         return self
 
     def to_dict(self) -> dict[str, Any]:

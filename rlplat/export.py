@@ -36,9 +36,10 @@ def export_saved_model(
     tmp = model_dir / f".tmp-export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tf.saved_model.save(
-            module, str(tmp), signatures={"serving_default": module.serving_default}
-        )
+        signatures = {"serving_default": module.serving_default}
+        if hasattr(module, "sample"):  # stochastic policies also export their sampler
+            signatures["sample"] = module.sample
+        tf.saved_model.save(module, str(tmp), signatures=signatures)
         extra = tmp / "assets.extra"
         extra.mkdir()
         (extra / "rlplat.json").write_text(json.dumps(metadata, indent=2))

@@ -31,6 +31,7 @@ from rlplat import replay as replay_mod
 from rlplat.checkpoint import Checkpointer
 from rlplat.collect import LocalCollector
 from rlplat.config import ExperimentConfig
+from rlplat.data import Transitions
 from rlplat.evaluate import EvalResult, run_episodes
 from rlplat.replay import NStepAssembler
 from rlplat.rundir import write_metadata
@@ -67,6 +68,7 @@ class Trainer:
         self.replay = replay_mod.build(cfg.replay, self.spaces, cfg.seed) if cfg.replay else None
         self.collector = LocalCollector(cfg.env, cfg.collect.envs_per_actor, cfg.seed, self.agent)
         self.nstep = NStepAssembler(self.agent.n_step, self.agent.gamma, self.collector.num_envs)
+        self.on_policy = self.agent.on_policy
         self.checkpointer = Checkpointer(
             run_dir / "checkpoints", self.agent, self.replay, cfg.checkpoint.keep
         )
@@ -105,9 +107,13 @@ class Trainer:
         tb = self._tb_factory()
         total = cfg.train.env_steps
         n_envs = self.collector.num_envs
-        # A training phase every `train_every` env steps (rounded up to whole vector
-        # steps) of exactly `updates_per_train` gradient steps: a fixed replay ratio.
-        vector_steps = math.ceil(cfg.train.train_every / n_envs)
+        # Off-policy: a training phase every `train_every` env steps (rounded up to whole
+        # vector steps) of exactly `updates_per_train` gradient steps: a fixed replay ratio.
+        # On-policy: a phase per rollout of `collect.rollout_length` steps per env.
+        if self.on_policy:
+            vector_steps = cfg.collect.rollout_length
+        else:
+            vector_steps = math.ceil(cfg.train.train_every / n_envs)
         wall0, t0 = state["wall_s"], time.perf_counter()
         session_steps0, train_steps0 = state["env_steps"], agent.train_steps
         window = _Window(state["env_steps"], agent.train_steps)
@@ -130,12 +136,16 @@ class Trainer:
             while state["env_steps"] < total and not stop.requested:
                 progress_frac = state["env_steps"] / total
                 schedules = agent.update_schedules(state["env_steps"], progress_frac)
-                schedules.update(self.replay.anneal(progress_frac))
+                if self.replay is not None:
+                    schedules.update(self.replay.anneal(progress_frac))
                 remaining = math.ceil((total - state["env_steps"]) / n_envs)
+                if self.on_policy:  # whole rollouts only: GAE wants fixed-length fragments
+                    remaining = vector_steps
                 batch, episodes = self.collector.collect(min(vector_steps, remaining), explore=True)
-                assembled = self.nstep.add(batch)
-                if assembled is not None:
-                    self.replay.add(assembled)
+                if not self.on_policy:
+                    assembled = self.nstep.add(batch)
+                    if assembled is not None:
+                        self.replay.add(assembled)
                 for ep in episodes:  # each at the env step where it ended
                     state["episodes"] += 1
                     last_train_return = ep.ret
@@ -145,7 +155,10 @@ class Trainer:
                     )
                 state["env_steps"] += len(batch)
                 step = state["env_steps"]
-                if step >= cfg.train.learning_starts and len(self.replay):
+                if self.on_policy:
+                    result = agent.train(_time_major(batch, n_envs))
+                    window.add(result.metrics)
+                elif step >= cfg.train.learning_starts and len(self.replay):
                     sample = self.replay.sample(cfg.train.batch_size, cfg.train.updates_per_train)
                     result = agent.train(sample.batch, sample.weights)
                     if result.td_errors is not None:
@@ -157,9 +170,10 @@ class Trainer:
                     next_log = _next_multiple(step, cfg.train.log_every)
                     scalars = window.flush(step, agent.train_steps)
                     scalars.update(schedules)
-                    scalars["charts/replay_size"] = len(self.replay)
+                    if self.replay is not None:
+                        scalars["charts/replay_size"] = len(self.replay)
                     tb.scalars(scalars, step)
-                    if sample is not None:
+                    if sample is not None and result is not None:
                         hists = {"replay/td_errors": result.td_errors}
                         if sample.priorities is not None:
                             hists["replay/sampled_priorities"] = sample.priorities
@@ -333,6 +347,18 @@ class _Window:
         self._count = 0
         self._t, self._env, self._train = now, env_steps, train_steps
         return out
+
+
+def _time_major(batch: Transitions, num_envs: int) -> Transitions:
+    """Collector rows are ordered (step, env): view them as [T, N, ...] for on-policy."""
+
+    def shape(a: np.ndarray) -> np.ndarray:
+        return a.reshape(-1, num_envs, *a.shape[1:])
+
+    return Transitions(
+        shape(batch.obs), shape(batch.action), shape(batch.reward), shape(batch.next_obs),
+        shape(batch.discount), shape(batch.last),
+    )  # fmt: skip
 
 
 class _StopOnSigint:
