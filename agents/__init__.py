@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from agents.base import Agent, TrainResult
-from agents.configs import DQNConfig, PPOConfig
+from agents.configs import DQNConfig, PPOConfig, ReinforceConfig
 from rlplat import _bootstrap  # noqa: F401  (before any TensorFlow import)
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 _REGISTRY = {
     "dqn": (DQNConfig, "agents.dqn:DQNAgent"),
     "ppo": (PPOConfig, "agents.ppo:PPOAgent"),
+    "reinforce": (ReinforceConfig, "agents.ppo:ReinforceAgent"),
 }
 CONFIGS = {name: cfg for name, (cfg, _) in _REGISTRY.items()}
 

@@ -80,10 +80,42 @@ class PPOConfig(AgentConfig):
         None, description="clip the value update around the old value (PPO2-style)"
     )
     epochs: PosInt = 4
-    minibatch_size: PosInt = 64
+    minibatch_size: PosInt | None = Field(64, description="None: the whole rollout")
     ent_coef: Annotated[float, Field(ge=0.0)] = 0.0
     vf_coef: Annotated[float, Field(ge=0.0)] = 0.5
     max_grad_norm: Annotated[float, Field(gt=0.0)] = 0.5
     normalize_advantages: bool = True
     normalize_observations: bool = True
     log_std_init: float = Field(0.0, description="Box actions: initial log std")
+
+
+class ReinforceConfig(AgentConfig):
+    """REINFORCE: discounted returns-to-go, normalised, times grad log pi; optionally
+    minus a learned value baseline (which also completes episodes cut by a rollout's
+    end or a time limit)."""
+
+    on_policy: ClassVar[bool] = True
+    type: Literal["reinforce"]
+    network: MLPConfig = MLPConfig(hidden=[64, 64], activation="tanh")
+    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
+    baseline: bool = Field(False, description="learn V(s) and use G - V(s) as advantage")
+    vf_coef: Annotated[float, Field(ge=0.0)] = 0.5
+    ent_coef: Annotated[float, Field(ge=0.0)] = 0.0
+    max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
+    normalize_advantages: bool = True
+    normalize_observations: bool = True
+    log_std_init: float = 0.0
+
+    def as_ppo(self) -> PPOConfig:
+        """The same update as one full-batch PPO step: at ratio 1 the clipped objective's
+        gradient is exactly A * grad log pi, with lambda = 1 returns-to-go."""
+        return PPOConfig(
+            type="ppo", network=self.network, learning_rate=self.learning_rate,
+            lr_schedule=self.lr_schedule, gamma=self.gamma, gae_lambda=1.0,
+            clip_range=0.2, epochs=1, minibatch_size=None,
+            ent_coef=self.ent_coef, vf_coef=self.vf_coef if self.baseline else 0.0,
+            max_grad_norm=self.max_grad_norm, normalize_advantages=self.normalize_advantages,
+            normalize_observations=self.normalize_observations, log_std_init=self.log_std_init,
+        )  # fmt: skip

@@ -24,7 +24,7 @@ from tf_agents.networks import encoding_network, value_network
 
 from agents.advantages import gae
 from agents.base import Agent, TrainResult
-from agents.configs import PPOConfig
+from agents.configs import PPOConfig, ReinforceConfig
 from agents.networks import ACTIVATIONS, NumpyMLP
 from envs import EnvSpaces
 from rlplat.data import Transitions
@@ -34,6 +34,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 class PPOAgent(Agent):
     on_policy = True
+    uses_values = True
 
     def __init__(self, cfg: PPOConfig, spaces: EnvSpaces, seed: int = 0):
         self.cfg = cfg
@@ -167,7 +168,7 @@ class PPOAgent(Agent):
     def _update(self, obs, actions, advantages, returns, old_values, clip):
         cfg = self.cfg
         n = tf.shape(advantages)[0]
-        mb = cfg.minibatch_size
+        mb = n if cfg.minibatch_size is None else tf.minimum(cfg.minibatch_size, n)
         per_epoch = n // mb
         nobs = self._normalize(obs)
         old_logp, _ = self._log_prob_entropy(self._policy_out(nobs), actions)
@@ -200,7 +201,10 @@ class PPOAgent(Agent):
         t, n = batch.reward.shape
         obs = batch.obs.reshape(t * n, *self._obs_shape)
         next_obs = batch.next_obs.reshape(t * n, *self._obs_shape)
-        values = self._values_fn(tf.constant(np.concatenate([obs, next_obs]))).numpy()
+        if self.uses_values:
+            values = self._values_fn(tf.constant(np.concatenate([obs, next_obs]))).numpy()
+        else:  # plain REINFORCE: Monte-Carlo returns, no baseline
+            values = np.zeros(2 * t * n, np.float32)
         v, next_v = values[: t * n].reshape(t, n), values[t * n :].reshape(t, n)
         adv, ret = gae(
             batch.reward, v, next_v, batch.discount == 0.0, batch.last,
@@ -325,3 +329,12 @@ class _PolicyServing(tf.Module):
             return {"actions": tf.random.categorical(out, 1, dtype=tf.int64)[:, 0]}
         noise = tf.random.normal(tf.shape(out)) * tf.exp(self.log_std)
         return {"actions": tf.clip_by_value(out + noise, self._low, self._high)}
+
+
+class ReinforceAgent(PPOAgent):
+    """REINFORCE on the PPO machinery (see ReinforceConfig.as_ppo)."""
+
+    def __init__(self, cfg: ReinforceConfig, spaces: EnvSpaces, seed: int = 0):
+        self.uses_values = cfg.baseline
+        super().__init__(cfg.as_ppo(), spaces, seed)
+        self.reinforce_cfg = cfg

@@ -122,3 +122,38 @@ def test_on_policy_loop_runs_whole_rollouts(tmp_path: Path):
     assert summary.env_steps == 512
     assert summary.train_steps == 4 * (2 * 4)
     assert summary.final_eval["episodes"] == 20
+
+
+def test_reinforce_is_one_full_batch_policy_gradient_step():
+    data = ppo_config()
+    data["agent"] = {"type": "reinforce", "network": {"hidden": [16]}, "learning_rate": 0.1}
+    cfg = config.parse(data)
+    agent = agents.build(cfg.agent, envs.spaces(cfg.env), seed=0)
+    batch = rollout(cfg, agent)
+    critic_before = [v.numpy().copy() for v in agent._critic.trainable_variables]
+    obs = batch.obs.reshape(-1, 4)
+    actions = batch.action.ravel()
+    # Hand-made REINFORCE gradient: normalised Monte-Carlo returns-to-go x grad log pi.
+    from agents.advantages import discounted_returns
+
+    returns = discounted_returns(
+        batch.reward, np.zeros_like(batch.reward), batch.discount == 0, batch.last, 0.99
+    ).ravel()
+    adv = (returns - returns.mean()) / (returns.std() + 1e-8)
+    policy_vars = [*agent._torso.trainable_variables, *agent._head.trainable_variables]
+    with tf.GradientTape() as tape:
+        logp, _ = agent._log_prob_entropy(agent._policy_out(agent._normalize(obs)), actions)
+        loss = -tf.reduce_mean(logp * adv)
+    grads = tape.gradient(loss, policy_vars)
+    expected_norm = float(tf.linalg.global_norm(grads))
+    before = [v.numpy().copy() for v in policy_vars]
+    agent.train(batch)
+    assert agent.train_steps == 1  # one step on the whole rollout
+    # Adam's first step moves each weight by ~lr * sign(grad): check direction agreement.
+    moved = [b - v.numpy() for b, v in zip(before, policy_vars, strict=True)]
+    agree = np.mean([np.mean(np.sign(m[np.abs(g.numpy()) > 1e-6]) ==
+                             np.sign(g.numpy()[np.abs(g.numpy()) > 1e-6]))
+                     for m, g in zip(moved, grads, strict=True)])  # fmt: skip
+    assert expected_norm > 0 and agree > 0.99
+    for b, v in zip(critic_before, agent._critic.trainable_variables, strict=True):
+        np.testing.assert_array_equal(b, v.numpy())  # no baseline: the critic is unused
