@@ -70,7 +70,7 @@ def main() -> None:
         finals = [r["final_eval_mean"] for r in runs]
         lines.append(
             f"| {name} | {len(times)}/{len(runs)} | "
-            f"{statistics.median(times) if times else '-'} | "
+            f"{round(statistics.median(times), 1) if times else '-'} | "
             f"{' / '.join(f'{f:.1f}' for f in finals)} | {statistics.mean(finals):.1f} |"
         )
     table = "\n".join(lines) + "\n"

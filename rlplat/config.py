@@ -102,6 +102,11 @@ class ExperimentConfig(Strict):
     def _cross_checks(self) -> ExperimentConfig:
         if self.agent.on_policy is False and self.replay is None:
             raise ValueError(f"replay: agent type '{self.agent.type}' is off-policy and needs one")
+        if self.collect.num_actors > 0:
+            raise ValueError(
+                "collect.num_actors: Ray collector actors are not available yet; use 0 "
+                "(collection runs in the learner's process)"
+            )
         if self.agent.on_policy and self.replay is not None:
             raise ValueError(f"replay: agent type '{self.agent.type}' is on-policy; remove it")
         return self

@@ -110,3 +110,12 @@ def test_cli_config_error_is_one_line_exit_2_no_traceback(tmp_path: Path):
     assert out.returncode == 2
     assert out.stderr.strip() == "error: env.idd: unknown key; did you mean 'id'?"
     assert not (tmp_path / "runs").exists()  # nothing written for a rejected config
+
+
+def test_unavailable_ray_collectors_are_refused_not_ignored():
+    data = tiny_config()
+    data["collect"] = {"num_actors": 2}
+    assert errors_of(data) == [
+        "collect.num_actors: Ray collector actors are not available yet; use 0 "
+        "(collection runs in the learner's process)"
+    ]
