@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 _REGISTRY = {
     "dqn": (DQNConfig, "agents.dqn:DQNAgent"),
     "ppo": (PPOConfig, "agents.ppo:PPOAgent"),
-    "reinforce": (ReinforceConfig, "agents.ppo:ReinforceAgent"),
+    "reinforce": (ReinforceConfig, "agents.reinforce:ReinforceAgent"),
 }
 CONFIGS = {name: cfg for name, (cfg, _) in _REGISTRY.items()}
 

@@ -24,7 +24,7 @@ from tf_agents.networks import encoding_network, value_network
 
 from agents.advantages import gae
 from agents.base import Agent, TrainResult
-from agents.configs import PPOConfig, ReinforceConfig
+from agents.configs import PPOConfig
 from agents.networks import ACTIVATIONS, NumpyMLP
 from envs import EnvSpaces
 from rlplat.data import Transitions
@@ -329,12 +329,3 @@ class _PolicyServing(tf.Module):
             return {"actions": tf.random.categorical(out, 1, dtype=tf.int64)[:, 0]}
         noise = tf.random.normal(tf.shape(out)) * tf.exp(self.log_std)
         return {"actions": tf.clip_by_value(out + noise, self._low, self._high)}
-
-
-class ReinforceAgent(PPOAgent):
-    """REINFORCE on the PPO machinery (see ReinforceConfig.as_ppo)."""
-
-    def __init__(self, cfg: ReinforceConfig, spaces: EnvSpaces, seed: int = 0):
-        self.uses_values = cfg.baseline
-        super().__init__(cfg.as_ppo(), spaces, seed)
-        self.reinforce_cfg = cfg
