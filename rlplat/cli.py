@@ -108,35 +108,10 @@ def export(
     ] = None,
 ) -> None:
     """Export a run's latest checkpoint as a versioned SavedModel (TF Serving layout)."""
-    from rlplat.rundir import load_run_config
-
     with _user_errors():
-        overrides = [f"export.model_base_path={model_base_path}"] if model_base_path else []
-        cfg = load_run_config(run_dir, overrides)
-        from rlplat.checkpoint import latest_checkpoint
-        from rlplat.export import export_saved_model
-        from rlplat.train import export_metadata
+        from rlplat.train import export_run
 
-        ckpt = latest_checkpoint(run_dir)
-        import tensorflow as tf
-
-        import agents
-        import envs
-
-        spaces = envs.spaces(cfg.env)
-        agent = agents.build(cfg.agent, spaces, seed=cfg.seed)
-        tf.train.Checkpoint(**agent.checkpoint_items()).read(
-            str(ckpt / "agent")
-        ).assert_existing_objects_matched()
-        import json
-
-        state = json.loads((ckpt / "state.json").read_text())
-        path = export_saved_model(
-            agent.serving_module(),
-            Path(cfg.export.model_base_path),
-            cfg.name,
-            export_metadata(cfg, spaces, run_dir, state),
-        )
+        path = export_run(run_dir, model_base_path)
     typer.echo(str(path))
 
 

@@ -295,6 +295,27 @@ def export_metadata(
     }
 
 
+def export_run(run_dir: Path, model_base_path: Path | None = None) -> Path:
+    """Export the latest checkpoint of `run_dir` as the next version of its model."""
+    from rlplat.checkpoint import latest_checkpoint
+    from rlplat.export import export_saved_model
+    from rlplat.rundir import load_run_config
+
+    overrides = [f"export.model_base_path={model_base_path}"] if model_base_path else []
+    cfg = load_run_config(run_dir, overrides)
+    ckpt = latest_checkpoint(run_dir)
+    spaces = envs.spaces(cfg.env)
+    agent = agents.build(cfg.agent, spaces, seed=cfg.seed)
+    checkpointer = Checkpointer(run_dir / "checkpoints", agent, None, cfg.checkpoint.keep)
+    state = checkpointer.restore(ckpt, with_replay=False)
+    return export_saved_model(
+        agent.serving_module(),
+        Path(cfg.export.model_base_path),
+        cfg.name,
+        export_metadata(cfg, spaces, run_dir, state),
+    )
+
+
 def train(
     cfg: ExperimentConfig,
     run_dir: Path,
