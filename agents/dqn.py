@@ -129,8 +129,8 @@ class DQNAgent(Agent):
 
     def _train_phase(self, obs, action, reward, next_obs, discount, weights):
         # K sequential gradient steps in one graph (inputs are [K, B, ...]): one Python
-        # call per training phase instead of per step. With XLA this is ~7x faster than
-        # calling DqnAgent.train from Python each step (2 ms → 0.7 ms at [256, 256]).
+        # call per training phase instead of per step. benchmarks/learner_step.py: 5.8 ms
+        # per update with a call per step, 2.0 ms in a phase, 1.1 ms with XLA ([256, 256]).
         k = tf.shape(reward)[0]
 
         def body(i, loss, q_mean, td):
