@@ -67,8 +67,12 @@ class Trainer:
         self.agent = agents.build(cfg.agent, self.spaces, seed=cfg.seed)
         self.replay = replay_mod.build(cfg.replay, self.spaces, cfg.seed) if cfg.replay else None
         self.collector = LocalCollector(cfg.env, cfg.collect.envs_per_actor, cfg.seed, self.agent)
-        self.nstep = NStepAssembler(self.agent.n_step, self.agent.gamma, self.collector.num_envs)
         self.on_policy = self.agent.on_policy
+        self.nstep = (
+            None
+            if self.on_policy
+            else NStepAssembler(self.agent.n_step, self.agent.gamma, self.collector.num_envs)
+        )
         self.checkpointer = Checkpointer(
             run_dir / "checkpoints", self.agent, self.replay, cfg.checkpoint.keep
         )
@@ -98,7 +102,8 @@ class Trainer:
             f.writelines(json.dumps(record) + "\n" for record in self.state["evals"])
         # Env state is not checkpointed: start new episodes on fresh, step-dependent seeds.
         self.collector.reset(self.cfg.seed + 7919 * self.state["env_steps"])
-        self.nstep.reset()
+        if self.nstep is not None:
+            self.nstep.reset()
         return path
 
     # ------------------------------------------------------------------ loop
