@@ -22,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="Train, evaluate, export and serve reinforcement-learning policies.",
+    help="Train reinforcement-learning policies and export them for TensorFlow Serving.",
 )
 err = Console(stderr=True, soft_wrap=True)
 
@@ -57,7 +57,11 @@ def train(
         bool | None, typer.Option(help="Live progress bar (default: on a terminal).")
     ] = None,
 ) -> None:
-    """Train an agent from an experiment YAML; checkpoints, TensorBoard, export."""
+    """Train an agent from an experiment YAML.
+
+    Writes TensorBoard events and checkpoints to the run directory, runs a final
+    deterministic evaluation and exports the policy.
+    """
     from rlplat import config as config_mod
     from rlplat.rundir import load_run_config, new_run_dir
 
@@ -107,7 +111,10 @@ def export(
         Path | None, typer.Option(help="Where models/<name>/<version>/ go (default: config).")
     ] = None,
 ) -> None:
-    """Export a run's latest checkpoint as a versioned SavedModel (TF Serving layout)."""
+    """Export a run's latest checkpoint as a new SavedModel version.
+
+    Layout: MODEL_BASE_PATH/<name>/<version>/ as TensorFlow Serving expects it.
+    """
     with _user_errors():
         from rlplat.train import export_run
 
