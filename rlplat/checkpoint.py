@@ -52,10 +52,7 @@ class Checkpointer:
         return final
 
     def all(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
-        if not self.directory.is_dir():
-            return []
-        return sorted(p for p in self.directory.glob(f"{_PREFIX}*") if (p / "state.json").exists())
+        return complete_checkpoints(self.directory)
 
     def latest(self) -> Path | None:
         found = self.all()
@@ -71,10 +68,15 @@ class Checkpointer:
         return state
 
 
+def complete_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoints whose state.json was written (the last file of each), oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob(f"{_PREFIX}*") if (p / "state.json").exists())
+
+
 def latest_checkpoint(run_dir: Path) -> Path:
-    ckpts = sorted(
-        p for p in (run_dir / "checkpoints").glob(f"{_PREFIX}*") if (p / "state.json").exists()
-    )
+    ckpts = complete_checkpoints(run_dir / "checkpoints")
     if not ckpts:
         raise UserError(f"{run_dir}: no checkpoint found under {run_dir / 'checkpoints'}")
     return ckpts[-1]

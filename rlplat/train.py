@@ -143,10 +143,10 @@ class Trainer:
                 schedules = agent.update_schedules(state["env_steps"], progress_frac)
                 if self.replay is not None:
                     schedules.update(self.replay.anneal(progress_frac))
-                remaining = math.ceil((total - state["env_steps"]) / n_envs)
-                if self.on_policy:  # whole rollouts only: GAE wants fixed-length fragments
-                    remaining = vector_steps
-                batch, episodes = self.collector.collect(min(vector_steps, remaining), explore=True)
+                steps = vector_steps  # on-policy: whole rollouts (GAE wants fixed lengths)
+                if not self.on_policy:  # off-policy: stop exactly at the budget
+                    steps = min(steps, math.ceil((total - state["env_steps"]) / n_envs))
+                batch, episodes = self.collector.collect(steps, explore=True)
                 if not self.on_policy:
                     assembled = self.nstep.add(batch)
                     if assembled is not None:
@@ -186,8 +186,7 @@ class Trainer:
                     progress.update(task, sps=scalars["charts/SPS"])
                 if step >= next_eval and step < total:
                     next_eval = _next_multiple(step, cfg.eval.every_env_steps)
-                    result = self._evaluate(cfg.eval.episodes, step, wall(), tb)
-                    last_eval = result.mean
+                    last_eval = self._evaluate(cfg.eval.episodes, step, wall(), tb).mean
                 if step >= next_ckpt and step < total:
                     next_ckpt = _next_multiple(step, cfg.checkpoint.every_env_steps)
                     tb.flush()
@@ -272,14 +271,7 @@ class Trainer:
         return self.checkpointer.save(self.state)
 
     def export(self) -> Path:
-        from rlplat.export import export_saved_model
-
-        path = export_saved_model(
-            self.agent.serving_module(),
-            Path(self.cfg.export.model_base_path),
-            self.cfg.name,
-            export_metadata(self.cfg, self.spaces, self.run_dir, self.state),
-        )
+        path = _export(self.cfg, self.agent, self.spaces, self.run_dir, self.state)
         self.console.print(f"exported {path}")
         return path
 
@@ -303,7 +295,6 @@ def export_metadata(
 def export_run(run_dir: Path, model_base_path: Path | None = None) -> Path:
     """Export the latest checkpoint of `run_dir` as the next version of its model."""
     from rlplat.checkpoint import latest_checkpoint
-    from rlplat.export import export_saved_model
     from rlplat.rundir import load_run_config
 
     overrides = [f"export.model_base_path={model_base_path}"] if model_base_path else []
@@ -313,6 +304,18 @@ def export_run(run_dir: Path, model_base_path: Path | None = None) -> Path:
     agent = agents.build(cfg.agent, spaces, seed=cfg.seed)
     checkpointer = Checkpointer(run_dir / "checkpoints", agent, None, cfg.checkpoint.keep)
     state = checkpointer.restore(ckpt, with_replay=False)
+    return _export(cfg, agent, spaces, run_dir, state)
+
+
+def _export(
+    cfg: ExperimentConfig,
+    agent: agents.Agent,
+    spaces: envs.EnvSpaces,
+    run_dir: Path,
+    state: dict[str, Any],
+) -> Path:
+    from rlplat.export import export_saved_model
+
     return export_saved_model(
         agent.serving_module(),
         Path(cfg.export.model_base_path),

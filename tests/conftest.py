@@ -44,11 +44,16 @@ def tiny_config(**sections) -> dict:
     return cfg
 
 
+def user_env() -> dict[str, str]:
+    """The environment a user's shell has: without what `import rlplat` set in this process."""
+    return {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     return subprocess.run(
-        [RLPLAT, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kw
-    )
+        [RLPLAT, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env=user_env(), **kw,
+    )  # fmt: skip
 
 
 @pytest.fixture

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import tiny_config
+from conftest import tiny_config, user_env
 
 import agents
 import envs
@@ -41,7 +40,7 @@ def test_export_round_trips_in_a_plain_tensorflow_process(tmp_path: Path):
     assert json.loads((path / "assets.extra" / "rlplat.json").read_text()) == {"name": "tiny"}
 
     obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env = user_env()
     out = subprocess.run(
         [sys.executable, "-c", LOADER, str(path), json.dumps(obs.tolist())],
         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,

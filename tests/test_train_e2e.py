@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RLPLAT, run_cli, tiny_config
+from conftest import RLPLAT, run_cli, tiny_config, user_env
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 
@@ -81,7 +80,7 @@ def start_training_until(tmp_path: Path, env_steps: int, pattern: str):
     config_path = tmp_path / "c.yaml"
     config_path.write_text(yaml.safe_dump(tiny_config(train={"env_steps": env_steps})))
     run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env = user_env()
     proc = subprocess.Popen(
         [RLPLAT, "train", str(config_path), "--run-dir", str(run_dir)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
