@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.actors import ActorPolicy
 from rlplat.data import Transitions
 
 
@@ -32,8 +33,20 @@ class Agent(abc.ABC):
     n_step: int = 1
 
     @abc.abstractmethod
+    def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> ActorPolicy:
+        """A fresh numpy-only copy of the acting policy for collector `index` of
+        `num_actors` (its exploration may depend on both, as in Ape-X). It holds no
+        weights until `set_weights(agent.get_weights())`; it pickles to other processes."""
+
+    @property
+    @abc.abstractmethod
+    def policy(self) -> ActorPolicy:
+        """The in-process acting policy, kept in step with the learner's weights (what
+        `num_actors: 0` collection and evaluation act with; its RNG is checkpointed)."""
+
     def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
         """Actions for a batch of observations; `explore=False` is the deterministic policy."""
+        return self.policy.act(observations, explore)
 
     @abc.abstractmethod
     def train(self, batch: Transitions, weights: np.ndarray | None = None) -> TrainResult:
@@ -42,7 +55,8 @@ class Agent(abc.ABC):
         weights; `TrainResult.td_errors` comes back [K, B]."""
 
     def update_schedules(self, env_steps: int, progress: float) -> dict[str, float]:
-        """Move schedules (epsilon, learning rate, ...) forward; returns values to log.
+        """Move learner schedules (learning rate, ...) forward; returns values to log.
+        Acting schedules (epsilon) live in the ActorPolicy (`update(env_steps)`).
 
         `progress` is env_steps / train.env_steps, in [0, 1].
         """

@@ -22,6 +22,11 @@ class EpsilonSchedule(Strict):
     start: Probability = 1.0
     end: Probability = 0.05
     decay_env_steps: PosInt = 10_000
+    actor_exponent: Annotated[float, Field(ge=0.0)] = Field(
+        7.0,
+        description="Ape-X: collector actor i of N explores with "
+        "epsilon^(1 + actor_exponent * i / (N - 1)); 0 = all use the schedule",
+    )
 
     def value(self, env_steps: int) -> float:
         frac = min(1.0, env_steps / self.decay_env_steps)

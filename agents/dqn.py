@@ -5,7 +5,8 @@ n-step returns are assembled by the replay side (rlplat.replay.NStepAssembler), 
 hands over `discount` = gamma^n (0 after a termination); so TF-Agents gets gamma = 1 and
 the bootstrap is reward + discount * Q_target(next_obs, .).
 
-Acting happens in numpy from the Q network's weights (epsilon-greedy); learning is one
+Acting happens in numpy from the Q network's weights (agents.actors.EpsilonGreedyQ: epsilon
+greedy, Ape-X epsilons per collector actor, |n-step TD| initial priorities); learning is one
 tf.function around `DqnAgent.train` that also returns per-sample TD errors (for
 prioritized replay) and the mean Q value of the batch (a health signal worth watching).
 """
@@ -22,9 +23,10 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 from tf_agents.utils import common
 
+from agents.actors import EpsilonGreedyQ
 from agents.base import Agent, TrainResult
 from agents.configs import DQNConfig
-from agents.networks import NumpyMLP, q_net
+from agents.networks import q_net
 from envs import EnvSpaces
 from envs.tf_agents_adapter import tensor_specs
 from rlplat.data import Transitions
@@ -74,34 +76,29 @@ class DQNAgent(Agent):
         self._train_fn = tf.function(
             self._train_phase, autograph=False, jit_compile=cfg.jit_compile, reduce_retracing=True
         )
-        self._actor = NumpyMLP(cfg.network.activation, cfg.dueling)
-        self._actor_stale = True  # numpy weights lag the TF ones until the next act()
-        self._rng = np.random.default_rng(seed)
-        self._epsilon = cfg.epsilon.start
+        self._policy = self.actor_policy(0, 1, seed)
+        self._policy_stale = True  # numpy weights lag the TF ones until the next use
 
     # ------------------------------------------------------------------ acting
-    def q_values(self, observations: np.ndarray) -> np.ndarray:
-        if self._actor_stale:
-            self._actor.set_weights(self.get_weights())
-            self._actor_stale = False
-        return self._actor(np.asarray(observations, np.float32))
+    def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> EpsilonGreedyQ:
+        return EpsilonGreedyQ(self.cfg, self._num_actions, index, num_actors, seed)
 
-    def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
-        greedy = self.q_values(observations).argmax(axis=1)
-        eps = self._epsilon if explore else self.cfg.eval_epsilon
-        if eps <= 0.0:
-            return greedy
-        n = len(greedy)
-        random = self._rng.integers(0, self._num_actions, size=n)
-        return np.where(self._rng.random(n) < eps, random, greedy)
+    @property
+    def policy(self) -> EpsilonGreedyQ:
+        if self._policy_stale:
+            self._policy.set_weights(self.get_weights())
+            self._policy_stale = False
+        return self._policy
+
+    def q_values(self, observations: np.ndarray) -> np.ndarray:
+        return self.policy.q_values(observations)
 
     def update_schedules(self, env_steps: int, progress: float) -> dict[str, float]:
-        self._epsilon = self.cfg.epsilon.value(env_steps)
         lr = self.cfg.learning_rate
         if self.cfg.lr_schedule == "linear":
             lr *= max(0.0, 1.0 - progress)
             self._optimizer.learning_rate = lr
-        return {"charts/epsilon": self._epsilon, "charts/learning_rate": lr}
+        return {"charts/epsilon": self.cfg.epsilon.value(env_steps), "charts/learning_rate": lr}
 
     # ---------------------------------------------------------------- learning
     def _train_graph(self, obs, action, reward, next_obs, discount, weights):
@@ -159,7 +156,7 @@ class DQNAgent(Agent):
             tf.convert_to_tensor(batch.discount, tf.float32),
             tf.convert_to_tensor(weights, tf.float32),
         )
-        self._actor_stale = True
+        self._policy_stale = True
         return TrainResult(
             metrics={
                 "losses/td_loss": float(out["loss"]),
@@ -179,7 +176,7 @@ class DQNAgent(Agent):
     def set_weights(self, weights: list[np.ndarray]) -> None:
         for var, value in zip(self._q.trainable_variables, weights, strict=True):
             var.assign(value)
-        self._actor_stale = True
+        self._policy_stale = True
 
     def checkpoint_items(self) -> dict[str, Any]:
         return {
@@ -190,15 +187,14 @@ class DQNAgent(Agent):
         }
 
     def extra_state(self) -> dict[str, Any]:
-        return {"rng": self._rng.bit_generator.state, "epsilon": self._epsilon}
+        return {"rng": self._policy.rng.bit_generator.state}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "rng" in state:
-            self._rng.bit_generator.state = state["rng"]
-        self._epsilon = state.get("epsilon", self._epsilon)
+            self._policy.rng.bit_generator.state = state["rng"]
 
     def on_restore(self) -> None:
-        self._actor_stale = True
+        self._policy_stale = True
 
     def serving_module(self) -> tf.Module:
         return _QServing(self._q, self._obs_shape)

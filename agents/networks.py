@@ -1,12 +1,7 @@
-"""Networks for the agents, and their numpy twins for fast actor-side inference.
-
-perf-notes: a TF-Agents policy call costs ~440 µs at batch 1; the same MLP in numpy
-~17 µs, which made collection 2.5× faster. Learning stays in TensorFlow.
-"""
+"""TF-Agents networks for the agents (their numpy twins for acting: agents.actors)."""
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 from tf_agents.networks import encoding_network, network, q_network
 
@@ -52,32 +47,3 @@ def q_net(observation_spec, action_spec, cfg: MLPConfig, dueling: bool = False) 
     )
     net.create_variables()
     return net
-
-
-class NumpyMLP:
-    """An MLP's forward pass in numpy, from its [W1, b1, ..., W, b] variable list.
-
-    Plain: hidden Dense layers then a linear output (Q values, logits or action means).
-    Dueling: the last two (W, b) pairs are the value and advantage heads, combined as in
-    DuelingQNetwork.
-    """
-
-    def __init__(self, activation: str = "relu", dueling: bool = False):
-        self._act = {"relu": lambda x: np.maximum(x, 0.0), "tanh": np.tanh}[activation]
-        self._dueling = dueling
-        self._layers: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        self._layers = [(weights[i], weights[i + 1]) for i in range(0, len(weights), 2)]
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = x.reshape(len(x), -1).astype(np.float32, copy=False)
-        heads = 2 if self._dueling else 1
-        for W, b in self._layers[:-heads]:
-            x = self._act(x @ W + b)
-        if not self._dueling:
-            W, b = self._layers[-1]
-            return x @ W + b
-        (Wv, bv), (Wa, ba) = self._layers[-2:]
-        advantage = x @ Wa + ba
-        return (x @ Wv + bv) + advantage - advantage.mean(axis=1, keepdims=True)

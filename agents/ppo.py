@@ -22,10 +22,11 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.networks import encoding_network, value_network
 
+from agents.actors import StochasticPolicy
 from agents.advantages import gae
 from agents.base import Agent, TrainResult
 from agents.configs import PPOConfig
-from agents.networks import ACTIVATIONS, NumpyMLP
+from agents.networks import ACTIVATIONS
 from envs import EnvSpaces
 from rlplat.data import Transitions
 
@@ -81,9 +82,8 @@ class PPOAgent(Agent):
         # No XLA here: with the minibatch gathers it recompiled on every call (seconds per
         # rollout instead of a fraction of one, seen while building this).
         self._update_fn = tf.function(self._update, **sig)
-        self._actor = NumpyMLP(cfg.network.activation)
-        self._actor_stale = True
-        self._rng = np.random.default_rng(seed)
+        self._policy = self.actor_policy(0, 1, seed)
+        self._policy_stale = True
 
     # ------------------------------------------------------------------ policy
     def _normalize(self, obs: tf.Tensor) -> tf.Tensor:
@@ -108,31 +108,19 @@ class PPOAgent(Agent):
         entropy = tf.reduce_sum(self._log_std + 0.5 * (_LOG_2PI + 1.0)) * tf.ones_like(logp)
         return logp, entropy
 
-    def _numpy_normalize(self, obs: np.ndarray) -> np.ndarray:
-        if not self.cfg.normalize_observations:
-            return obs
-        return np.clip((obs - self._np_mean) / self._np_std, -10.0, 10.0)
+    def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> StochasticPolicy:
+        n_policy = len(self._torso.trainable_variables) + len(self._head.trainable_variables)
+        return StochasticPolicy(
+            self.cfg.network.activation, n_policy, self._discrete, self._action_space.shape,
+            self.cfg.normalize_observations, seed,
+        )  # fmt: skip
 
-    def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
-        if self._actor_stale:
-            self._actor.set_weights(
-                [
-                    v.numpy()
-                    for v in (*self._torso.trainable_variables, *self._head.trainable_variables)
-                ]  # fmt: skip
-            )
-            self._np_mean = self._obs_mean.numpy()
-            self._np_std = np.sqrt(self._obs_var.numpy() + 1e-8)
-            self._np_log_std = self._log_std.numpy()
-            self._actor_stale = False
-        out = self._actor(self._numpy_normalize(np.asarray(observations, np.float32)))
-        if self._discrete:
-            if explore:  # Gumbel-max: a categorical sample without a softmax
-                out = out - np.log(-np.log(self._rng.random(out.shape)))
-            return out.argmax(axis=1)
-        if explore:
-            out = out + np.exp(self._np_log_std) * self._rng.standard_normal(out.shape)
-        return out.reshape(len(out), *self._action_space.shape).astype(np.float32)
+    @property
+    def policy(self) -> StochasticPolicy:
+        if self._policy_stale:
+            self._policy.set_weights(self.get_weights())
+            self._policy_stale = False
+        return self._policy
 
     def update_schedules(self, env_steps: int, progress: float) -> dict[str, float]:
         remaining = max(0.0, 1.0 - progress)
@@ -221,7 +209,7 @@ class PPOAgent(Agent):
             tf.constant(self._clip, tf.float32),
         ).numpy()
         self._update_obs_stats(obs)
-        self._actor_stale = True
+        self._policy_stale = True
         explained = 1.0 - np.var(ret - v) / (np.var(ret) + 1e-8)
         return TrainResult(
             metrics={
@@ -259,7 +247,7 @@ class PPOAgent(Agent):
     def set_weights(self, weights: list[np.ndarray]) -> None:
         for var, value in zip((*self._vars, self._obs_mean, self._obs_var), weights, strict=True):
             var.assign(value)
-        self._actor_stale = True
+        self._policy_stale = True
 
     def checkpoint_items(self) -> dict[str, Any]:
         return {
@@ -275,14 +263,14 @@ class PPOAgent(Agent):
         }
 
     def extra_state(self) -> dict[str, Any]:
-        return {"rng": self._rng.bit_generator.state}
+        return {"rng": self._policy.rng.bit_generator.state}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "rng" in state:
-            self._rng.bit_generator.state = state["rng"]
+            self._policy.rng.bit_generator.state = state["rng"]
 
     def on_restore(self) -> None:
-        self._actor_stale = True
+        self._policy_stale = True
 
     def serving_module(self) -> tf.Module:
         return _PolicyServing(self)

@@ -56,6 +56,14 @@ def train(
     progress: Annotated[
         bool | None, typer.Option(help="Live progress bar (default: on a terminal).")
     ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster for collect.num_actors > 0: 'auto' (a `ray start --head` on "
+            "this machine), HOST:PORT or ray://HOST:10001. Default: a local Ray in this "
+            "command."
+        ),
+    ] = None,
 ) -> None:
     """Train an agent from an experiment YAML.
 
@@ -92,7 +100,9 @@ def train(
         try:
             from rlplat.train import train as run_training
 
-            summary = run_training(cfg, target, resume=resuming, show_progress=progress)
+            summary = run_training(
+                cfg, target, resume=resuming, show_progress=progress, address=address
+            )
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
     final = summary.final_eval

@@ -1,31 +1,81 @@
-"""Collectors: step environments with the agent's acting policy and hand back numpy.
+"""Collectors: step vector environments with an actor-side policy and hand back numpy.
 
-`LocalCollector` runs in the learner's process (`collect.num_actors: 0`). Its `collect`
-call is the boundary where Ray collector actors go: same arguments, same numpy results.
+`Collector` is the whole job of one collector, in any process. `num_actors: 0` runs one in
+the learner's process on the agent's own policy; `num_actors: N` runs N of them as Ray
+actors (`RayCollectors`), each with its own vector env and a numpy copy of the policy that
+pulls the learner's weights from the object store when their version changes. Nothing in
+a collector imports TensorFlow, so collector processes are light and never claim a GPU.
+
+Off-policy, collectors also assemble n-step transitions (they see each env's stream in
+order) and, Ape-X style, compute initial priorities from their own |n-step TD error|.
+On-policy, they return fixed-length rollout fragments tagged with the policy version.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 import envs
-from agents import Agent
-from rlplat.config import EnvConfig
+from agents.actors import ActorPolicy
+from rlplat.config import EnvConfig, ExperimentConfig
 from rlplat.data import EpisodeStats, Transitions
+from rlplat.replay import NStepAssembler
 
 
-class LocalCollector:
-    """A vector env of `num_envs` copies stepped in lockstep by `agent.act`."""
+@dataclass
+class Fragment:
+    """What one `collect` call returns.
 
-    def __init__(self, env_cfg: EnvConfig, num_envs: int, seed: int, agent: Agent):
+    `transitions`: off-policy, n-step transitions ready for replay (None if no window
+    completed); on-policy, the raw rollout with rows ordered (step, env). `env_steps` is
+    the number of environment steps taken (what the run's budget counts).
+    """
+
+    transitions: Transitions | None
+    episodes: list[EpisodeStats]
+    env_steps: int
+    num_envs: int
+    priorities: np.ndarray | None = None
+    version: int = 0  # the learner's weight version the fragment was collected with
+    actor: int = 0
+    collect_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Collector:
+    """A vector env of `num_envs` copies stepped in lockstep by an `ActorPolicy`."""
+
+    def __init__(
+        self,
+        env_cfg: EnvConfig,
+        num_envs: int,
+        seed: int,
+        policy: ActorPolicy,
+        n_step: int | None = None,
+        gamma: float = 0.99,
+        priorities: bool = False,
+        actor: int = 0,
+    ):
+        """`n_step` None: on-policy (raw rollouts); an int: off-policy n-step assembly.
+        `priorities`: attach the policy's initial priorities to off-policy fragments."""
         self.num_envs = num_envs
-        self._agent = agent
+        self.policy = policy
+        self.actor = actor
         self._env = envs.make_vec(env_cfg, num_envs, seed)
         space = self._env.single_action_space
         # Box actions: the policy's raw (e.g. Gaussian) action is stored for learning; the
         # env gets it clipped to its bounds.
         self._clip = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
+        self._nstep = None if n_step is None else NStepAssembler(n_step, gamma, num_envs)
+        self._priorities = priorities
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
@@ -33,13 +83,32 @@ class LocalCollector:
         self._obs, _ = self._env.reset(seed=[seed + i for i in range(self.num_envs)])
         self._ep_return = np.zeros(self.num_envs)
         self._ep_length = np.zeros(self.num_envs, np.int64)
+        if self._nstep is not None:
+            self._nstep.reset()
 
-    def collect(self, steps: int, explore: bool = True) -> tuple[Transitions, list[EpisodeStats]]:
-        """`steps` vector steps → steps × num_envs transitions and the episodes that ended."""
+    def collect(self, steps: int, env_steps: int = 0, explore: bool = True) -> Fragment:
+        """`steps` vector steps (steps x num_envs env steps); `env_steps` is the run's
+        global count, which exploration schedules follow."""
+        t0 = time.perf_counter()
+        self.policy.update(env_steps)
+        raw, episodes = self._rollout(steps, explore)
+        priorities = None
+        if self._nstep is not None:
+            out = self._nstep.add(raw)
+            if out is not None and self._priorities:
+                priorities = self.policy.priorities(out)
+        else:
+            out = raw
+        return Fragment(
+            transitions=out, episodes=episodes, env_steps=len(raw), num_envs=self.num_envs,
+            priorities=priorities, actor=self.actor, collect_s=time.perf_counter() - t0,
+        )  # fmt: skip
+
+    def _rollout(self, steps: int, explore: bool) -> tuple[Transitions, list[EpisodeStats]]:
         obs, actions, rewards, next_obs, discounts, lasts = [], [], [], [], [], []
         episodes: list[EpisodeStats] = []
         for t in range(steps):
-            action = self._agent.act(self._obs, explore=explore)
+            action = self.policy.act(self._obs, explore=explore)
             env_action = action if self._clip is None else np.clip(action, *self._clip)
             new_obs, reward, terminated, truncated, info = self._env.step(env_action)
             done = terminated | truncated
@@ -79,3 +148,211 @@ class LocalCollector:
 
     def close(self) -> None:
         self._env.close()
+
+
+class RolloutGather:
+    """On-policy: joins the fragments of one policy version into one [T, N, ...] rollout.
+
+    PPO's "old" log-probabilities are the current policy's, so a fragment collected with
+    older weights would be silently off-policy: it is dropped and counted, never mixed.
+    """
+
+    def __init__(self, num_fragments: int):
+        self.num_fragments = num_fragments
+        self.version = 0
+        self.stale_dropped = 0
+        self._parts: dict[int, Fragment] = {}
+
+    def add(self, fragment: Fragment) -> bool:
+        """Keep `fragment` if it was collected with the current version; False if dropped."""
+        if fragment.version != self.version:
+            self.stale_dropped += 1
+            return False
+        self._parts[fragment.actor] = fragment
+        return True
+
+    def ready(self) -> bool:
+        return len(self._parts) >= self.num_fragments
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.num_fragments) if i not in self._parts]
+
+    def pop(self) -> Transitions:
+        """The rollout, time-major [T, sum of envs, ...]; the next version starts."""
+        parts = [time_major(self._parts[i]) for i in sorted(self._parts)]
+        self._parts.clear()
+        self.version += 1
+        if len(parts) == 1:
+            return parts[0]
+        return Transitions(*(np.concatenate(arrays, axis=1) for arrays in zip(
+            *((p.obs, p.action, p.reward, p.next_obs, p.discount, p.last) for p in parts),
+            strict=True,
+        )))  # fmt: skip
+
+
+def time_major(fragment: Fragment) -> Transitions:
+    """Collector rows are ordered (step, env): view them as [T, N, ...]."""
+    t, n = fragment.transitions, fragment.num_envs
+
+    def shape(a: np.ndarray) -> np.ndarray:
+        return a.reshape(-1, n, *a.shape[1:])
+
+    return Transitions(
+        shape(t.obs), shape(t.action), shape(t.reward), shape(t.next_obs),
+        shape(t.discount), shape(t.last),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- Ray
+
+
+class CollectorActorBody:
+    """The Ray actor around a `Collector`: weights arrive as an object-store reference
+    and are fetched only when their version changes (one `ray.put` per broadcast)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._collector = Collector(*args, **kwargs)
+        self._version = -1
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def collect(self, steps: int, env_steps: int, weights: list, version: int) -> Fragment:
+        # `weights` is [ObjectRef]: wrapped in a list so Ray does not resolve it eagerly.
+        if version != self._version:
+            import ray
+
+            self._collector.policy.set_weights(ray.get(weights[0]))
+            self._version = version
+        fragment = self._collector.collect(steps, env_steps)
+        fragment.version = version
+        fragment.info["pid"] = os.getpid()
+        return fragment
+
+
+class CollectorDiedError(RuntimeError):
+    """A collector actor kept dying without producing anything (a bug, not bad luck)."""
+
+
+class RayCollectors:
+    """N collector actors with one outstanding `collect` request each at most.
+
+    A collector whose process dies (SIGKILL, OOM, lost node) is replaced by a fresh actor
+    with the same index and a new seed; the loss is counted in `restarts`. Weights are
+    put in the object store once per broadcast, not once per actor.
+    """
+
+    def __init__(
+        self,
+        num_actors: int,
+        make_args: Callable[[int, int], tuple[tuple, dict]],
+        runtime_env: dict[str, Any] | None = None,
+        max_consecutive_failures: int = 3,
+    ):
+        import ray
+
+        self._ray = ray
+        self._remote = ray.remote(num_cpus=1, num_gpus=0, max_restarts=0)(CollectorActorBody)
+        self._make_args = make_args
+        self._runtime_env = runtime_env
+        self._max_failures = max_consecutive_failures
+        self.num_actors = num_actors
+        self.restarts = 0
+        self._failures = [0] * num_actors
+        self._generation = [0] * num_actors
+        self._pending: dict[Any, tuple[int, int]] = {}  # ref -> (actor, env steps asked)
+        self._weights_ref: Any = None
+        self.version = -1
+        self.actors = [self._start(i) for i in range(num_actors)]
+
+    def _start(self, index: int) -> Any:
+        args, kwargs = self._make_args(index, self._generation[index])
+        options = {"runtime_env": self._runtime_env} if self._runtime_env else {}
+        return self._remote.options(**options).remote(*args, **kwargs)
+
+    def pids(self) -> list[int]:
+        return self._ray.get([a.pid.remote() for a in self.actors])
+
+    def broadcast(self, weights: list[np.ndarray], version: int) -> None:
+        self._weights_ref = self._ray.put(weights)
+        self.version = version
+
+    def launch(self, index: int, steps: int, env_steps: int, envs_per_actor: int) -> None:
+        ref = self.actors[index].collect.remote(steps, env_steps, [self._weights_ref], self.version)
+        self._pending[ref] = (index, steps * envs_per_actor)
+
+    def idle(self) -> list[int]:
+        busy = {i for i, _ in self._pending.values()}
+        return [i for i in range(self.num_actors) if i not in busy]
+
+    @property
+    def inflight_env_steps(self) -> int:
+        return sum(n for _, n in self._pending.values())
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def wait(self, timeout: float | None) -> list[Fragment]:
+        """Fragments that are ready (blocking up to `timeout` s for the first one)."""
+        if not self._pending:
+            return []
+        ray = self._ray
+        ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        if ready:  # collect everything else that is done too, without waiting
+            more, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)
+            ready = list(dict.fromkeys([*ready, *more]))
+        out = []
+        for ref in ready:
+            index, _ = self._pending.pop(ref)
+            try:
+                out.append(ray.get(ref))
+                self._failures[index] = 0
+            except ray.exceptions.RayActorError as err:
+                self._replace(index, err)
+        return out
+
+    def _replace(self, index: int, err: Exception) -> None:
+        self._failures[index] += 1
+        if self._failures[index] > self._max_failures:
+            raise CollectorDiedError(
+                f"collector actor {index} died {self._failures[index]} times in a row "
+                f"without returning data; last cause: {str(err).splitlines()[0]}"
+            )
+        self.restarts += 1
+        self._generation[index] += 1
+        with contextlib.suppress(Exception):  # already gone
+            self._ray.kill(self.actors[index])
+        self.actors[index] = self._start(index)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                self._ray.kill(actor)
+        self._pending.clear()
+
+
+def ray_collectors(cfg: ExperimentConfig, agent: Any, seed: int) -> RayCollectors:
+    """`cfg.collect.num_actors` Ray collectors for `agent` (Ray must be initialised).
+
+    Actor i acts with `agent.actor_policy(i, N)` (its own exploration, e.g. Ape-X
+    epsilons) on `envs_per_actor` envs seeded apart from every other actor and from any
+    replacement of itself.
+    """
+    from rlplat import cluster
+
+    c = cfg.collect
+    n_step = None if agent.on_policy else agent.n_step
+
+    def make_args(index: int, generation: int) -> tuple[tuple, dict]:
+        actor_seed = seed + 10_007 * (index + 1) + 1_000_003 * generation
+        policy = agent.actor_policy(index, c.num_actors, actor_seed)
+        args = (cfg.env, c.envs_per_actor, actor_seed, policy)
+        kwargs = dict(
+            n_step=n_step, gamma=agent.gamma, priorities=cfg.actor_priorities, actor=index
+        )
+        return args, kwargs
+
+    return RayCollectors(
+        c.num_actors, make_args, {"env_vars": cluster.COLLECTOR_ENV}, c.max_actor_failures
+    )

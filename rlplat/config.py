@@ -33,9 +33,30 @@ class EnvConfig(Strict):
 
 
 class CollectConfig(Strict):
-    num_actors: NonNegInt = Field(0, description="0 = collect in the learner's process")
+    num_actors: NonNegInt = Field(
+        0, description="Ray collector actors; 0 = collect in the learner's process"
+    )
     envs_per_actor: PosInt = 1
-    rollout_length: PosInt = Field(128, description="on-policy: steps per env per rollout")
+    rollout_length: PosInt = Field(
+        128,
+        description="steps per env in one fragment a collector returns; on-policy: the "
+        "rollout each update trains on",
+    )
+    weight_sync_every: PosInt = Field(
+        400, description="off-policy, num_actors > 0: learner steps between weight broadcasts"
+    )
+    max_actor_failures: PosInt = Field(
+        3, description="a collector that dies this many times in a row without data ends the run"
+    )
+
+
+class LearnerConfig(Strict):
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="auto: the first GPU TensorFlow sees, else the CPU"
+    )
+    threads: PosInt | None = Field(
+        None, description="TensorFlow intra-op threads (None: TensorFlow's default)"
+    )
 
 
 class BetaSchedule(Strict):
@@ -51,6 +72,11 @@ class ReplayConfig(Strict):
     alpha: Annotated[float, Field(ge=0.0)] = Field(0.6, description="prioritized only")
     beta: BetaSchedule = BetaSchedule()
     priority_epsilon: Annotated[float, Field(gt=0.0)] = 1e-6
+    initial_priority: Literal["max", "td"] | None = Field(
+        None,
+        description="prioritized: new transitions get the max priority seen, or their "
+        "collector's |n-step TD error| (Ape-X); None = td with num_actors > 0, else max",
+    )
 
 
 class TrainConfig(Strict):
@@ -92,6 +118,7 @@ class ExperimentConfig(Strict):
     env: EnvConfig
     agent: AgentConfig
     collect: CollectConfig = CollectConfig()
+    learner: LearnerConfig = LearnerConfig()
     replay: ReplayConfig | None = None
     train: TrainConfig
     eval: EvalConfig = EvalConfig()
@@ -102,14 +129,18 @@ class ExperimentConfig(Strict):
     def _cross_checks(self) -> ExperimentConfig:
         if self.agent.on_policy is False and self.replay is None:
             raise ValueError(f"replay: agent type '{self.agent.type}' is off-policy and needs one")
-        if self.collect.num_actors > 0:
-            raise ValueError(
-                "collect.num_actors: Ray collector actors are not available yet; use 0 "
-                "(collection runs in the learner's process)"
-            )
         if self.agent.on_policy and self.replay is not None:
             raise ValueError(f"replay: agent type '{self.agent.type}' is on-policy; remove it")
         return self
+
+    @property
+    def actor_priorities(self) -> bool:
+        """Whether collectors send initial priorities (prioritized replay, `td`)."""
+        r = self.replay
+        if r is None or r.type != "prioritized":
+            return False
+        mode = r.initial_priority or ("td" if self.collect.num_actors > 0 else "max")
+        return mode == "td"
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", serialize_as_any=True)

@@ -56,7 +56,9 @@ class UniformReplay:
     def __len__(self) -> int:
         return self._size
 
-    def add(self, t: Transitions) -> None:
+    def add(self, t: Transitions, td_errors: np.ndarray | None = None) -> None:
+        """Store `t`; `td_errors` (prioritized only) are initial |TD| estimates, e.g. a
+        collector's, else new items get the max priority seen."""
         n = len(t)
         if n > self.capacity:  # keep only the newest `capacity`
             t = Transitions(*(getattr(t, f)[-self.capacity :] for f in self._FIELDS))
@@ -151,11 +153,14 @@ class PrioritizedReplay(UniformReplay):
         self.beta = self._beta_start + (self._beta_end - self._beta_start) * min(1.0, progress)
         return {"replay/beta": self.beta}
 
-    def add(self, t: Transitions) -> None:
+    def add(self, t: Transitions, td_errors: np.ndarray | None = None) -> None:
         n = min(len(t), self.capacity)
         idx = (self._pos + np.arange(n)) % self.capacity
         super().add(t)
-        self._set(idx, np.full(n, self._max_priority))
+        if td_errors is None:
+            self._set(idx, np.full(n, self._max_priority))
+        else:
+            self.update_priorities(idx, np.asarray(td_errors)[-n:])
 
     def sample(self, batch_size: int, num_batches: int = 1) -> Sample:
         if self._size == 0:

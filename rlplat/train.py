@@ -1,6 +1,7 @@
-"""The training loops. Off-policy now: collect → replay → learn, with evals, checkpoints,
-TensorBoard and export. The collector is a `LocalCollector` call; Ray actors take its
-place without the loop changing (DESIGN.md).
+"""The training loop: collect → (replay →) learn, with evals, checkpoints, TensorBoard and
+export, for off-policy and on-policy agents alike. Collection is a `_Source`: one collector
+in this process (`collect.num_actors: 0`) or Ray collector actors running concurrently
+with the learner; the loop is the same for both (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from rich.progress import (
 
 import agents
 import envs
+from agents.actors import ActorPolicy
 from rlplat import replay as replay_mod
 from rlplat.checkpoint import Checkpointer
-from rlplat.collect import LocalCollector
+from rlplat.collect import Collector, Fragment, RolloutGather, ray_collectors
 from rlplat.config import ExperimentConfig
 from rlplat.data import Transitions
 from rlplat.evaluate import EvalResult, run_episodes
-from rlplat.replay import NStepAssembler
 from rlplat.rundir import write_metadata
 
 
@@ -48,31 +49,37 @@ class TrainSummary:
     first_threshold: dict[str, float] | None
     final_eval: dict[str, Any]
     export_path: str | None
+    actor_restarts: int = 0
+    stale_fragments: int = 0
     evals: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Trainer:
-    """Owns one run: its agent, replay, collector, logger and checkpoints."""
+    """Owns one run: its agent, replay, collectors, logger and checkpoints."""
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, console: Console | None = None):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: Path,
+        console: Console | None = None,
+        address: str | None = None,
+    ):
         import tensorflow as tf
 
+        from rlplat.learner import configure_tensorflow
         from rlplat.logging import TensorBoardLogger
 
         self.cfg = cfg
         self.run_dir = run_dir
+        self.address = address
         self.console = console or Console(stderr=True, soft_wrap=True)
+        self.placement = configure_tensorflow(cfg.learner)
         tf.random.set_seed(cfg.seed)
         self.spaces = envs.spaces(cfg.env)
-        self.agent = agents.build(cfg.agent, self.spaces, seed=cfg.seed)
+        with tf.device(self.placement.device):
+            self.agent = agents.build(cfg.agent, self.spaces, seed=cfg.seed)
         self.replay = replay_mod.build(cfg.replay, self.spaces, cfg.seed) if cfg.replay else None
-        self.collector = LocalCollector(cfg.env, cfg.collect.envs_per_actor, cfg.seed, self.agent)
         self.on_policy = self.agent.on_policy
-        self.nstep = (
-            None
-            if self.on_policy
-            else NStepAssembler(self.agent.n_step, self.agent.gamma, self.collector.num_envs)
-        )
         self.checkpointer = Checkpointer(
             run_dir / "checkpoints", self.agent, self.replay, cfg.checkpoint.keep
         )
@@ -84,6 +91,9 @@ class Trainer:
             "wall_s": 0.0,
             "evals": [],
             "first_threshold": None,
+            "train_phases": 0,
+            "actor_restarts": 0,
+            "stale_fragments": 0,
         }
 
     # ---------------------------------------------------------------- resume
@@ -97,29 +107,60 @@ class Trainer:
             (self.run_dir / "evals.jsonl").unlink(missing_ok=True)
             return None
         self.state.update(self.checkpointer.restore(path))
+        self.state.setdefault(
+            "train_phases", self.state["train_steps"] // self.cfg.train.updates_per_train
+        )
         truncate_events(self.tb_dir, self.state["env_steps"])
         with (self.run_dir / "evals.jsonl").open("w") as f:  # evals after it are redone
             f.writelines(json.dumps(record) + "\n" for record in self.state["evals"])
-        # Env state is not checkpointed: start new episodes on fresh, step-dependent seeds.
-        self.collector.reset(self.cfg.seed + 7919 * self.state["env_steps"])
-        if self.nstep is not None:
-            self.nstep.reset()
         return path
 
     # ------------------------------------------------------------------ loop
     def run(self, show_progress: bool | None = None) -> TrainSummary:
+        t0 = time.perf_counter()  # wall time includes starting Ray and the collectors
+        source = self._open_source()
+        try:
+            return self._run(source, show_progress, t0)
+        finally:
+            source.close()
+
+    def _open_source(self) -> _Source:
+        # Env state is not checkpointed: a resumed run starts new episodes on fresh,
+        # step-dependent seeds.
+        steps = self.state["env_steps"]
+        seed = self.cfg.seed + 7919 * steps if steps else self.cfg.seed
+        if self.cfg.collect.num_actors == 0:
+            return _LocalSource(self.cfg, self.agent, seed)
+        return _RaySource(self.cfg, self.agent, seed, self.address, self.console, self.run_dir)
+
+    def _run(self, source: _Source, show_progress: bool | None, t0: float) -> TrainSummary:
+        import tensorflow as tf
+
         cfg, agent, state = self.cfg, self.agent, self.state
         tb = self._tb_factory()
         total = cfg.train.env_steps
-        n_envs = self.collector.num_envs
-        # Off-policy: a training phase every `train_every` env steps (rounded up to whole
-        # vector steps) of exactly `updates_per_train` gradient steps: a fixed replay ratio.
-        # On-policy: a phase per rollout of `collect.rollout_length` steps per env.
-        if self.on_policy:
+        distributed = cfg.collect.num_actors > 0
+        n_envs = source.num_envs  # envs per fragment
+        # Off-policy: the replay ratio is held by the budget of training phases: one phase
+        # of `updates_per_train` gradient steps per `train_every` env steps after
+        # `learning_starts` (locally, a chunk of `train_every` steps then its phase).
+        # Distributed, collectors run ahead at most one fragment each (a learner that falls
+        # behind stops relaunching them); a learner ahead of the data waits for it.
+        # On-policy: one phase per rollout of `collect.rollout_length` steps per env, from
+        # every collector, all with the same weights.
+        if self.on_policy or distributed:
             vector_steps = cfg.collect.rollout_length
         else:
             vector_steps = math.ceil(cfg.train.train_every / n_envs)
-        wall0, t0 = state["wall_s"], time.perf_counter()
+        upt = cfg.train.updates_per_train
+        backlog_phases = math.ceil(
+            source.num_fragments * vector_steps * n_envs / cfg.train.train_every
+        )
+        gather = RolloutGather(source.num_fragments)
+        version_steps = {0: agent.train_steps}  # weight version -> learner step it was taken
+        synced_at = agent.train_steps
+        source.broadcast(agent.get_weights(), gather.version)
+        wall0 = state["wall_s"]
         session_steps0, train_steps0 = state["env_steps"], agent.train_steps
         window = _Window(state["env_steps"], agent.train_steps)
         next_log = _next_multiple(state["env_steps"], cfg.train.log_every)
@@ -128,9 +169,17 @@ class Trainer:
         last_train_return = float("nan")
         sample = result = None
         last_eval = state["evals"][-1]["return_mean"] if state["evals"] else float("nan")
+        owed = 0
+        restarts0 = state["actor_restarts"]
 
         def wall() -> float:
             return wall0 + time.perf_counter() - t0
+
+        def phases_due(env_steps: int) -> int:
+            te, start = cfg.train.train_every, cfg.train.learning_starts
+            if env_steps < start or self.replay is None or not len(self.replay):
+                return 0
+            return max(0, env_steps // te - math.ceil(start / te) + 1)
 
         progress = _progress(self.console, show_progress)
         task = progress.add_task(
@@ -138,47 +187,90 @@ class Trainer:
             ret=last_train_return, eval=last_eval,
         )  # fmt: skip
         with progress, _StopOnSigint() as stop:
-            while state["env_steps"] < total and not stop.requested:
-                progress_frac = state["env_steps"] / total
-                schedules = agent.update_schedules(state["env_steps"], progress_frac)
+            while not stop.requested:
+                step = state["env_steps"]
+                if step >= total and source.pending == 0 and owed == 0:
+                    break
+                progress_frac = min(1.0, step / total)
+                schedules = agent.update_schedules(step, progress_frac)
                 if self.replay is not None:
                     schedules.update(self.replay.anneal(progress_frac))
-                steps = vector_steps  # on-policy: whole rollouts (GAE wants fixed lengths)
-                if not self.on_policy:  # off-policy: stop exactly at the budget
-                    steps = min(steps, math.ceil((total - state["env_steps"]) / n_envs))
-                batch, episodes = self.collector.collect(steps, explore=True)
-                if not self.on_policy:
-                    assembled = self.nstep.add(batch)
-                    if assembled is not None:
-                        self.replay.add(assembled)
-                for ep in episodes:  # each at the env step where it ended
-                    state["episodes"] += 1
-                    last_train_return = ep.ret
-                    tb.scalars(
-                        {"charts/episodic_return": ep.ret, "charts/episodic_length": ep.length},
-                        state["env_steps"] + ep.index + 1,
-                    )
-                state["env_steps"] += len(batch)
-                step = state["env_steps"]
+                # ---- collect
                 if self.on_policy:
-                    result = agent.train(_time_major(batch, n_envs))
+                    launch = gather.missing() if step < total else []
+                    block = True
+                else:
+                    room = step + source.inflight_env_steps < total
+                    launch = source.idle() if room and owed <= backlog_phases else []
+                    block = owed == 0
+                    if not distributed:
+                        vector_steps = min(vector_steps, math.ceil((total - step) / n_envs))
+                fragments = source.gather(launch, vector_steps, step, gather.version, block)
+                for f in fragments:
+                    for ep in f.episodes:  # each at the env step where it ended
+                        state["episodes"] += 1
+                        last_train_return = ep.ret
+                        tb.scalars(
+                            {"charts/episodic_return": ep.ret,
+                             "charts/episodic_length": ep.length},
+                            state["env_steps"] + ep.index + 1,
+                        )  # fmt: skip
+                    state["env_steps"] += f.env_steps
+                    if distributed:
+                        lag = agent.train_steps - version_steps.get(f.version, synced_at)
+                        window.add({"collect/weight_lag_updates": float(lag)})
+                    if self.on_policy:
+                        if not gather.add(f):
+                            state["stale_fragments"] += 1
+                    elif f.transitions is not None:
+                        self.replay.add(f.transitions, f.priorities)
+                state["actor_restarts"] = restarts0 + source.restarts
+                step = state["env_steps"]
+                # ---- learn
+                if self.on_policy and gather.ready():
+                    with tf.device(self.placement.device):
+                        result = agent.train(gather.pop())
                     window.add(result.metrics)
-                elif step >= cfg.train.learning_starts and len(self.replay):
-                    sample = self.replay.sample(cfg.train.batch_size, cfg.train.updates_per_train)
-                    result = agent.train(sample.batch, sample.weights)
-                    if result.td_errors is not None:
-                        self.replay.update_priorities(sample.indices, result.td_errors)
-                    window.add(result.metrics)
-                    if sample.weights is not None:
-                        window.add_is_weights(sample.weights)
+                    state["train_phases"] += 1
+                    version_steps = {gather.version: agent.train_steps}
+                    source.broadcast(agent.get_weights(), gather.version)
+                elif not self.on_policy:
+                    owed = phases_due(step) - state["train_phases"]
+                    for _ in range(owed if not distributed else min(owed, 1)):
+                        sample = self.replay.sample(cfg.train.batch_size, upt)
+                        with tf.device(self.placement.device):
+                            result = agent.train(sample.batch, sample.weights)
+                        if result.td_errors is not None:
+                            self.replay.update_priorities(sample.indices, result.td_errors)
+                        window.add(result.metrics)
+                        if sample.weights is not None:
+                            window.add_is_weights(sample.weights)
+                        state["train_phases"] += 1
+                    owed = phases_due(step) - state["train_phases"]
+                    sync_due = agent.train_steps - synced_at >= cfg.collect.weight_sync_every
+                    if distributed and sync_due:
+                        synced_at = agent.train_steps
+                        version = max(version_steps) + 1
+                        version_steps[version] = synced_at
+                        version_steps.pop(version - 100, None)  # lag beyond that: synced_at
+                        source.broadcast(agent.get_weights(), version)
+                # ---- log, evaluate, checkpoint
                 if step >= next_log:
                     next_log = _next_multiple(step, cfg.train.log_every)
                     scalars = window.flush(step, agent.train_steps)
                     scalars.update(schedules)
                     if self.replay is not None:
                         scalars["charts/replay_size"] = len(self.replay)
+                        scalars["charts/replay_ratio"] = (
+                            agent.train_steps * cfg.train.batch_size / max(step, 1)
+                        )
+                    if distributed:
+                        scalars["collect/actor_restarts"] = float(state["actor_restarts"])
+                        scalars["collect/weight_version"] = float(max(version_steps))
+                        if self.on_policy:
+                            scalars["collect/stale_fragments"] = float(state["stale_fragments"])
                     tb.scalars(scalars, step)
-                    if sample is not None and result is not None:
+                    if sample is not None and result is not None and not self.on_policy:
                         hists = {"replay/td_errors": result.td_errors}
                         if sample.priorities is not None:
                             hists["replay/sampled_priorities"] = sample.priorities
@@ -217,6 +309,8 @@ class Trainer:
             first_threshold=state["first_threshold"],
             final_eval=final.to_dict(),
             export_path=str(export_path) if export_path else None,
+            actor_restarts=state["actor_restarts"],
+            stale_fragments=state["stale_fragments"],
             evals=state["evals"],
         )
         (self.run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
@@ -330,16 +424,178 @@ def train(
     resume: bool = False,
     show_progress: bool | None = None,
     console: Console | None = None,
+    address: str | None = None,
 ) -> TrainSummary:
-    """Train `cfg` in `run_dir` (continuing its latest checkpoint when `resume`)."""
+    """Train `cfg` in `run_dir` (continuing its latest checkpoint when `resume`).
+
+    `address`: join this Ray cluster for `collect.num_actors > 0` (default: a local Ray).
+    """
     if not resume:
         write_metadata(run_dir, cfg)
-    trainer = Trainer(cfg, run_dir, console)
+    trainer = Trainer(cfg, run_dir, console, address)
     if resume:
         path = trainer.resume()
         where = f"{path.name} ({trainer.state['env_steps']:,} env steps)" if path else "scratch"
         trainer.console.print(f"resuming {run_dir} from {where}")
     return trainer.run(show_progress)
+
+
+class _AgentPolicy(ActorPolicy):
+    """The learner's own acting policy, always current (`num_actors: 0`)."""
+
+    def __init__(self, agent: agents.Agent):
+        self._agent = agent
+
+    def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
+        return self._agent.policy.act(observations, explore)
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self._agent.set_weights(weights)
+
+    def update(self, env_steps: int) -> None:
+        self._agent.policy.update(env_steps)
+
+    def priorities(self, t: Transitions) -> np.ndarray | None:
+        return self._agent.policy.priorities(t)
+
+
+class _Source:
+    """Where fragments come from: the training loop's only view of collection."""
+
+    num_envs: int  # envs behind one fragment
+    num_fragments: int  # fragments per on-policy rollout (one per collector)
+    restarts = 0
+    pending = 0
+    inflight_env_steps = 0
+
+    def idle(self) -> list[int]:
+        return [0]
+
+    def gather(
+        self, launch: list[int], steps: int, env_steps: int, version: int, block: bool
+    ) -> list[Fragment]:
+        """Start `steps`-step fragments on the collectors in `launch`; return those done."""
+        raise NotImplementedError
+
+    def broadcast(self, weights: list[np.ndarray], version: int) -> None:
+        """New learner weights for the collectors (tagged `version`)."""
+
+    def close(self) -> None: ...
+
+
+class _LocalSource(_Source):
+    """`num_actors: 0`: one collector in this process, on the agent's own policy."""
+
+    def __init__(self, cfg: ExperimentConfig, agent: agents.Agent, seed: int):
+        self.num_envs, self.num_fragments = cfg.collect.envs_per_actor, 1
+        self._collector = Collector(
+            cfg.env, self.num_envs, seed, _AgentPolicy(agent),
+            n_step=None if agent.on_policy else agent.n_step, gamma=agent.gamma,
+            priorities=cfg.actor_priorities,
+        )  # fmt: skip
+
+    def gather(
+        self, launch: list[int], steps: int, env_steps: int, version: int, block: bool
+    ) -> list[Fragment]:
+        if not launch:
+            return []
+        fragment = self._collector.collect(steps, env_steps)
+        fragment.version = version
+        return [fragment]
+
+    def close(self) -> None:
+        self._collector.close()
+
+
+class _RaySource(_Source):
+    """`num_actors: N`: Ray collector actors (rlplat.collect.RayCollectors)."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        agent: agents.Agent,
+        seed: int,
+        address: str | None,
+        console: Console,
+        run_dir: Path | None = None,
+    ):
+        from rlplat import cluster
+
+        c = cfg.collect
+        self.num_envs, self.num_fragments = c.envs_per_actor, c.num_actors
+        self._run_dir = run_dir
+        self._pids: dict[int, int] = {}
+        self._info = cluster.start(address, c.num_actors)
+        self._started = self._info["local"]
+        try:
+            self._actors = ray_collectors(cfg, agent, seed)
+        except BaseException:
+            self._stop_ray()
+            raise
+        console.print(
+            f"collectors: {c.num_actors} Ray actors x {c.envs_per_actor} envs "
+            f"(Ray: {self._info['address']})",
+            highlight=False,
+        )
+
+    @property
+    def restarts(self) -> int:  # type: ignore[override]
+        return self._actors.restarts
+
+    @property
+    def pending(self) -> int:  # type: ignore[override]
+        return self._actors.pending
+
+    @property
+    def inflight_env_steps(self) -> int:  # type: ignore[override]
+        return self._actors.inflight_env_steps
+
+    def idle(self) -> list[int]:
+        return self._actors.idle()
+
+    def gather(
+        self, launch: list[int], steps: int, env_steps: int, version: int, block: bool
+    ) -> list[Fragment]:
+        busy = set(range(self.num_fragments)) - set(self._actors.idle())
+        for index in launch:
+            if index not in busy:
+                self._actors.launch(index, steps, env_steps, self.num_envs)
+        fragments = self._actors.wait(timeout=1.0 if block else 0.0)
+        self._note_pids(fragments)
+        return fragments
+
+    def broadcast(self, weights: list[np.ndarray], version: int) -> None:
+        self._actors.broadcast(weights, version)
+
+    def _note_pids(self, fragments: list[Fragment]) -> None:
+        """collectors.json: each collector's pid (changes when one is replaced)."""
+        changed = False
+        for f in fragments:
+            pid = f.info.get("pid")
+            if pid is not None and self._pids.get(f.actor) != pid:
+                self._pids[f.actor] = pid
+                changed = True
+        if changed and self._run_dir is not None:
+            record = {
+                "pids": {str(k): v for k, v in sorted(self._pids.items())},
+                "restarts": self._actors.restarts,
+                "ray": self._info,
+            }
+            tmp = self._run_dir / ".collectors.json.tmp"
+            tmp.write_text(json.dumps(record))
+            tmp.replace(self._run_dir / "collectors.json")
+
+    def _stop_ray(self) -> None:
+        if self._started:
+            from rlplat import cluster
+
+            cluster.stop()
+
+    def close(self) -> None:
+        try:
+            self._actors.close()
+        finally:
+            self._stop_ray()
 
 
 class _Window:
@@ -376,18 +632,6 @@ class _Window:
         self._count = 0
         self._t, self._env, self._train = now, env_steps, train_steps
         return out
-
-
-def _time_major(batch: Transitions, num_envs: int) -> Transitions:
-    """Collector rows are ordered (step, env): view them as [T, N, ...] for on-policy."""
-
-    def shape(a: np.ndarray) -> np.ndarray:
-        return a.reshape(-1, num_envs, *a.shape[1:])
-
-    return Transitions(
-        shape(batch.obs), shape(batch.action), shape(batch.reward), shape(batch.next_obs),
-        shape(batch.discount), shape(batch.last),
-    )  # fmt: skip
 
 
 class _StopOnSigint:

@@ -40,7 +40,7 @@ def tiny_config(**sections) -> dict:
         "export": {"model_base_path": "models"},
     }
     for key, value in sections.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     return cfg
 
 

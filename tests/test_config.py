@@ -112,10 +112,12 @@ def test_cli_config_error_is_one_line_exit_2_no_traceback(tmp_path: Path):
     assert not (tmp_path / "runs").exists()  # nothing written for a rejected config
 
 
-def test_unavailable_ray_collectors_are_refused_not_ignored():
+def test_collect_and_learner_fields_are_checked():
     data = tiny_config()
-    data["collect"] = {"num_actors": 2}
+    data["collect"] = {"num_actors": -1, "weight_sync_every": 0}
+    data["learner"] = {"device": "tpu"}
     assert errors_of(data) == [
-        "collect.num_actors: Ray collector actors are not available yet; use 0 "
-        "(collection runs in the learner's process)"
+        "collect.num_actors: must be >= 0, got -1",
+        "collect.weight_sync_every: must be > 0, got 0",
+        "learner.device: input should be 'auto', 'cpu' or 'gpu', got 'tpu'",
     ]

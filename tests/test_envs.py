@@ -5,17 +5,21 @@ import numpy as np
 import pytest
 
 import envs
+from agents.actors import ActorPolicy
 from envs.tf_agents_adapter import GymnasiumPyEnvironment, tensor_specs
-from rlplat.collect import LocalCollector
+from rlplat.collect import Collector
 from rlplat.config import EnvConfig
 from rlplat.errors import ConfigError
 
 
-class _Always:
+class _Always(ActorPolicy):
     """A scripted policy: a constant action for every env."""
 
     def __init__(self, action: int):
         self.action = action
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        pass
 
     def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
         return np.full(len(observations), self.action, np.int64)
@@ -71,16 +75,22 @@ def test_specs_for_discrete_and_box():
     assert action_spec.shape == (2,) and action_spec.dtype.name == "float32"
 
 
+def _collect(cfg: EnvConfig, num_envs: int, policy: ActorPolicy, steps: int):
+    fragment = Collector(cfg, num_envs, seed=0, policy=policy).collect(steps)
+    assert fragment.env_steps == num_envs * steps
+    return fragment.transitions, fragment.episodes
+
+
 def test_collector_bootstraps_truncation_but_not_termination():
     cfg = EnvConfig(id="test_envs:Corridor", kwargs={"length": 3}, max_episode_steps=2)
     # Walking left never reaches the goal: every 2nd step is a truncation.
-    batch, episodes = LocalCollector(cfg, 2, seed=0, agent=_Always(0)).collect(4)
+    batch, episodes = _collect(cfg, 2, _Always(0), 4)
     assert len(batch) == 8 and len(episodes) == 4
     assert np.all(batch.discount == 1.0)
     # Walking right to a goal 2 steps away terminates: discount 0 there, and next_obs is
     # the goal state (the final observation), not the next episode's first observation.
     cfg = EnvConfig(id="test_envs:Corridor", kwargs={"length": 2}, max_episode_steps=5)
-    batch, episodes = LocalCollector(cfg, 1, seed=0, agent=_Always(1)).collect(4)
+    batch, episodes = _collect(cfg, 1, _Always(1), 4)
     np.testing.assert_array_equal(batch.discount, [1.0, 0.0, 1.0, 0.0])
     np.testing.assert_array_equal(batch.next_obs[:, 0], [1.0, 2.0, 1.0, 2.0])
     np.testing.assert_array_equal(batch.obs[:, 0], [0.0, 1.0, 0.0, 1.0])
@@ -89,7 +99,7 @@ def test_collector_bootstraps_truncation_but_not_termination():
 
 def test_truncated_transition_keeps_final_observation():
     cfg = EnvConfig(id="test_envs:Corridor", kwargs={"length": 10}, max_episode_steps=2)
-    batch, _ = LocalCollector(cfg, 1, seed=0, agent=_Always(1)).collect(2)
+    batch, _ = _collect(cfg, 1, _Always(1), 2)
     np.testing.assert_array_equal(batch.next_obs[:, 0], [1.0, 2.0])
     np.testing.assert_array_equal(batch.discount, [1.0, 1.0])
 

@@ -10,9 +10,9 @@ from conftest import tiny_config
 import agents
 import envs
 from rlplat import config
-from rlplat.collect import LocalCollector
+from rlplat.collect import Collector, time_major
 from rlplat.export import export_saved_model
-from rlplat.train import Trainer, _time_major
+from rlplat.train import Trainer
 
 
 def ppo_config(**agent):
@@ -32,9 +32,8 @@ def build(env_id: str = "CartPole-v1", env_kwargs: dict | None = None, **agent):
 
 
 def rollout(cfg, agent, steps: int = 32):
-    collector = LocalCollector(cfg.env, cfg.collect.envs_per_actor, 0, agent)
-    batch, _ = collector.collect(steps)
-    return _time_major(batch, cfg.collect.envs_per_actor)
+    collector = Collector(cfg.env, cfg.collect.envs_per_actor, 0, agent.policy)
+    return time_major(collector.collect(steps))
 
 
 def test_clipped_objective_on_a_toy_batch():
@@ -89,7 +88,7 @@ def test_normalisation_survives_checkpoint_and_export(tmp_path: Path):
     served = tf.saved_model.load(str(path))
     out = served.signatures["serving_default"](observations=tf.constant(obs))
     np.testing.assert_array_equal(out["actions"].numpy(), expected)
-    logits = agent._actor(agent._numpy_normalize(obs))
+    logits = agent.policy.outputs(obs)
     np.testing.assert_allclose(out["logits"].numpy(), logits, rtol=1e-4, atol=1e-5)
     sampled = served.signatures["sample"](observations=tf.constant(obs))["actions"].numpy()
     assert sampled.shape == (16,) and set(sampled) <= {0, 1}

@@ -1,0 +1,177 @@
+"""Actor-side policies: numpy only, no TensorFlow, picklable.
+
+A collector (in the learner's process or in a Ray actor on another machine) acts with one
+of these, fed the learner's `Agent.get_weights()`. Keeping them free of TensorFlow makes a
+collector process light (no TF import, no GPU claim) and fast: perf-notes measured a
+TF-Agents policy call at ~440 us at batch 1 against ~17 us for the same MLP in numpy.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from rlplat.data import Transitions
+
+
+class ActorPolicy(abc.ABC):
+    """What a collector needs from an algorithm (see `Agent.actor_policy`)."""
+
+    @abc.abstractmethod
+    def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
+        """Actions for a batch of observations; `explore=False` is the deterministic policy."""
+
+    @abc.abstractmethod
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        """Load `Agent.get_weights()` from the learner."""
+
+    def update(self, env_steps: int) -> None:
+        """Move exploration schedules to the run's global env step count."""
+
+    def priorities(self, t: Transitions) -> np.ndarray | None:
+        """Initial replay priorities for (n-step) transitions, or None (the replay's max)."""
+        return None
+
+
+class NumpyMLP:
+    """An MLP's forward pass in numpy, from its [W1, b1, ..., W, b] variable list.
+
+    Plain: hidden Dense layers then a linear output (Q values, logits or action means).
+    Dueling: the last two (W, b) pairs are the value and advantage heads, combined as in
+    agents.networks.DuelingQNetwork.
+    """
+
+    def __init__(self, activation: str = "relu", dueling: bool = False):
+        self.activation = activation
+        self._dueling = dueling
+        self._layers: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def _act(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x, 0.0) if self.activation == "relu" else np.tanh(x)
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self._layers = [(weights[i], weights[i + 1]) for i in range(0, len(weights), 2)]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = x.reshape(len(x), -1).astype(np.float32, copy=False)
+        heads = 2 if self._dueling else 1
+        for W, b in self._layers[:-heads]:
+            x = self._act(x @ W + b)
+        if not self._dueling:
+            W, b = self._layers[-1]
+            return x @ W + b
+        (Wv, bv), (Wa, ba) = self._layers[-2:]
+        advantage = x @ Wa + ba
+        return (x @ Wv + bv) + advantage - advantage.mean(axis=1, keepdims=True)
+
+
+def apex_epsilon(base: float, index: int, num_actors: int, exponent: float) -> float:
+    """Ape-X exploration: actor i of N uses base^(1 + exponent * i / (N - 1)).
+
+    With the paper's base 0.4 and exponent 7, actor 0 explores at 0.4 and the last at
+    0.4^8 ~ 0.0007: a spread of behaviours from one schedule. One actor keeps `base`.
+    """
+    if num_actors <= 1 or exponent == 0.0:
+        return base
+    return float(base ** (1.0 + exponent * index / (num_actors - 1)))
+
+
+class EpsilonGreedyQ(ActorPolicy):
+    """Epsilon-greedy on a numpy Q network; Ape-X epsilons per actor; TD priorities."""
+
+    def __init__(self, cfg, num_actions: int, index: int, num_actors: int, seed: int):
+        # cfg: agents.configs.DQNConfig (pydantic; pickles with the policy)
+        self.cfg = cfg
+        self.index, self.num_actors = index, num_actors
+        self._num_actions = num_actions
+        self._q = NumpyMLP(cfg.network.activation, cfg.dueling)
+        self.rng = np.random.default_rng(seed)
+        self.epsilon = self._epsilon_at(0)
+
+    def _epsilon_at(self, env_steps: int) -> float:
+        base = self.cfg.epsilon.value(env_steps)
+        return apex_epsilon(base, self.index, self.num_actors, self.cfg.epsilon.actor_exponent)
+
+    def update(self, env_steps: int) -> None:
+        self.epsilon = self._epsilon_at(env_steps)
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self._q.set_weights(weights)
+
+    def q_values(self, observations: np.ndarray) -> np.ndarray:
+        return self._q(np.asarray(observations, np.float32))
+
+    def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
+        greedy = self.q_values(observations).argmax(axis=1)
+        eps = self.epsilon if explore else self.cfg.eval_epsilon
+        if eps <= 0.0:
+            return greedy
+        n = len(greedy)
+        random = self.rng.integers(0, self._num_actions, size=n)
+        return np.where(self.rng.random(n) < eps, random, greedy)
+
+    def priorities(self, t: Transitions) -> np.ndarray:
+        """|n-step TD error| under the actor's (online) Q network, as Ape-X actors send.
+
+        `t.discount` already is gamma^n (0 after a termination), so the target is
+        R + discount * Q(s', argmax_a Q(s', a)) with the online network on both sides:
+        actors have no target network, and these priorities are refreshed by the learner
+        the first time each transition is sampled.
+        """
+        q = self.q_values(np.concatenate([t.obs, t.next_obs]))
+        q_now, q_next = q[: len(t)], q[len(t) :]
+        taken = np.take_along_axis(q_now, t.action.reshape(-1, 1).astype(np.int64), 1)[:, 0]
+        target = t.reward + t.discount * q_next.max(axis=1)
+        return np.abs(target - taken).astype(np.float32)
+
+
+class StochasticPolicy(ActorPolicy):
+    """A categorical (logits) or diagonal-Gaussian (means + log std) policy on a numpy MLP,
+    with the learner's running observation normalisation.
+
+    Weight layout (PPOAgent.get_weights): actor torso + head, then log std (Box only),
+    then the critic, then the observation mean and variance.
+    """
+
+    def __init__(
+        self,
+        activation: str,
+        n_policy_weights: int,
+        discrete: bool,
+        action_shape: tuple[int, ...],
+        normalize: bool,
+        seed: int,
+    ):
+        self._mlp = NumpyMLP(activation)
+        self._n = n_policy_weights
+        self._discrete = discrete
+        self._action_shape = action_shape
+        self._normalize = normalize
+        self.rng = np.random.default_rng(seed)
+        self._log_std = np.zeros(1, np.float32)
+        self._mean = self._std = None
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self._mlp.set_weights(weights[: self._n])
+        if not self._discrete:
+            self._log_std = weights[self._n]
+        self._mean = weights[-2]
+        self._std = np.sqrt(weights[-1] + 1e-8)
+
+    def outputs(self, observations: np.ndarray) -> np.ndarray:
+        """Logits (Discrete) or Gaussian means (Box) for raw observations."""
+        obs = np.asarray(observations, np.float32)
+        if self._normalize:
+            obs = np.clip((obs - self._mean) / self._std, -10.0, 10.0)
+        return self._mlp(obs)
+
+    def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
+        out = self.outputs(observations)
+        if self._discrete:
+            if explore:  # Gumbel-max: a categorical sample without a softmax
+                out = out - np.log(-np.log(self.rng.random(out.shape)))
+            return out.argmax(axis=1)
+        if explore:
+            out = out + np.exp(self._log_std) * self.rng.standard_normal(out.shape)
+        return out.reshape(len(out), *self._action_shape).astype(np.float32)

@@ -1,0 +1,179 @@
+"""Ray collector throughput against the raw env rate, and 0 vs N actors time-to-threshold.
+
+    .venv/bin/python benchmarks/collect_throughput.py --actors 2 --train-seeds 0
+
+1. Raw rate: one LunarLander-v3 env in this process, random actions, no policy.
+2. Collectors: N Ray actors (each a vector env + the DQN actor policy of
+   experiments/lunarlander_dqn.yaml, [256, 256] dueling, in the loop, with Ape-X
+   priorities), kept busy for --seconds; env steps/s of all of them together. The learner
+   re-broadcasts weights every second, as training does. Goal: >= 0.7 x cores x raw rate.
+3. With --train-seeds: lunarlander_dqn.yaml trained with num_actors 0 and N, same run,
+   time (wall, Ray start included) to the first 20-episode eval >= 200.
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import rlplat  # noqa: F401  (environment set-up before TensorFlow)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENT = ROOT / "experiments" / "lunarlander_dqn.yaml"
+
+
+def raw_rate(env_id: str, seconds: float) -> float:
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for a in rng.integers(0, env.action_space.n, 1000):
+            _, _, term, trunc, _ = env.step(int(a))
+            if term or trunc:
+                env.reset()
+        n += 1000
+    return n / (time.perf_counter() - t0)
+
+
+def collector_rate(actors: int, envs_per_actor: int, fragment: int, seconds: float) -> dict:
+    import agents
+    import envs
+    from rlplat import cluster
+    from rlplat import config as config_mod
+    from rlplat.collect import ray_collectors
+
+    cfg = config_mod.load(
+        EXPERIMENT,
+        [f"collect.num_actors={actors}", f"collect.envs_per_actor={envs_per_actor}"],
+    )
+    agent = agents.build(cfg.agent, envs.spaces(cfg.env), seed=0)
+    cluster.start(None, actors)
+    try:
+        pool = ray_collectors(cfg, agent, seed=0)
+        version, last_sync = 0, time.perf_counter()
+        pool.broadcast(agent.get_weights(), version)
+        # Count from the moment every actor has returned two fragments (start-up and
+        # first weight fetch excluded), for `seconds`.
+        steps, counted, t_start, returned = 0, 0, None, 0
+        while t_start is None or time.perf_counter() - t_start < seconds:
+            for i in pool.idle():
+                pool.launch(i, fragment, steps, envs_per_actor)
+            for f in pool.wait(timeout=1.0):
+                steps += f.env_steps
+                returned += 1
+                if t_start is not None:
+                    counted += f.env_steps
+            now = time.perf_counter()
+            if t_start is None and returned >= 2 * actors:
+                t_start = now
+            if now - last_sync >= 1.0:
+                version += 1
+                pool.broadcast(agent.get_weights(), version)
+                last_sync = now
+        elapsed = time.perf_counter() - t_start
+        pool.close()
+    finally:
+        cluster.stop()
+    return {"env_steps_per_s": round(counted / elapsed, 1), "measured_s": round(elapsed, 1)}
+
+
+def in_process_rate(envs_per_actor: int, fragment: int, seconds: float) -> float:
+    """One collector in this process with the same policy: what one core gives."""
+    import agents
+    import envs
+    from rlplat import config as config_mod
+    from rlplat.collect import Collector
+
+    cfg = config_mod.load(EXPERIMENT)
+    agent = agents.build(cfg.agent, envs.spaces(cfg.env), seed=0)
+    policy = agent.actor_policy(0, 1, seed=0)
+    policy.set_weights(agent.get_weights())
+    c = Collector(cfg.env, envs_per_actor, 0, policy, n_step=3, gamma=0.99, priorities=True)
+    c.collect(fragment)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        n += c.collect(fragment, 0).env_steps
+    return n / (time.perf_counter() - t0)
+
+
+def time_to_threshold(actors: int, seed: int, extra: list[str]) -> dict:
+    from rlplat import config as config_mod
+    from rlplat.train import train
+
+    root = Path(tempfile.mkdtemp(prefix="rlplat-collect-"))
+    overrides = [f"collect.num_actors={actors}", f"seed={seed}",
+                 f"export.model_base_path={root / 'models'}"]  # fmt: skip
+    if actors:
+        overrides += extra
+    cfg = config_mod.load(EXPERIMENT, overrides)
+    t0 = time.perf_counter()
+    s = train(cfg, root / "run", show_progress=False)
+    first = s.first_threshold or {}
+    return {
+        "num_actors": actors,
+        "seed": seed,
+        "overrides": overrides[:1] + (extra if actors else []),
+        "reached": s.first_threshold is not None,
+        "env_steps_to_threshold": first.get("env_steps"),
+        "wall_s_to_threshold": first.get("wall_s"),
+        "final_eval_mean": round(s.final_eval["return_mean"], 2),
+        "final_eval_std": round(s.final_eval["return_std"], 2),
+        "final_eval_episodes": s.final_eval["episodes"],
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "env_steps_per_s": round(s.env_steps_per_s, 1),
+        "updates_per_s": round(s.updates_per_s, 1),
+        "actor_restarts": s.actor_restarts,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--actors", type=int, default=2)
+    ap.add_argument("--envs-per-actor", type=int, default=8)
+    ap.add_argument("--fragment", type=int, default=64, help="vector steps per fragment")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--train-seeds", type=int, nargs="*", default=[])
+    ap.add_argument(
+        "--train-set", action="append", default=[],
+        help="extra overrides for the num_actors > 0 training runs",
+    )  # fmt: skip
+    args = ap.parse_args()
+    cores = os.cpu_count() or 1
+    raw = raw_rate("LunarLander-v3", 5.0)
+    one = in_process_rate(args.envs_per_actor, args.fragment, 5.0)
+    ray_rate = collector_rate(args.actors, args.envs_per_actor, args.fragment, args.seconds)
+    out = {
+        "benchmark": "collect_throughput",
+        "env": "LunarLander-v3",
+        "cores": cores,
+        "raw_random_env_steps_per_s": round(raw, 1),
+        "in_process_collector_env_steps_per_s": round(one, 1),
+        "actors": args.actors,
+        "envs_per_actor": args.envs_per_actor,
+        "fragment_vector_steps": args.fragment,
+        "ray_collectors": ray_rate,
+        "ratio_to_cores_x_raw": round(ray_rate["env_steps_per_s"] / (cores * raw), 3),
+        "goal_ratio": 0.7,
+    }
+    runs = []
+    for seed in args.train_seeds:
+        for actors in (0, args.actors):
+            runs.append(time_to_threshold(actors, seed, args.train_set))
+    if runs:
+        out["lunarlander_dqn_time_to_200"] = runs
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
