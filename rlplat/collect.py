@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,7 +81,7 @@ class Collector:
 
     def reset(self, seed: int) -> None:
         """Start fresh episodes (also after a resume: env state is not checkpointed)."""
-        self._obs, _ = self._env.reset(seed=[seed + i for i in range(self.num_envs)])
+        self._obs = self._env.reset(seed=[seed + i for i in range(self.num_envs)])
         self._ep_return = np.zeros(self.num_envs)
         self._ep_length = np.zeros(self.num_envs, np.int64)
         if self._nstep is not None:
@@ -110,13 +111,9 @@ class Collector:
         for t in range(steps):
             action = self.policy.act(self._obs, explore=explore)
             env_action = action if self._clip is None else np.clip(action, *self._clip)
-            new_obs, reward, terminated, truncated, info = self._env.step(env_action)
+            # Same-step autoreset: new_obs already starts the next episode where one ended.
+            new_obs, reward, terminated, truncated, final = self._env.step(env_action)
             done = terminated | truncated
-            final = new_obs
-            if done.any():  # SAME_STEP autoreset: new_obs already starts the next episode
-                final = new_obs.copy()
-                for i in np.flatnonzero(info["_final_obs"]):
-                    final[i] = info["final_obs"][i]
             obs.append(self._obs)
             actions.append(action)
             rewards.append(reward)
@@ -235,7 +232,7 @@ class CollectorDiedError(RuntimeError):
 
 
 class RayCollectors:
-    """N collector actors with one outstanding `collect` request each at most.
+    """N collector actors, each with its queue of `collect` requests.
 
     A collector whose process dies (SIGKILL, OOM, lost node) is replaced by a fresh actor
     with the same index and a new seed; the loss is counted in `restarts`. Weights are
@@ -281,9 +278,11 @@ class RayCollectors:
         ref = self.actors[index].collect.remote(steps, env_steps, [self._weights_ref], self.version)
         self._pending[ref] = (index, steps * envs_per_actor)
 
-    def idle(self) -> list[int]:
-        busy = {i for i, _ in self._pending.values()}
-        return [i for i in range(self.num_actors) if i not in busy]
+    def idle(self, depth: int = 1) -> list[int]:
+        """Actors with fewer than `depth` requests queued. Depth 2 keeps an actor busy
+        while its last fragment travels back and the learner relaunches it."""
+        queued = Counter(i for i, _ in self._pending.values())
+        return [i for i in range(self.num_actors) if queued[i] < depth]
 
     @property
     def inflight_env_steps(self) -> int:

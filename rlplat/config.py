@@ -43,7 +43,7 @@ class CollectConfig(Strict):
         "rollout each update trains on",
     )
     weight_sync_every: PosInt = Field(
-        400, description="off-policy, num_actors > 0: learner steps between weight broadcasts"
+        100, description="off-policy, num_actors > 0: learner steps between weight broadcasts"
     )
     max_actor_failures: PosInt = Field(
         3, description="a collector that dies this many times in a row without data ends the run"

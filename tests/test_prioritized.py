@@ -134,3 +134,55 @@ def test_one_step_assembly_is_gamma_times_not_terminated():
     out = asm.add(stream([1, 2, 3], [0, 1, 0], [0, 0, 1]))
     np.testing.assert_allclose(out.discount, [0.9, 0.0, 0.9])
     np.testing.assert_allclose(out.reward, [1, 2, 3])
+
+
+def _reference_nstep(n: int, gamma: float, num_envs: int, chunks: list[Transitions]):
+    """The straightforward per-row n-step assembly, for checking the vectorised one."""
+    pending: list[list[tuple]] = [[] for _ in range(num_envs)]
+    out = []
+
+    def emit(window):
+        ret, scale = 0.0, 1.0
+        for row in window:
+            ret += scale * row[2]
+            scale *= gamma
+        return window[0][0], ret, window[-1][3], scale * window[-1][4]
+
+    for t in chunks:
+        for row in range(len(t)):
+            p = pending[row % num_envs]
+            p.append((float(t.obs[row, 0]), 0, float(t.reward[row]), float(t.next_obs[row, 0]),
+                      float(t.discount[row]), bool(t.last[row])))  # fmt: skip
+            if p[-1][5]:
+                while p:
+                    out.append(emit(p))
+                    p.pop(0)
+            elif len(p) == n:
+                out.append(emit(p))
+                p.pop(0)
+    return sorted(out)
+
+
+@pytest.mark.parametrize("n,num_envs", [(1, 1), (3, 1), (3, 4), (5, 3)])
+def test_vectorised_nstep_matches_the_per_row_definition(n, num_envs):
+    rng = np.random.default_rng(n * 10 + num_envs)
+    chunks, start = [], 0
+    for steps in rng.integers(1, 9, size=12):  # uneven chunks: windows cross calls
+        rows = int(steps) * num_envs
+        obs = np.arange(start, start + rows, dtype=np.float32)[:, None]
+        start += rows
+        term = rng.random(rows) < 0.1
+        trunc = ~term & (rng.random(rows) < 0.05)
+        chunks.append(Transitions(obs, np.zeros(rows, np.int64),
+                                  rng.normal(size=rows).astype(np.float32), obs + 0.5,
+                                  (1.0 - term).astype(np.float32), term | trunc))  # fmt: skip
+    asm = NStepAssembler(n, 0.9, num_envs)
+    got = []
+    for t in chunks:
+        out = asm.add(t)
+        if out is not None:
+            got += zip(out.obs[:, 0].tolist(), out.reward.tolist(), out.next_obs[:, 0].tolist(),
+                       out.discount.tolist(), strict=True)  # fmt: skip
+    expected = _reference_nstep(n, 0.9, num_envs, chunks)
+    assert len(got) == len(expected) > 0
+    np.testing.assert_allclose(np.array(sorted(got)), np.array(expected), rtol=1e-5, atol=1e-5)
