@@ -64,6 +64,9 @@ def train(
             "command."
         ),
     ] = None,
+    ray_dashboard: Annotated[
+        bool, typer.Option(help="Start Ray's dashboard with the embedded Ray (off: lighter).")
+    ] = False,
 ) -> None:
     """Train an agent from an experiment YAML.
 
@@ -101,8 +104,9 @@ def train(
             from rlplat.train import train as run_training
 
             summary = run_training(
-                cfg, target, resume=resuming, show_progress=progress, address=address
-            )
+                cfg, target, resume=resuming, show_progress=progress, address=address,
+                dashboard=ray_dashboard,
+            )  # fmt: skip
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
     final = summary.final_eval

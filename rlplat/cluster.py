@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 from rlplat import _bootstrap
@@ -50,6 +51,7 @@ def start(address: str | None, num_actors: int, dashboard: bool = False) -> dict
         import envs
         import rlplat
 
+        _check_reachable(address)
         kwargs["address"] = address
         kwargs["runtime_env"] = {
             "env_vars": dict(_bootstrap.ENV_VARS),
@@ -77,6 +79,23 @@ def session_dir() -> str | None:
         return worker._global_node.get_session_dir_path()
     except Exception:  # Ray Client, or a private API that moved
         return None
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in a second with a clear line, not after minutes of Ray's connection retries."""
+    if address == "auto":
+        return  # Ray finds the local head itself and says so at once when there is none
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        raise UserError(
+            f"--address {address}: nothing answers there ({exc.strerror or exc}); start a "
+            "cluster with `ray start --head` or leave --address out for a local Ray"
+        ) from None
 
 
 def stop() -> None:

@@ -72,6 +72,9 @@ class ReplayConfig(Strict):
     alpha: Annotated[float, Field(ge=0.0)] = Field(0.6, description="prioritized only")
     beta: BetaSchedule = BetaSchedule()
     priority_epsilon: Annotated[float, Field(gt=0.0)] = 1e-6
+    shards: NonNegInt = Field(
+        0, description="0: replay in the learner's process; K: K Ray actors, capacity/K each"
+    )
     initial_priority: Literal["max", "td"] | None = Field(
         None,
         description="prioritized: new transitions get the max priority seen, or their "

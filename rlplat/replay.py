@@ -6,6 +6,8 @@ Both buffers share one interface (`add`, `sample`, `update_priorities`, `anneal`
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlplat.data import Transitions
+from rlplat.errors import UserError
 
 if TYPE_CHECKING:
     from envs import EnvSpaces
@@ -75,6 +78,16 @@ class UniformReplay:
             raise ValueError("cannot sample from an empty replay buffer")
         idx = self._rng.integers(0, self._size, size=(num_batches, batch_size))
         return Sample(self._gather(idx), idx, None)
+
+    def draw(self, n: int) -> tuple[np.ndarray, None]:
+        """`n` uniform draws: (indices, None)."""
+        if n == 0:
+            return np.zeros(0, np.int64), None
+        return self._rng.integers(0, self._size, size=n), None
+
+    def mass(self) -> tuple[float, float, int]:
+        """Sampling mass for choosing among shards: the size (every item weighs 1)."""
+        return float(self._size), 1.0, self._size
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         """Uniform replay has no priorities; the loop may call this regardless."""
@@ -165,23 +178,31 @@ class PrioritizedReplay(UniformReplay):
     def sample(self, batch_size: int, num_batches: int = 1) -> Sample:
         if self._size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        n = batch_size * num_batches
-        total = self._sum[1]
-        targets = (np.arange(n) + self._rng.random(n)) * (total / n)
-        idx = self._find(targets)
-        prios = self._sum[idx + self._leaves]
-        probs = prios / total
-        min_prob = self._min[1] / total
-        weights = (probs / min_prob) ** -self.beta  # = (N P(i))^-b / (N P_min)^-b
+        idx, prios = self.draw(batch_size * num_batches)
+        total, low, _ = self.mass()
+        weights = is_weights(prios, total, low, self.beta).astype(np.float32)
         shape = (num_batches, batch_size)
-        order = self._rng.permutation(n)  # strata are sorted by position: mix them
-        idx, prios, weights = idx[order], prios[order], weights[order]
         return Sample(
             self._gather(idx.reshape(shape)),
             idx.reshape(shape),
-            weights.astype(np.float32).reshape(shape),
+            weights.reshape(shape),
             prios.reshape(shape),
         )
+
+    def draw(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """`n` stratified draws in random order: (indices, priorities in alpha space)."""
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros(0)
+        total = self._sum[1]
+        targets = (np.arange(n) + self._rng.random(n)) * (total / n)
+        idx = self._find(targets)
+        order = self._rng.permutation(n)  # strata are sorted by position: mix them
+        idx = idx[order]
+        return idx, self._sum[idx + self._leaves]
+
+    def mass(self) -> tuple[float, float, int]:
+        """(sum of priorities, smallest priority, size): what sampling across shards needs."""
+        return float(self._sum[1]), float(self._min[1]), self._size
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         prios = (np.abs(td_errors).ravel() + self.priority_epsilon) ** self.alpha
@@ -306,6 +327,11 @@ class NStepAssembler:
         )
 
 
+def is_weights(prios: np.ndarray, total: float, low: float, beta: float) -> np.ndarray:
+    """(N P(i))^-beta / (N P_min)^-beta with P = priority / total: at most 1."""
+    return ((prios / total) / (low / total)) ** -beta
+
+
 def build(cfg: ReplayConfig, spaces: EnvSpaces, seed: int) -> UniformReplay:
     """The replay buffer an experiment's `replay:` section asks for."""
     common = dict(
@@ -321,3 +347,190 @@ def build(cfg: ReplayConfig, spaces: EnvSpaces, seed: int) -> UniformReplay:
             priority_epsilon=cfg.priority_epsilon,
         )  # fmt: skip
     return UniformReplay(**common)
+
+
+# ----------------------------------------------------------------------- Ray shards
+
+
+class ReplayShardError(UserError):
+    """A replay shard actor died: its data is gone, the learner cannot go on."""
+
+
+class _ReplayShardBody:
+    """A Ray actor holding one shard (`capacity / shards` items) of the replay."""
+
+    def __init__(self, cfg: ReplayConfig, spaces: EnvSpaces, seed: int):
+        self.replay = build(cfg, spaces, seed)
+
+    def add(self, t: Transitions, td_errors: np.ndarray | None) -> None:
+        self.replay.add(t, td_errors)
+
+    def draw(self, n: int) -> tuple:
+        idx, prios = self.replay.draw(n)
+        return (self.replay._gather(idx), idx, prios, *self.replay.mass())
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        self.replay.update_priorities(indices, td_errors)
+
+    def get(self) -> UniformReplay:
+        return self.replay
+
+    def set(self, replay: UniformReplay) -> None:
+        # Arrays that arrive through Ray's object store are read-only views: copy them.
+        self.replay = copy.deepcopy(replay)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+class ShardedReplay:
+    """Replay split over `cfg.shards` Ray actors, with the one-buffer interface.
+
+    Adds go round-robin (fire and forget). A sample of n items picks each shard's share
+    from a multinomial over the shards' priority mass (sizes for uniform replay), so an
+    item's probability is p_i / sum over all shards, as in one buffer; importance weights
+    use the global total, size and smallest priority returned with the draws. Indices are
+    global (shard * shard_capacity + local). Checkpoints pull each shard's buffer into the
+    learner's checkpoint directory (`shard-K/`), so they work on any cluster.
+    """
+
+    def __init__(self, cfg: ReplayConfig, spaces: EnvSpaces, seed: int):
+        import ray
+
+        self._ray = ray
+        self.num_shards = cfg.shards
+        self.shard_capacity = -(-cfg.capacity // cfg.shards)
+        self.capacity = self.shard_capacity * cfg.shards
+        self._prioritized = cfg.type == "prioritized"
+        self._beta_start, self._beta_end = cfg.beta.start, cfg.beta.end
+        self.beta = self._beta_start
+        self._shard_cfg = cfg.model_copy(update={"capacity": self.shard_capacity, "shards": 0})
+        self._spaces = spaces
+        self._seeds = [seed + 7_919 * (k + 1) for k in range(cfg.shards)]
+        remote = ray.remote(num_cpus=0, max_restarts=0)(_ReplayShardBody)
+        self._shards = [remote.remote(self._shard_cfg, spaces, s) for s in self._seeds]
+        self._sizes = [0] * cfg.shards
+        self._mass = [0.0] * cfg.shards
+        self._next = 0
+        self._rng = np.random.default_rng(seed)
+        self._inflight: list = []
+
+    def __len__(self) -> int:
+        return sum(self._sizes)
+
+    def anneal(self, progress: float) -> dict[str, float]:
+        if not self._prioritized:
+            return {}
+        self.beta = self._beta_start + (self._beta_end - self._beta_start) * min(1.0, progress)
+        return {"replay/beta": self.beta}
+
+    def _get(self, refs: list, shards: list[int]) -> list:
+        try:
+            return self._ray.get(refs)
+        except self._ray.exceptions.RayActorError as err:
+            dead = sorted(
+                {k for k, ref in zip(shards, refs, strict=True) if _failed(self._ray, ref)}
+            )
+            which = ", ".join(map(str, dead)) or "?"
+            raise ReplayShardError(
+                f"replay shard {which} died ({str(err).splitlines()[0]}); its transitions "
+                "are lost and the run cannot go on"
+            ) from None
+
+    def add(self, t: Transitions, td_errors: np.ndarray | None = None) -> None:
+        k = self._next
+        self._next = (k + 1) % self.num_shards
+        self._inflight.append((self._shards[k].add.remote(t, td_errors), k))
+        self._sizes[k] = min(self.shard_capacity, self._sizes[k] + len(t))
+        if len(self._inflight) > 4 * self.num_shards:  # surface errors, bound the queue
+            refs, shards = zip(*self._inflight, strict=True)
+            self._get(list(refs), list(shards))
+            self._inflight.clear()
+
+    def sample(self, batch_size: int, num_batches: int = 1) -> Sample:
+        n = batch_size * num_batches
+        # Shares follow the masses the shards reported with the previous sample (sizes
+        # before the first); every shard answers each time, so they stay one call fresh.
+        known = all(m > 0 for m in self._mass)
+        mass = np.array(self._mass if known else self._sizes, np.float64)
+        if mass.sum() <= 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        counts = self._rng.multinomial(n, mass / mass.sum())
+        shards = list(range(self.num_shards))
+        parts = self._get(
+            [s.draw.remote(int(c)) for s, c in zip(self._shards, counts, strict=True)], shards
+        )
+        batch = Transitions(*(np.concatenate(arrays) for arrays in zip(
+            *((p[0].obs, p[0].action, p[0].reward, p[0].next_obs, p[0].discount)
+              for p in parts), strict=True,
+        )))  # fmt: skip
+        idx = np.concatenate(
+            [p[1] + k * self.shard_capacity for k, p in zip(shards, parts, strict=True)]
+        )
+        for k, p in zip(shards, parts, strict=True):
+            self._mass[k], self._sizes[k] = (p[3] if self._prioritized else p[5]), p[5]
+        prios = weights = None
+        if self._prioritized:
+            prios = np.concatenate([p[2] for p in parts])
+            total = float(sum(self._mass))
+            low = min(p[4] for p in parts if p[5] > 0)
+            weights = is_weights(prios, total, low, self.beta).astype(np.float32)
+        order = self._rng.permutation(n)  # shards come in blocks: mix them
+        shape = (num_batches, batch_size)
+
+        def arrange(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[order].reshape(*shape, *a.shape[1:])
+
+        batch = Transitions(*(arrange(a) for a in (
+            batch.obs, batch.action, batch.reward, batch.next_obs, batch.discount
+        )))  # fmt: skip
+        return Sample(batch, arrange(idx), arrange(weights), arrange(prios))
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        if not self._prioritized:
+            return
+        indices, td_errors = indices.ravel(), np.asarray(td_errors).ravel()
+        shard = indices // self.shard_capacity
+        for k in np.unique(shard):
+            mine = shard == k
+            ref = self._shards[k].update_priorities.remote(
+                indices[mine] - k * self.shard_capacity, td_errors[mine]
+            )
+            self._inflight.append((ref, int(k)))
+
+    def pids(self) -> list[int]:
+        return self._get([s.pid.remote() for s in self._shards], list(range(self.num_shards)))
+
+    def save(self, path: Path) -> None:
+        replays = self._get([s.get.remote() for s in self._shards], list(range(self.num_shards)))
+        for k, replay in enumerate(replays):
+            (path / f"shard-{k}").mkdir(exist_ok=True)
+            replay.save(path / f"shard-{k}")
+
+    def load(self, path: Path) -> None:
+        # Built here and sent whole: buffers that come back from Ray are read-only views.
+        replays = [build(self._shard_cfg, self._spaces, s) for s in self._seeds]
+        for k, replay in enumerate(replays):
+            replay.load(path / f"shard-{k}")
+            self._sizes[k] = len(replay)
+            self._mass[k] = replay.mass()[0] if self._prioritized else float(len(replay))
+        refs = [s.set.remote(r) for s, r in zip(self._shards, replays, strict=True)]
+        self._get(refs, list(range(self.num_shards)))
+
+    def close(self) -> None:
+        for shard in self._shards:
+            with contextlib.suppress(Exception):
+                self._ray.kill(shard)
+
+
+def _failed(ray, ref) -> bool:
+    """Whether `ref`'s actor died (a call still running is not a failure)."""
+    try:
+        ray.get(ref, timeout=1.0)
+    except ray.exceptions.RayActorError:
+        return True
+    except Exception:
+        return False
+    return False

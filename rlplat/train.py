@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class Trainer:
         run_dir: Path,
         console: Console | None = None,
         address: str | None = None,
+        dashboard: bool = False,
     ):
         import tensorflow as tf
 
@@ -71,14 +73,32 @@ class Trainer:
 
         self.cfg = cfg
         self.run_dir = run_dir
-        self.address = address
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.placement = configure_tensorflow(cfg.learner)
         tf.random.set_seed(cfg.seed)
         self.spaces = envs.spaces(cfg.env)
         with tf.device(self.placement.device):
             self.agent = agents.build(cfg.agent, self.spaces, seed=cfg.seed)
-        self.replay = replay_mod.build(cfg.replay, self.spaces, cfg.seed) if cfg.replay else None
+        # Ray, when collectors or replay shards need it: for the Trainer's whole life
+        # (a resume restores sharded replay before the loop starts).
+        shards = cfg.replay.shards if cfg.replay else 0
+        self.ray_info: dict[str, Any] | None = None
+        if cfg.collect.num_actors > 0 or shards > 0:
+            from rlplat import cluster
+
+            self.ray_info = cluster.start(address, cfg.collect.num_actors, dashboard)
+            if self.ray_info.get("dashboard"):
+                self.console.print(f"Ray dashboard: {self.ray_info['dashboard']}")
+        self.replay: Any = None
+        try:
+            if shards:
+                self.replay = replay_mod.ShardedReplay(cfg.replay, self.spaces, cfg.seed)
+                self.console.print(f"replay: {shards} Ray shards", highlight=False)
+            elif cfg.replay:
+                self.replay = replay_mod.build(cfg.replay, self.spaces, cfg.seed)
+        except BaseException:
+            self.close()
+            raise
         self.on_policy = self.agent.on_policy
         self.checkpointer = Checkpointer(
             run_dir / "checkpoints", self.agent, self.replay, cfg.checkpoint.keep
@@ -95,6 +115,15 @@ class Trainer:
             "actor_restarts": 0,
             "stale_fragments": 0,
         }
+
+    def close(self) -> None:
+        """Release replay shards and the embedded Ray (if this run started one)."""
+        from rlplat import cluster
+
+        if self.replay is not None and hasattr(self.replay, "close"):
+            self.replay.close()
+        if self.ray_info is not None and self.ray_info["local"]:
+            cluster.stop()
 
     # ---------------------------------------------------------------- resume
     def resume(self) -> Path | None:
@@ -118,6 +147,8 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def run(self, show_progress: bool | None = None) -> TrainSummary:
         t0 = time.perf_counter()  # wall time includes starting Ray and the collectors
+        if self.ray_info is not None:
+            self._write_ray_json({}, 0)
         source = self._open_source()
         try:
             return self._run(source, show_progress, t0)
@@ -131,7 +162,23 @@ class Trainer:
         seed = self.cfg.seed + 7919 * steps if steps else self.cfg.seed
         if self.cfg.collect.num_actors == 0:
             return _LocalSource(self.cfg, self.agent, seed)
-        return _RaySource(self.cfg, self.agent, seed, self.address, self.console, self.run_dir)
+        return _RaySource(
+            self.cfg, self.agent, seed, self.ray_info, self.console, self._write_ray_json
+        )
+
+    def _write_ray_json(self, collectors: dict[int, int], restarts: int) -> None:
+        """ray.json: the Ray session, collector and replay shard pids (for operators, and
+        for the fault-injection tests)."""
+        shards = self.replay.pids() if hasattr(self.replay, "pids") else []
+        record = {
+            "ray": self.ray_info,
+            "collectors": {str(k): v for k, v in sorted(collectors.items())},
+            "collector_restarts": restarts,
+            "replay_shards": shards,
+        }
+        tmp = self.run_dir / ".ray.json.tmp"
+        tmp.write_text(json.dumps(record))
+        tmp.replace(self.run_dir / "ray.json")
 
     def _run(self, source: _Source, show_progress: bool | None, t0: float) -> TrainSummary:
         import tensorflow as tf
@@ -425,19 +472,27 @@ def train(
     show_progress: bool | None = None,
     console: Console | None = None,
     address: str | None = None,
+    dashboard: bool = False,
 ) -> TrainSummary:
     """Train `cfg` in `run_dir` (continuing its latest checkpoint when `resume`).
 
     `address`: join this Ray cluster for `collect.num_actors > 0` (default: a local Ray).
     """
+    from rlplat.errors import UserError
+
     if not resume:
         write_metadata(run_dir, cfg)
-    trainer = Trainer(cfg, run_dir, console, address)
-    if resume:
-        path = trainer.resume()
-        where = f"{path.name} ({trainer.state['env_steps']:,} env steps)" if path else "scratch"
-        trainer.console.print(f"resuming {run_dir} from {where}")
-    return trainer.run(show_progress)
+    trainer = Trainer(cfg, run_dir, console, address, dashboard)
+    try:
+        if resume:
+            path = trainer.resume()
+            where = f"{path.name} ({trainer.state['env_steps']:,} env steps)" if path else "scratch"
+            trainer.console.print(f"resuming {run_dir} from {where}")
+        return trainer.run(show_progress)
+    except replay_mod.ReplayShardError as err:
+        raise UserError(f"{err}; resume with: rlplat train --resume {run_dir}") from None
+    finally:
+        trainer.close()
 
 
 class _AgentPolicy(ActorPolicy):
@@ -515,23 +570,16 @@ class _RaySource(_Source):
         cfg: ExperimentConfig,
         agent: agents.Agent,
         seed: int,
-        address: str | None,
+        ray_info: dict[str, Any],
         console: Console,
-        run_dir: Path | None = None,
+        report: Callable[[dict[int, int], int], None],
     ):
-        from rlplat import cluster
-
         c = cfg.collect
         self.num_envs, self.num_fragments = c.envs_per_actor, c.num_actors
-        self._run_dir = run_dir
+        self._report = report
         self._pids: dict[int, int] = {}
-        self._info = cluster.start(address, c.num_actors)
-        self._started = self._info["local"]
-        try:
-            self._actors = ray_collectors(cfg, agent, seed)
-        except BaseException:
-            self._stop_ray()
-            raise
+        self._info = ray_info
+        self._actors = ray_collectors(cfg, agent, seed)
         console.print(
             f"collectors: {c.num_actors} Ray actors x {c.envs_per_actor} envs "
             f"(Ray: {self._info['address']})",
@@ -568,34 +616,18 @@ class _RaySource(_Source):
         self._actors.broadcast(weights, version)
 
     def _note_pids(self, fragments: list[Fragment]) -> None:
-        """collectors.json: each collector's pid (changes when one is replaced)."""
+        """Report each collector's pid when it changes (a replaced collector)."""
         changed = False
         for f in fragments:
             pid = f.info.get("pid")
             if pid is not None and self._pids.get(f.actor) != pid:
                 self._pids[f.actor] = pid
                 changed = True
-        if changed and self._run_dir is not None:
-            record = {
-                "pids": {str(k): v for k, v in sorted(self._pids.items())},
-                "restarts": self._actors.restarts,
-                "ray": self._info,
-            }
-            tmp = self._run_dir / ".collectors.json.tmp"
-            tmp.write_text(json.dumps(record))
-            tmp.replace(self._run_dir / "collectors.json")
-
-    def _stop_ray(self) -> None:
-        if self._started:
-            from rlplat import cluster
-
-            cluster.stop()
+        if changed:
+            self._report(self._pids, self._actors.restarts)
 
     def close(self) -> None:
-        try:
-            self._actors.close()
-        finally:
-            self._stop_ray()
+        self._actors.close()
 
 
 class _Window:
