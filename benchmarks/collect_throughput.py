@@ -6,7 +6,9 @@
 2. Collectors: N Ray actors (each a vector env + the DQN actor policy of
    experiments/lunarlander_dqn.yaml, [256, 256] dueling, in the loop, with 3-step
    assembly and Ape-X priorities), kept busy for --seconds; env steps/s of all of them
-   together. Weights are re-broadcast every second, as training does.
+   together. Weights are re-broadcast every second, as training does. The policy acts at
+   the schedule's first epsilon (1.0): random actions as in the raw rate, so the figure
+   measures collection, not how an untrained greedy lander changes the physics' cost.
    Raw and collector rates alternate for --rounds rounds; the ratio is per round, and the
    median is reported. Goal: >= 0.7 x cores x raw rate.
 3. With --train-seeds: lunarlander_dqn.yaml trained with num_actors 0 and N, same run,
@@ -96,7 +98,9 @@ def _drive(pool, agent, state, fragment, envs_per_actor, depth, seconds) -> floa
     counted, t0, last_sync = 0, time.perf_counter(), time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         for i in pool.idle(depth):
-            pool.launch(i, fragment, state["steps"], envs_per_actor)
+            # env_steps 0: the schedule's first epsilon (1.0), so actions are uniform
+            # random as in the raw rate, but chosen by the policy (Q forward pass and all).
+            pool.launch(i, fragment, 0, envs_per_actor)
         for f in pool.wait(timeout=1.0):
             state["steps"] += f.env_steps
             counted += f.env_steps

@@ -392,3 +392,15 @@ def test_unreachable_cluster_address_is_one_clear_line(tmp_path: Path):
         .splitlines()[-1]
         .startswith("error: --address 127.0.0.1:1: nothing answers there")
     )
+
+
+def test_log_window_averages_each_metric_over_its_own_count():
+    from rlplat.train import _Window
+
+    window = _Window(0, 0)
+    window.add({"losses/td_loss": 1.0})
+    window.add({"losses/td_loss": 3.0})
+    for lag in (10.0, 20.0, 30.0):  # one per fragment, more often than train phases
+        window.add({"collect/weight_lag_updates": lag})
+    out = window.flush(100, 2)
+    assert out["losses/td_loss"] == 2.0 and out["collect/weight_lag_updates"] == 20.0
