@@ -6,6 +6,7 @@ need it, so `--help` and config errors answer fast.
 from __future__ import annotations
 
 import contextlib
+import enum
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,6 +134,119 @@ def export(
         from rlplat.train import export_run
 
         path = export_run(run_dir, model_base_path)
+    typer.echo(str(path))
+
+
+class Render(enum.StrEnum):
+    none = "none"
+    video = "video"
+    human = "human"
+
+
+class VideoFormat(enum.StrEnum):
+    mp4 = "mp4"
+    gif = "gif"
+
+
+@app.command("eval")
+def eval_(
+    path: Annotated[
+        Path, typer.Argument(help="A run directory, or an exported model (models/NAME[/V]).")
+    ],
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes to run.")] = 20,
+    seed: Annotated[int, typer.Option(help="Episode i is seeded from this and i.")] = 0,
+    render: Annotated[
+        Render, typer.Option(help="video: one file per episode; human: a window.")
+    ] = Render.none,
+    video_format: Annotated[
+        VideoFormat, typer.Option("--format", help="Video file format.")
+    ] = VideoFormat.mp4,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output directory (default: RUN_DIR/eval/TIMESTAMP)."),
+    ] = None,
+    stochastic: Annotated[
+        bool, typer.Option(help="Sample actions instead of the deterministic policy.")
+    ] = False,
+) -> None:
+    """Evaluate a policy: N full episodes, mean ± std, eval.json, optional videos.
+
+    A run directory is evaluated from its latest checkpoint; a model directory from its
+    latest (or the given) SavedModel version.
+    """
+    import json
+    import time
+
+    from rich.table import Table
+
+    with _user_errors():
+        from rlplat import media
+
+        if render is Render.human:
+            media.require_display()
+        from rlplat.evaluate import run_episodes
+        from rlplat.policies import load_policy
+
+        policy = load_policy(path, stochastic=stochastic, seed=seed)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        if out is None:
+            base = policy.run_dir if policy.run_dir is not None else Path("eval") / policy.name
+            out = base / "eval" / stamp if policy.run_dir is not None else base / stamp
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot create ({exc.strerror or exc})") from None
+        videos = None
+        kwargs: dict = {}
+        if render is Render.video:
+            videos = media.EpisodeVideos(
+                out / "videos", video_format.value, media.env_fps(policy.env)
+            )
+            kwargs = dict(render_mode="rgb_array", on_frame=videos.frame,
+                          on_episode_end=videos.end)  # fmt: skip
+        elif render is Render.human:
+            kwargs = dict(render_mode="human")
+        try:
+            result = run_episodes(policy.act, policy.env, episodes, seed, **kwargs)
+        finally:
+            if videos is not None:
+                videos.close()
+    stats = result.to_dict()
+    table = Table(title=f"{policy.name}: {episodes} episodes, {policy.source}")
+    for col in ("return mean ± std", "median", "min", "max", "mean length"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        f"{stats['return_mean']:.1f} ± {stats['return_std']:.1f}",
+        f"{stats['return_median']:.1f}", f"{stats['return_min']:.1f}",
+        f"{stats['return_max']:.1f}", f"{stats['length_mean']:.1f}",
+    )  # fmt: skip
+    Console().print(table)
+    record = {
+        "source": policy.source,
+        "name": policy.name,
+        "env": policy.env.model_dump(mode="json"),
+        "seed": seed,
+        "stochastic": stochastic,
+        **stats,
+        "videos": [str(p) for p in (videos.paths if videos else [])],
+    }
+    (out / "eval.json").write_text(json.dumps(record, indent=2))
+    for p in record["videos"]:
+        typer.echo(p)
+    typer.echo(str(out / "eval.json"))
+
+
+@app.command()
+def plot(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to draw.")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("curves.png"),
+    title: Annotated[str | None, typer.Option(help="Plot title.")] = None,
+) -> None:
+    """Learning curves: eval return mean ± std against env steps, runs overlaid."""
+    with _user_errors():
+        from rlplat.plot import plot_runs
+
+        path = plot_runs(run_dirs, out, title)
     typer.echo(str(path))
 
 

@@ -96,6 +96,11 @@ class EvalConfig(Strict):
     episodes: PosInt = Field(10, description="episodes per periodic eval")
     final_episodes: Annotated[int, Field(ge=20)] = 20
     threshold: float | None = Field(None, description="return that counts as solved")
+    video: bool = Field(
+        False,
+        description="periodic evals also log their first episode to TensorBoard as an "
+        "animated image (one more rendered episode per eval)",
+    )
 
 
 class CheckpointConfig(Strict):

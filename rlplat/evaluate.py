@@ -1,7 +1,9 @@
 """Honest evaluation: N full episodes, each from its own seeded env, no early cut-off.
 
-All N episodes run in lockstep (one batched policy call per step), so short episodes
-are not over-counted the way "first N episodes to finish" would over-count them.
+Without rendering, all N episodes run in lockstep (one batched policy call per step), so
+short episodes are not over-counted the way "first N episodes to finish" would
+over-count them. With rendering they run one after another (one video writer open at a
+time), on the same seeds, so the statistics are those of the same N episodes.
 """
 
 from __future__ import annotations
@@ -9,12 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 
 import envs
 from rlplat.config import EnvConfig
 
 EVAL_SEED_OFFSET = 1_000_000  # eval envs never share seeds with training envs
+
+# on_frame(episode, frame) gets each rgb frame (the first after reset, then one per step);
+# on_episode_end(episode, return, length) is called when that episode is over.
+FrameHook = Callable[[int, np.ndarray], None]
+EndHook = Callable[[int, float, int], None]
 
 
 @dataclass
@@ -40,6 +48,7 @@ class EvalResult:
             "return_max": float(np.max(self.returns)),
             "length_mean": float(np.mean(self.lengths)),
             "returns": [float(r) for r in self.returns],
+            "lengths": [int(n) for n in self.lengths],
         }
 
 
@@ -48,26 +57,52 @@ def run_episodes(
     env_cfg: EnvConfig,
     episodes: int,
     seed: int,
+    render_mode: str | None = None,
+    on_frame: FrameHook | None = None,
+    on_episode_end: EndHook | None = None,
 ) -> EvalResult:
-    """`policy` maps a batch of observations to actions (deterministic for evals)."""
+    """`policy` maps a batch of observations to actions (deterministic for evals).
+
+    Episode i is seeded EVAL_SEED_OFFSET + 1000 * seed + i, whatever the render mode.
+    `render_mode` "rgb_array" hands frames to `on_frame`; "human" shows a window.
+    """
+    returns = np.zeros(episodes)
+    lengths = np.zeros(episodes, np.int64)
+    groups = [list(range(episodes))] if render_mode is None else [[i] for i in range(episodes)]
+    for group in groups:
+        _play(policy, env_cfg, group, seed, render_mode, on_frame, returns, lengths)
+        if on_episode_end is not None:
+            for i in group:
+                on_episode_end(i, float(returns[i]), int(lengths[i]))
+    return EvalResult(returns, lengths)
+
+
+def _play(policy, env_cfg, indices, seed, render_mode, on_frame, returns, lengths) -> None:
     base = EVAL_SEED_OFFSET + seed * 1000
-    pool = [envs.make(env_cfg) for _ in range(episodes)]
+    pool = [envs.make(env_cfg, render_mode=render_mode) for _ in indices]
+    space = pool[0].action_space
+    clip = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
+    record = render_mode == "rgb_array" and on_frame is not None
     try:
-        obs = np.stack([env.reset(seed=base + i)[0] for i, env in enumerate(pool)])
-        returns = np.zeros(episodes)
-        lengths = np.zeros(episodes, np.int64)
-        active = np.ones(episodes, bool)
+        obs = np.stack([env.reset(seed=base + i)[0] for i, env in zip(indices, pool, strict=True)])
+        if record:
+            for i, env in zip(indices, pool, strict=True):
+                on_frame(i, env.render())
+        active = np.ones(len(indices), bool)
         while active.any():
             idx = np.flatnonzero(active)
             actions = policy(obs[idx].astype(np.float32, copy=False))
-            for i, action in zip(idx, actions, strict=True):
-                o, r, terminated, truncated, _ = pool[i].step(action)
-                obs[i] = o
-                returns[i] += r
-                lengths[i] += 1
+            if clip is not None:
+                actions = np.clip(actions, *clip)
+            for j, action in zip(idx, actions, strict=True):
+                o, r, terminated, truncated, _ = pool[j].step(action)
+                obs[j] = o
+                returns[indices[j]] += r
+                lengths[indices[j]] += 1
+                if record:
+                    on_frame(indices[j], pool[j].render())
                 if terminated or truncated:
-                    active[i] = False
-        return EvalResult(returns, lengths)
+                    active[j] = False
     finally:
         for env in pool:
             env.close()

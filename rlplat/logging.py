@@ -27,6 +27,16 @@ class TensorBoardLogger:
             for tag, value in values.items():
                 tf.summary.histogram(tag, value)
 
+    def animation(self, tag: str, gif: bytes, height: int, width: int, step: int) -> None:
+        """An animated GIF as an image summary: TensorBoard's Images tab plays it."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        image = Summary.Image(height=height, width=width, colorspace=3,
+                              encoded_image_string=gif)  # fmt: skip
+        summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+        with self._writer.as_default(step=step):
+            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
+
     def flush(self) -> None:
         self._writer.flush()
 

@@ -389,6 +389,8 @@ class Trainer:
             },
             step,
         )
+        if self.cfg.eval.video and not final:
+            self._log_episode_animation(tb, step)
         threshold = self.cfg.eval.threshold
         if (
             threshold is not None
@@ -406,6 +408,21 @@ class Trainer:
                 json.dumps({"env_steps": step, **result.to_dict()}, indent=2)
             )
         return result
+
+    def _log_episode_animation(self, tb: Any, step: int) -> None:
+        """Episode 0 of this eval (same seed), rendered, as an animated GIF in TensorBoard."""
+        from rlplat.media import env_fps, gif_bytes
+
+        frames: list[np.ndarray] = []
+        run_episodes(
+            lambda obs: self.agent.act(obs, explore=False), self.cfg.env, 1, self.cfg.seed,
+            render_mode="rgb_array", on_frame=lambda _, frame: frames.append(frame),
+        )  # fmt: skip
+        if not frames or frames[0] is None:
+            return
+        gif = gif_bytes(frames, env_fps(self.cfg.env))
+        h, w = frames[0][::2, ::2].shape[:2]
+        tb.animation("eval/episode", gif, h, w, step)
 
     def _checkpoint(self, wall_s: float) -> Path:
         self.state["wall_s"] = wall_s
@@ -634,26 +651,28 @@ class _Window:
     """Averages train metrics and measures rates between two log points."""
 
     def __init__(self, env_steps: int, train_steps: int):
+        # Each key is averaged over its own count: train metrics arrive once per phase,
+        # collector metrics (weight lag) once per fragment.
         self._sums: dict[str, float] = defaultdict(float)
-        self._count = 0
+        self._counts: dict[str, int] = defaultdict(int)
         self._min: float | None = None
         self._t, self._env, self._train = time.perf_counter(), env_steps, train_steps
 
     def add(self, metrics: dict[str, float]) -> None:
         for k, v in metrics.items():
             self._sums[k] += v
-        self._count += 1
+            self._counts[k] += 1
 
     def add_is_weights(self, weights: np.ndarray) -> None:
-        """Prioritized replay's importance weights: mean (summed like metrics) and min."""
-        self._sums["replay/is_weight_mean"] += float(weights.mean())
+        """Prioritized replay's importance weights: mean (averaged like metrics) and min."""
+        self.add({"replay/is_weight_mean": float(weights.mean())})
         low = float(weights.min())
         self._min = low if self._min is None else min(self._min, low)
 
     def flush(self, env_steps: int, train_steps: int) -> dict[str, float]:
         now = time.perf_counter()
         dt = max(now - self._t, 1e-9)
-        out = {k: v / self._count for k, v in self._sums.items()} if self._count else {}
+        out = {k: v / self._counts[k] for k, v in self._sums.items()}
         if self._min is not None:
             out["replay/is_weight_min"] = self._min
             self._min = None
@@ -661,7 +680,7 @@ class _Window:
         out["charts/updates_per_s"] = (train_steps - self._train) / dt
         out["charts/train_steps"] = float(train_steps)
         self._sums.clear()
-        self._count = 0
+        self._counts.clear()
         self._t, self._env, self._train = now, env_steps, train_steps
         return out
 

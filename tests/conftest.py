@@ -50,9 +50,10 @@ def user_env() -> dict[str, str]:
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    env = kw.pop("env", None) or user_env()
     return subprocess.run(
         [RLPLAT, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env=user_env(), **kw,
+        env=env, **kw,
     )  # fmt: skip
 
 

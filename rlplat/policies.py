@@ -1,0 +1,114 @@
+"""Policy sources for evaluation and playing: an exported SavedModel, a run's latest
+checkpoint, or (with rlplat.serving) a model server. Each is a callable from a batch of
+observations to a batch of actions, with the env it was trained on, so `rlplat eval` and
+`rlplat play` run the same episode code whatever acts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlplat.config import EnvConfig
+from rlplat.errors import UserError
+
+
+@dataclass
+class LoadedPolicy:
+    act: Callable[[np.ndarray], np.ndarray]
+    env: EnvConfig
+    name: str
+    source: str  # what was loaded, in words (for tables and eval.json)
+    run_dir: Path | None  # where outputs go by default (None: unknown)
+
+
+def load_policy(path: Path, stochastic: bool = False, seed: int = 0) -> LoadedPolicy:
+    """A run directory (its latest checkpoint) or an exported model (`models/NAME`, whose
+    latest version is used, or `models/NAME/VERSION`)."""
+    path = Path(path)
+    if (path / "config.yaml").is_file():
+        return _from_checkpoint(path, stochastic, seed)
+    version_dir = _version_dir(path)
+    if version_dir is not None:
+        return _from_saved_model(version_dir, stochastic)
+    raise UserError(
+        f"{path}: neither a run directory (config.yaml) nor an exported model "
+        "(models/NAME or models/NAME/VERSION with saved_model.pb)"
+    )
+
+
+def _version_dir(path: Path) -> Path | None:
+    if (path / "saved_model.pb").is_file():
+        return path
+    if path.is_dir():
+        numbered = sorted(
+            (int(p.name), p)
+            for p in path.iterdir()
+            if p.name.isdigit() and (p / "saved_model.pb").is_file()
+        )
+        if numbered:
+            return numbered[-1][1]
+    return None
+
+
+def _from_saved_model(version_dir: Path, stochastic: bool) -> LoadedPolicy:
+    import tensorflow as tf
+
+    meta_path = version_dir / "assets.extra" / "rlplat.json"
+    if not meta_path.is_file():
+        raise UserError(
+            f"{version_dir}: no assets.extra/rlplat.json, so the environment it acts in is "
+            "unknown (export it with rlplat export)"
+        )
+    meta: dict[str, Any] = json.loads(meta_path.read_text())
+    model = tf.saved_model.load(str(version_dir))
+    name = "sample" if stochastic else "serving_default"
+    if name not in model.signatures:
+        raise UserError(
+            f"--stochastic: {version_dir} has no `sample` signature (its policy is "
+            "deterministic, e.g. DQN's greedy one)"
+        )
+    signature = model.signatures[name]
+
+    def act(observations: np.ndarray) -> np.ndarray:
+        out = signature(observations=tf.constant(observations, tf.float32))
+        return out["actions"].numpy()
+
+    run_dir = Path(meta["run_dir"]) if meta.get("run_dir") else None
+    return LoadedPolicy(
+        act=act,
+        env=EnvConfig(**meta["env"]),
+        name=meta.get("name", version_dir.parent.name),
+        source=f"SavedModel {version_dir} ({name})",
+        run_dir=run_dir if run_dir is not None and run_dir.is_dir() else None,
+    )
+
+
+def _from_checkpoint(run_dir: Path, stochastic: bool, seed: int) -> LoadedPolicy:
+    import agents
+    import envs
+    from rlplat.checkpoint import Checkpointer, latest_checkpoint
+    from rlplat.rundir import load_run_config
+
+    cfg = load_run_config(run_dir)
+    ckpt = latest_checkpoint(run_dir)
+    agent = agents.build(cfg.agent, envs.spaces(cfg.env), seed=seed)
+    Checkpointer(run_dir / "checkpoints", agent, None, cfg.checkpoint.keep).restore(
+        ckpt, with_replay=False
+    )
+    policy = agent.actor_policy(0, 1, seed)
+    policy.set_weights(agent.get_weights())
+    # Exploration at the end of training (e.g. DQN's final epsilon) when sampling.
+    policy.update(cfg.train.env_steps)
+    return LoadedPolicy(
+        act=lambda obs: policy.act(obs, explore=stochastic),
+        env=cfg.env,
+        name=cfg.name,
+        source=f"checkpoint {ckpt}",
+        run_dir=run_dir,
+    )
