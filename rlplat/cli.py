@@ -212,7 +212,7 @@ def eval_(
             if videos is not None:
                 videos.close()
     stats = result.to_dict()
-    table = Table(title=f"{policy.name}: {episodes} episodes, {policy.source}")
+    table = Table(title=f"{policy.name}: {episodes} episodes (seed {seed})")
     for col in ("return mean ± std", "median", "min", "max", "mean length"):
         table.add_column(col, justify="right")
     table.add_row(
@@ -220,7 +220,9 @@ def eval_(
         f"{stats['return_median']:.1f}", f"{stats['return_min']:.1f}",
         f"{stats['return_max']:.1f}", f"{stats['length_mean']:.1f}",
     )  # fmt: skip
-    Console().print(table)
+    console = Console(soft_wrap=True)
+    console.print(table)
+    console.print(f"policy: {policy.source}", highlight=False)
     record = {
         "source": policy.source,
         "name": policy.name,

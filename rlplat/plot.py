@@ -22,6 +22,11 @@ def read_evals(run_dir: Path) -> list[dict]:
 
 
 _IGNORED = {"name", "seed", "export.model_base_path"}
+_STYLES = ["-", "--", ":", "-."]
+
+
+def _setting(config: dict[str, object], keys: list[str]) -> str:
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={config.get(k)}" for k in keys[:3])
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -39,6 +44,7 @@ def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import yaml
 
     curves, configs = [], []
@@ -50,25 +56,31 @@ def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path
         threshold = (cfg.get("eval") or {}).get("threshold")
         curves.append((label, records, threshold, run_dir))
     # Runs that differ in more than name and seed (an ablation, 0 vs 2 collectors, ...)
-    # are labelled by the settings that differ.
+    # are labelled by the settings that differ; each setting gets a colour, each seed
+    # within it a line style.
     differ = [k for k in sorted(set().union(*configs))
               if k not in _IGNORED and len({repr(c.get(k)) for c in configs}) > 1]  # fmt: skip
-    curves = [
-        (label + "".join(f", {k}={c.get(k)}" for k in differ[:3]), records, thr, run_dir)
-        for (label, records, thr, run_dir), c in zip(curves, configs, strict=True)
-    ]
-    labels = [c[0] for c in curves]
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
-    for label, records, _, run_dir in curves:
-        if labels.count(label) > 1:
-            label = f"{label} ({run_dir.name})"
+    groups: dict[str, int] = {}
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    order = sorted(range(len(curves)), key=lambda i: (_setting(configs[i], differ), curves[i][0]))
+    seen: dict[str, int] = {}
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i in order:
+        label, records, _, run_dir = curves[i]
+        setting = _setting(configs[i], differ)
+        group = groups.setdefault(setting, len(groups))
+        style = _STYLES[seen.get(setting, 0) % len(_STYLES)]
+        seen[setting] = seen.get(setting, 0) + 1
+        label = f"{label}, {setting}" if setting else label
         x = [r["env_steps"] for r in records]
         mean = [r["return_mean"] for r in records]
         std = [r["return_std"] for r in records]
-        (line,) = ax.plot(x, mean, label=label, linewidth=1.6)
+        colour = colours[group % len(colours)]
+        ax.plot(x, mean, label=label, linewidth=1.6, color=colour, linestyle=style)
         low = [m - s for m, s in zip(mean, std, strict=True)]
         high = [m + s for m, s in zip(mean, std, strict=True)]
-        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.18, linewidth=0)
+        ax.fill_between(x, low, high, color=colour, alpha=0.12, linewidth=0)
+    labels = [c[0] for c in curves]
     thresholds = {c[2] for c in curves if c[2] is not None}
     if len(thresholds) == 1:
         ax.axhline(thresholds.pop(), color="grey", linestyle="--", linewidth=1, label="threshold")
@@ -76,11 +88,13 @@ def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path
     ax.set_ylabel("eval return (mean ± std)")
     ax.set_title(title or ", ".join(sorted(set(labels)))[:100])
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
+    ax.xaxis.set_major_formatter(
+        matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0")
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), fontsize="small", frameon=False)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
+        fig.savefig(out, bbox_inches="tight")
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     finally:
