@@ -38,11 +38,20 @@ class Agent(abc.ABC):
         `num_actors` (its exploration may depend on both, as in Ape-X). It holds no
         weights until `set_weights(agent.get_weights())`; it pickles to other processes."""
 
+    # Subclasses set `_policy = self.actor_policy(0, 1, seed)` and set `_policy_stale`
+    # whenever their weights change (train, set_weights, restore).
+    _policy: ActorPolicy
+    _policy_stale: bool = True
+
     @property
-    @abc.abstractmethod
     def policy(self) -> ActorPolicy:
         """The in-process acting policy, kept in step with the learner's weights (what
-        `num_actors: 0` collection and evaluation act with; its RNG is checkpointed)."""
+        `num_actors: 0` collection and evaluation act with; its RNG is checkpointed).
+        Weights are copied lazily: once per change, not once per step."""
+        if self._policy_stale:
+            self._policy.set_weights(self.get_weights())
+            self._policy_stale = False
+        return self._policy
 
     def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
         """Actions for a batch of observations; `explore=False` is the deterministic policy."""

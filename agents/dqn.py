@@ -83,13 +83,6 @@ class DQNAgent(Agent):
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> EpsilonGreedyQ:
         return EpsilonGreedyQ(self.cfg, self._num_actions, index, num_actors, seed)
 
-    @property
-    def policy(self) -> EpsilonGreedyQ:
-        if self._policy_stale:
-            self._policy.set_weights(self.get_weights())
-            self._policy_stale = False
-        return self._policy
-
     def q_values(self, observations: np.ndarray) -> np.ndarray:
         return self.policy.q_values(observations)
 

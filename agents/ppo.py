@@ -115,13 +115,6 @@ class PPOAgent(Agent):
             self.cfg.normalize_observations, seed,
         )  # fmt: skip
 
-    @property
-    def policy(self) -> StochasticPolicy:
-        if self._policy_stale:
-            self._policy.set_weights(self.get_weights())
-            self._policy_stale = False
-        return self._policy
-
     def update_schedules(self, env_steps: int, progress: float) -> dict[str, float]:
         remaining = max(0.0, 1.0 - progress)
         lr = self.cfg.learning_rate * (remaining if self.cfg.lr_schedule == "linear" else 1.0)

@@ -134,6 +134,8 @@ def in_process_rate(envs_per_actor: int, fragment: int, seconds: float) -> float
 
 
 def time_to_threshold(actors: int, seed: int, extra: list[str]) -> dict:
+    from train_to_threshold import figures  # benchmarks/ is on sys.path when run as a script
+
     from rlplat import config as config_mod
     from rlplat.train import train
 
@@ -145,20 +147,11 @@ def time_to_threshold(actors: int, seed: int, extra: list[str]) -> dict:
     cfg = config_mod.load(EXPERIMENT, overrides)
     t0 = time.perf_counter()
     s = train(cfg, root / "run", show_progress=False)
-    first = s.first_threshold or {}
     return {
         "num_actors": actors,
         "seed": seed,
         "overrides": overrides[:1] + (extra if actors else []),
-        "reached": s.first_threshold is not None,
-        "env_steps_to_threshold": first.get("env_steps"),
-        "wall_s_to_threshold": first.get("wall_s"),
-        "final_eval_mean": round(s.final_eval["return_mean"], 2),
-        "final_eval_std": round(s.final_eval["return_std"], 2),
-        "final_eval_episodes": s.final_eval["episodes"],
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "env_steps_per_s": round(s.env_steps_per_s, 1),
-        "updates_per_s": round(s.updates_per_s, 1),
+        **figures(s, time.perf_counter() - t0),
         "actor_restarts": s.actor_restarts,
     }
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 from rlplat import config as config_mod
-from rlplat.train import train
+from rlplat.train import TrainSummary, train
 
 
 def run_seed(path: str, seed: int, overrides: list[str], root: Path) -> dict:
@@ -29,10 +29,13 @@ def run_seed(path: str, seed: int, overrides: list[str], root: Path) -> dict:
     )
     t0 = time.perf_counter()
     s = train(cfg, run_dir, show_progress=False)
+    return {"seed": seed, "threshold": cfg.eval.threshold, **figures(s, time.perf_counter() - t0)}
+
+
+def figures(s: TrainSummary, wall_s: float) -> dict:
+    """A finished run's figures: when it first reached the threshold, its final eval, rates."""
     first = s.first_threshold or {}
     return {
-        "seed": seed,
-        "threshold": cfg.eval.threshold,
         "reached": s.first_threshold is not None,
         "env_steps_to_threshold": first.get("env_steps"),
         "wall_s_to_threshold": first.get("wall_s"),
@@ -40,7 +43,7 @@ def run_seed(path: str, seed: int, overrides: list[str], root: Path) -> dict:
         "final_eval_std": round(s.final_eval["return_std"], 2),
         "final_eval_episodes": s.final_eval["episodes"],
         "env_steps": s.env_steps,
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s": round(wall_s, 1),
         "env_steps_per_s": round(s.env_steps_per_s, 1),
         "updates_per_s": round(s.updates_per_s, 1),
     }
