@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +46,6 @@ class Fragment:
     priorities: np.ndarray | None = None
     version: int = 0  # the learner's weight version the fragment was collected with
     actor: int = 0
-    collect_s: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,7 +88,6 @@ class Collector:
     def collect(self, steps: int, env_steps: int = 0, explore: bool = True) -> Fragment:
         """`steps` vector steps (steps x num_envs env steps); `env_steps` is the run's
         global count, which exploration schedules follow."""
-        t0 = time.perf_counter()
         self.policy.update(env_steps)
         raw, episodes = self._rollout(steps, explore)
         priorities = None
@@ -102,7 +99,7 @@ class Collector:
             out = raw
         return Fragment(
             transitions=out, episodes=episodes, env_steps=len(raw), num_envs=self.num_envs,
-            priorities=priorities, actor=self.actor, collect_s=time.perf_counter() - t0,
+            priorities=priorities, actor=self.actor,
         )  # fmt: skip
 
     def _rollout(self, steps: int, explore: bool) -> tuple[Transitions, list[EpisodeStats]]:
@@ -266,9 +263,6 @@ class RayCollectors:
         args, kwargs = self._make_args(index, self._generation[index])
         options = {"runtime_env": self._runtime_env} if self._runtime_env else {}
         return self._remote.options(**options).remote(*args, **kwargs)
-
-    def pids(self) -> list[int]:
-        return self._ray.get([a.pid.remote() for a in self.actors])
 
     def broadcast(self, weights: list[np.ndarray], version: int) -> None:
         self._weights_ref = self._ray.put(weights)
