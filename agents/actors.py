@@ -41,7 +41,7 @@ class NumpyMLP:
     Dueling: the last two (W, b) pairs are the value and advantage heads of
     agents.networks.DuelingQNetwork. Q = V + A - mean(A) is linear in the last hidden
     layer, so the two heads fold into one (W, b) when weights are set: one matmul less
-    per call (small-batch numpy is per-op overhead bound: ~5 us per op).
+    per call (small-batch numpy is bound by per-operation overhead).
     """
 
     def __init__(self, activation: str = "relu", dueling: bool = False):

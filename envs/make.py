@@ -76,8 +76,9 @@ class LockstepEnvs:
 
     Written instead of using gymnasium's SyncVectorEnv because it is the collectors' hot
     path: SyncVectorEnv's per-step action iteration (numpy scalars take Discrete.contains'
-    slow path) and info merging cost ~89 us per LunarLander step against ~58 us for this
-    loop with plain Python actions (measured while building benchmarks/collect_throughput.py).
+    slow path) and info merging made a LunarLander step about half again as expensive as
+    this loop with plain Python actions (a side measurement while building
+    benchmarks/collect_throughput.py, whose figures are the ones to quote).
     """
 
     def __init__(self, env_list: list[gym.Env]):
