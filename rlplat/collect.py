@@ -176,25 +176,13 @@ class RolloutGather:
         parts = [time_major(self._parts[i]) for i in sorted(self._parts)]
         self._parts.clear()
         self.version += 1
-        if len(parts) == 1:
-            return parts[0]
-        return Transitions(*(np.concatenate(arrays, axis=1) for arrays in zip(
-            *((p.obs, p.action, p.reward, p.next_obs, p.discount, p.last) for p in parts),
-            strict=True,
-        )))  # fmt: skip
+        return parts[0] if len(parts) == 1 else Transitions.concat(parts, axis=1)
 
 
 def time_major(fragment: Fragment) -> Transitions:
     """Collector rows are ordered (step, env): view them as [T, N, ...]."""
-    t, n = fragment.transitions, fragment.num_envs
-
-    def shape(a: np.ndarray) -> np.ndarray:
-        return a.reshape(-1, n, *a.shape[1:])
-
-    return Transitions(
-        shape(t.obs), shape(t.action), shape(t.reward), shape(t.next_obs),
-        shape(t.discount), shape(t.last),
-    )  # fmt: skip
+    n = fragment.num_envs
+    return fragment.transitions.map(lambda a: a.reshape(-1, n, *a.shape[1:]))
 
 
 # ------------------------------------------------------------------------------- Ray

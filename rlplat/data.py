@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -27,6 +28,24 @@ class Transitions:
 
     def __len__(self) -> int:
         return len(self.reward)
+
+    def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> Transitions:
+        """The same fields with `fn` applied to each array (`last` stays None if absent)."""
+        return Transitions(
+            **{
+                f.name: None if (a := getattr(self, f.name)) is None else fn(a)
+                for f in fields(self)
+            }
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[Transitions], axis: int = 0) -> Transitions:
+        """Field-wise concatenation (all parts have `last`, or none does)."""
+        return Transitions(**{
+            f.name: None if getattr(parts[0], f.name) is None
+            else np.concatenate([getattr(p, f.name) for p in parts], axis=axis)
+            for f in fields(Transitions)
+        })  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -93,9 +93,12 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
-def gif_bytes(frames: list[np.ndarray], fps: int, scale: int = 2, every: int = 2) -> bytes:
+def gif_bytes(
+    frames: list[np.ndarray], fps: int, scale: int = 2, every: int = 2
+) -> tuple[bytes, int, int]:
     """An animated GIF of `frames` (every `every`-th, downscaled by `scale`): small enough
-    to sit in a TensorBoard event file, which shows it in the Images tab."""
+    to sit in a TensorBoard event file, which shows it in the Images tab. Returns the GIF
+    and its height and width."""
     from PIL import Image
 
     picked = [f[::scale, ::scale] for f in frames[::every]]
@@ -105,4 +108,5 @@ def gif_bytes(frames: list[np.ndarray], fps: int, scale: int = 2, every: int = 2
         buf, format="GIF", save_all=True, append_images=images[1:],
         duration=int(1000 * every / fps), loop=0,
     )  # fmt: skip
-    return buf.getvalue()
+    height, width = picked[0].shape[:2]
+    return buf.getvalue(), height, width

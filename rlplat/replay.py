@@ -163,7 +163,7 @@ class PrioritizedReplay(UniformReplay):
         self._max_priority = 1.0  # in alpha space: what new items get
 
     def anneal(self, progress: float) -> dict[str, float]:
-        self.beta = self._beta_start + (self._beta_end - self._beta_start) * min(1.0, progress)
+        self.beta = anneal_beta(self._beta_start, self._beta_end, progress)
         return {"replay/beta": self.beta}
 
     def add(self, t: Transitions, td_errors: np.ndarray | None = None) -> None:
@@ -327,6 +327,11 @@ class NStepAssembler:
         )
 
 
+def anneal_beta(start: float, end: float, progress: float) -> float:
+    """The importance-sampling exponent, linear from `start` to `end` over the run."""
+    return start + (end - start) * min(1.0, progress)
+
+
 def is_weights(prios: np.ndarray, total: float, low: float, beta: float) -> np.ndarray:
     """(N P(i))^-beta / (N P_min)^-beta with P = priority / total: at most 1."""
     return ((prios / total) / (low / total)) ** -beta
@@ -423,7 +428,7 @@ class ShardedReplay:
     def anneal(self, progress: float) -> dict[str, float]:
         if not self._prioritized:
             return {}
-        self.beta = self._beta_start + (self._beta_end - self._beta_start) * min(1.0, progress)
+        self.beta = anneal_beta(self._beta_start, self._beta_end, progress)
         return {"replay/beta": self.beta}
 
     def _get(self, refs: list, shards: list[int]) -> list:
@@ -462,15 +467,12 @@ class ShardedReplay:
         parts = self._get(
             [s.draw.remote(int(c)) for s, c in zip(self._shards, counts, strict=True)], shards
         )
-        batch = Transitions(*(np.concatenate(arrays) for arrays in zip(
-            *((p[0].obs, p[0].action, p[0].reward, p[0].next_obs, p[0].discount)
-              for p in parts), strict=True,
-        )))  # fmt: skip
+        batch = Transitions.concat([p[0] for p in parts])
         idx = np.concatenate(
             [p[1] + k * self.shard_capacity for k, p in zip(shards, parts, strict=True)]
         )
-        for k, p in zip(shards, parts, strict=True):
-            self._mass[k], self._sizes[k] = (p[3] if self._prioritized else p[5]), p[5]
+        for k, p in zip(shards, parts, strict=True):  # mass(): (priority mass or size, ...)
+            self._mass[k], self._sizes[k] = p[3], p[5]
         prios = weights = None
         if self._prioritized:
             prios = np.concatenate([p[2] for p in parts])
@@ -483,10 +485,7 @@ class ShardedReplay:
         def arrange(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[order].reshape(*shape, *a.shape[1:])
 
-        batch = Transitions(*(arrange(a) for a in (
-            batch.obs, batch.action, batch.reward, batch.next_obs, batch.discount
-        )))  # fmt: skip
-        return Sample(batch, arrange(idx), arrange(weights), arrange(prios))
+        return Sample(batch.map(arrange), arrange(idx), arrange(weights), arrange(prios))
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         if not self._prioritized:
@@ -514,8 +513,7 @@ class ShardedReplay:
         replays = [build(self._shard_cfg, self._spaces, s) for s in self._seeds]
         for k, replay in enumerate(replays):
             replay.load(path / f"shard-{k}")
-            self._sizes[k] = len(replay)
-            self._mass[k] = replay.mass()[0] if self._prioritized else float(len(replay))
+            self._mass[k], _, self._sizes[k] = replay.mass()
         refs = [s.set.remote(r) for s, r in zip(self._shards, replays, strict=True)]
         self._get(refs, list(range(self.num_shards)))
 

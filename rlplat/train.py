@@ -317,7 +317,7 @@ class Trainer:
                         if self.on_policy:
                             scalars["collect/stale_fragments"] = float(state["stale_fragments"])
                     tb.scalars(scalars, step)
-                    if sample is not None and result is not None and not self.on_policy:
+                    if sample is not None:  # off-policy: the last phase's sample
                         hists = {"replay/td_errors": result.td_errors}
                         if sample.priorities is not None:
                             hists["replay/sampled_priorities"] = sample.priorities
@@ -420,9 +420,8 @@ class Trainer:
         )  # fmt: skip
         if not frames or frames[0] is None:
             return
-        gif = gif_bytes(frames, env_fps(self.cfg.env))
-        h, w = frames[0][::2, ::2].shape[:2]
-        tb.animation("eval/episode", gif, h, w, step)
+        gif, height, width = gif_bytes(frames, env_fps(self.cfg.env))
+        tb.animation("eval/episode", gif, height, width, step)
 
     def _checkpoint(self, wall_s: float) -> Path:
         self.state["wall_s"] = wall_s
@@ -621,9 +620,9 @@ class _RaySource(_Source):
     def gather(
         self, launch: list[int], steps: int, env_steps: int, version: int, block: bool
     ) -> list[Fragment]:
-        busy = set(range(self.num_fragments)) - set(self._actors.idle())
+        idle = set(self._actors.idle())  # on-policy asks for missing ones, maybe still busy
         for index in launch:
-            if index not in busy:
+            if index in idle:
                 self._actors.launch(index, steps, env_steps, self.num_envs)
         fragments = self._actors.wait(timeout=1.0 if block else 0.0)
         self._note_pids(fragments)
