@@ -174,43 +174,54 @@ def eval_(
     A run directory is evaluated from its latest checkpoint; a model directory from its
     latest (or the given) SavedModel version.
     """
+    with _user_errors():
+        if render is Render.human:
+            from rlplat import media
+
+            media.require_display()
+        from rlplat.policies import load_policy
+
+        policy = load_policy(path, stochastic=stochastic, seed=seed)
+        _episodes_report(policy, episodes, seed, render, video_format, out, "eval.json",
+                         {"stochastic": stochastic})  # fmt: skip
+
+
+def _episodes_report(
+    policy, episodes: int, seed: int, render: Render, video_format: VideoFormat,
+    out: Path | None, record_name: str, extra: dict,
+) -> None:  # fmt: skip
+    """Run the episodes (with videos or a window if asked), print the table, write the
+    record: what `eval` and `play` share, so their numbers are comparable line for line."""
     import json
     import time
 
     from rich.table import Table
 
-    with _user_errors():
-        from rlplat import media
+    from rlplat import media
+    from rlplat.evaluate import run_episodes
 
-        if render is Render.human:
-            media.require_display()
-        from rlplat.evaluate import run_episodes
-        from rlplat.policies import load_policy
-
-        policy = load_policy(path, stochastic=stochastic, seed=seed)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        if out is None:
-            base = policy.run_dir if policy.run_dir is not None else Path("eval") / policy.name
-            out = base / "eval" / stamp if policy.run_dir is not None else base / stamp
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"--out {out}: cannot create ({exc.strerror or exc})") from None
-        videos = None
-        kwargs: dict = {}
-        if render is Render.video:
-            videos = media.EpisodeVideos(
-                out / "videos", video_format.value, media.env_fps(policy.env)
-            )
-            kwargs = dict(render_mode="rgb_array", on_frame=videos.frame,
-                          on_episode_end=videos.end)  # fmt: skip
-        elif render is Render.human:
-            kwargs = dict(render_mode="human")
-        try:
-            result = run_episodes(policy.act, policy.env, episodes, seed, **kwargs)
-        finally:
-            if videos is not None:
-                videos.close()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if out is None:
+        if policy.run_dir is not None:
+            out = policy.run_dir / record_name.removesuffix(".json") / stamp
+        else:
+            out = Path(record_name.removesuffix(".json")) / policy.name / stamp
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create ({exc.strerror or exc})") from None
+    videos = None
+    kwargs: dict = {}
+    if render is Render.video:
+        videos = media.EpisodeVideos(out / "videos", video_format.value, media.env_fps(policy.env))
+        kwargs = dict(render_mode="rgb_array", on_frame=videos.frame, on_episode_end=videos.end)
+    elif render is Render.human:
+        kwargs = dict(render_mode="human")
+    try:
+        result = run_episodes(policy.act, policy.env, episodes, seed, **kwargs)
+    finally:
+        if videos is not None:
+            videos.close()
     stats = result.to_dict()
     table = Table(title=f"{policy.name}: {episodes} episodes (seed {seed})")
     for col in ("return mean ± std", "median", "min", "max", "mean length"):
@@ -228,14 +239,118 @@ def eval_(
         "name": policy.name,
         "env": policy.env.model_dump(mode="json"),
         "seed": seed,
-        "stochastic": stochastic,
+        **extra,
         **stats,
         "videos": [str(p) for p in (videos.paths if videos else [])],
     }
-    (out / "eval.json").write_text(json.dumps(record, indent=2))
+    (out / record_name).write_text(json.dumps(record, indent=2))
     for p in record["videos"]:
         typer.echo(p)
-    typer.echo(str(out / "eval.json"))
+    typer.echo(str(out / record_name))
+
+
+@app.command()
+def serve(
+    model_base_path: Annotated[
+        Path, typer.Option(help="Serves every models/<name>/<version>/ under it.")
+    ] = Path("models"),
+    port: Annotated[int, typer.Option(help="REST port (TF Serving's --rest_api_port).")] = 8501,
+    grpc_port: Annotated[
+        int, typer.Option(help="gRPC port (TF Serving's --port); 0 turns gRPC off.")
+    ] = 8500,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it (set a token).")
+    ] = "127.0.0.1",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="serving.yaml: models, version pins, labels, batching (re-read on change)."
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="Require `Authorization: Bearer <token>` (else $RLPLAT_SERVE_TOKEN)."),
+    ] = None,
+    ray: Annotated[bool, typer.Option(help="Run the REST API as a Ray Serve deployment.")] = False,
+    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas (with --ray).")] = 2,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join with --ray (default: a local Ray).")
+    ] = None,
+) -> None:
+    """Serve exported policies with the TensorFlow Serving REST and gRPC APIs.
+
+    New versions under the base path are loaded and take traffic once warmed up; a version
+    that fails to load is reported in the status endpoint and the previous one keeps serving.
+    """
+    import logging
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("rlplat.serve").setLevel(logging.INFO)
+    with _user_errors():
+        from rlplat.serving import server
+
+        token = server.read_token(token_file)
+        if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+            err.print(f"warning: serving on {host} without a token: anyone who can reach it "
+                      "can call it (--token-file)", markup=False, highlight=False)  # fmt: skip
+        try:
+            if ray:
+                from rlplat.serving import ray_app
+
+                ray_app.serve(model_base_path, host, port, config, token, replicas, address)
+            else:
+                server.serve(model_base_path, host, port, grpc_port or None, config, token)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def play(
+    model: Annotated[str, typer.Option(help="Model name on the server.")],
+    env: Annotated[str, typer.Option(help="Gymnasium environment id, e.g. LunarLander-v3.")],
+    server: Annotated[str, typer.Option(help="Model server URL (TF Serving REST API).")] = (
+        "http://127.0.0.1:8501"
+    ),
+    version: Annotated[int | None, typer.Option(help="Model version (default: latest).")] = None,
+    label: Annotated[str | None, typer.Option(help="Version label, e.g. stable.")] = None,
+    signature: Annotated[str, typer.Option(help="Signature to call.")] = "serving_default",
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes to run.")] = 20,
+    seed: Annotated[int, typer.Option(help="Episode i is seeded from this and i.")] = 0,
+    render: Annotated[
+        Render, typer.Option(help="video: one file per episode; human: a window.")
+    ] = Render.none,
+    video_format: Annotated[
+        VideoFormat, typer.Option("--format", help="Video file format.")
+    ] = VideoFormat.mp4,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: play/NAME/TIMESTAMP).")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="Bearer token file (else $RLPLAT_SERVE_TOKEN).")
+    ] = None,
+) -> None:
+    """Play episodes in a local environment, asking the model server for every action.
+
+    Same seeds, episodes and report as `rlplat eval`, so the two can be compared directly.
+    """
+    with _user_errors():
+        if version is not None and label is not None:
+            raise UserError("--version and --label: give one of them")
+        if render is Render.human:
+            from rlplat import media
+
+            media.require_display()
+        import envs
+        from rlplat.config import EnvConfig
+        from rlplat.play import remote_policy
+        from rlplat.serving.server import read_token
+
+        env_cfg = EnvConfig(id=env)
+        envs.spaces(env_cfg)  # an unknown env id fails here, before any request
+        policy = remote_policy(server, model, env_cfg, version, label, signature,
+                               read_token(token_file))  # fmt: skip
+        _episodes_report(policy, episodes, seed, render, video_format, out, "play.json",
+                         {"server": server, "signature": signature})  # fmt: skip
 
 
 @app.command()

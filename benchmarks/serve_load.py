@@ -1,0 +1,226 @@
+"""Load test of `rlplat serve` on loopback: batch-1 REST :predict at 1, 16 and 64 concurrent
+clients (p50/p99 latency, requests/s, errors), next to the in-process SavedModel call time
+measured in the same run; one JSON line.
+
+    .venv/bin/python benchmarks/serve_load.py --model-base-path models --model lunarlander_pg
+
+The server is the real `rlplat serve` in its own process. The load generator is a lean
+asyncio HTTP/1.1 keep-alive client (one connection per simulated client, each sending its
+next request as soon as the previous answer is in, as wrk does): a Python HTTP library adds
+more client time per request than the server spends. Each answer is checked: HTTP 200 and
+a `predictions` body; anything else, a timeout or a dropped connection is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import rlplat  # noqa: F401  (environment set-up before TensorFlow)
+
+TARGETS = {"c1_p50_ms": 1.0, "c1_p99_ms": 5.0, "c64_rps": 3000.0, "errors": 0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def in_process_us(version_dir: Path, obs: np.ndarray, calls: int) -> dict[str, float]:
+    """Batch-1 call time of the SavedModel in this process: the TF2 signature call a user
+    would write, and the TF1 session callable the server runs (the floor under a request)."""
+    import tensorflow as tf
+
+    def median_us(fn) -> float:
+        for i in range(50):
+            fn(obs[i % len(obs)])
+        times = []
+        for i in range(calls):
+            t = time.perf_counter()
+            fn(obs[i % len(obs)])
+            times.append(time.perf_counter() - t)
+        return float(np.median(times) * 1e6)
+
+    sig = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    from rlplat.serving.config import ServingConfig
+    from rlplat.serving.models import Servable
+
+    servable = Servable("bench", 1, version_dir, ServingConfig())
+    run = servable.signature("serving_default").run
+    return {
+        "saved_model_signature_call_us": round(median_us(lambda o: sig(observations=o)), 1),
+        "session_callable_us": round(median_us(lambda o: run(o)), 1),
+    }
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection: send, wait for the whole answer, record, repeat."""
+
+    def __init__(self, bodies: list[bytes], stats: dict, deadline: float, done: asyncio.Future):
+        self.bodies, self.stats, self.deadline, self.done = bodies, stats, deadline, done
+        self.buf = b""
+        self.i = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._send()
+
+    def _send(self) -> None:
+        if time.perf_counter() >= self.deadline:
+            self.transport.close()
+            return
+        self.i += 1
+        self.sent = time.perf_counter()
+        self.transport.write(self.bodies[self.i % len(self.bodies)])
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        head_end = self.buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            return
+        head = self.buf[:head_end]
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if len(self.buf) < head_end + 4 + length:
+            return
+        body = self.buf[head_end + 4 : head_end + 4 + length]
+        self.buf = self.buf[head_end + 4 + length :]
+        ok = head.startswith(b"HTTP/1.1 200") and body.startswith(b'{"predictions":')
+        if ok:
+            self.stats["lat"].append(time.perf_counter() - self.sent)
+        else:
+            self.stats["errors"] += 1
+            self.stats.setdefault("first_error", (head + b" " + body)[:200].decode("latin-1"))
+        self._send()
+
+    def connection_lost(self, exc) -> None:
+        if exc is not None:
+            self.stats["errors"] += 1
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def load(port: int, path: str, concurrency: int, seconds: float, obs: np.ndarray) -> dict:
+    bodies = []
+    for o in obs:
+        payload = json.dumps({"instances": [o.tolist()]}).encode()
+        bodies.append(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+    loop = asyncio.get_running_loop()
+    stats = {"lat": [], "errors": 0}
+    start = time.perf_counter()
+    deadline = start + seconds
+    dones = []
+    for _ in range(concurrency):
+        done = loop.create_future()
+        dones.append(done)
+        await loop.create_connection(
+            lambda done=done: _Conn(bodies, stats, deadline, done), "127.0.0.1", port
+        )
+    try:
+        await asyncio.wait_for(asyncio.gather(*dones), seconds + 30)
+    except TimeoutError:
+        stats["errors"] += sum(not d.done() for d in dones)
+    elapsed = time.perf_counter() - start
+    lat = np.array(stats["lat"]) * 1e3
+    out = {
+        "concurrency": concurrency,
+        "requests": int(len(lat)),
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(lat) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
+        "p90_ms": round(float(np.percentile(lat, 90)), 3) if len(lat) else None,
+        "p99_ms": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
+        "max_ms": round(float(lat.max()), 3) if len(lat) else None,
+        "errors": stats["errors"],
+    }
+    if "first_error" in stats:
+        out["first_error"] = stats["first_error"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model-base-path", type=Path, default=Path("models"))
+    ap.add_argument("--model", default="lunarlander_pg")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    ap.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
+    ap.add_argument("--warmup-seconds", type=float, default=2.0)
+    ap.add_argument("--config", type=Path, help="serving.yaml for the server")
+    args = ap.parse_args()
+
+    model_dir = args.model_base_path / args.model
+    versions = sorted(int(p.name) for p in model_dir.glob("*") if p.name.isdigit())
+    if not versions:
+        sys.exit(f"error: no versions under {model_dir} (train and export one first)")
+    rng = np.random.default_rng(0)
+    dim = json.loads((model_dir / str(versions[-1]) / "assets.extra" / "rlplat.json").read_text())
+    obs = rng.normal(size=(256, *dim["observation_shape"])).astype(np.float32)
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "rlplat.cli", "serve", "--model-base-path",
+           str(args.model_base_path), "--port", str(port), "--grpc-port", "0"]  # fmt: skip
+    if args.config:
+        cmd += ["--config", str(args.config)]
+    server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        import requests
+
+        url = f"http://127.0.0.1:{port}/v1/models/{args.model}"
+        for _ in range(600):
+            try:
+                if requests.get(url, timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if server.poll() is not None:
+                sys.exit(f"error: server exited: {server.stderr.read()[-2000:]}")
+            time.sleep(0.1)
+        in_proc = in_process_us(model_dir / str(versions[-1]), obs[:, None], 2000)
+        path = f"/v1/models/{args.model}:predict"
+        import uvloop
+
+        levels = []
+        for c in args.concurrency:
+            uvloop.run(load(port, path, c, args.warmup_seconds, obs))  # warm, not counted
+            levels.append(uvloop.run(load(port, path, c, args.seconds, obs)))
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(timeout=30)
+    by_c = {lv["concurrency"]: lv for lv in levels}
+    met = {}
+    if 1 in by_c:
+        met["c1_p50_ms"] = by_c[1]["p50_ms"] is not None and by_c[1]["p50_ms"] <= 1.0
+        met["c1_p99_ms"] = by_c[1]["p99_ms"] is not None and by_c[1]["p99_ms"] <= 5.0
+    if 64 in by_c:
+        met["c64_rps"] = by_c[64]["requests_per_s"] >= 3000
+    met["errors"] = all(lv["errors"] == 0 for lv in levels)
+    print(json.dumps({
+        "benchmark": "serve_load",
+        "model": f"{args.model} v{versions[-1]}",
+        "cpus": os.cpu_count(),
+        "in_process_batch1": in_proc,
+        "levels": levels,
+        "targets": TARGETS,
+        "met": met,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

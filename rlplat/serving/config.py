@@ -1,0 +1,117 @@
+"""serving.yaml: which models and versions to serve, version labels, batching, limits.
+
+Without a file every model directory under --model-base-path is served at its latest
+version. The file is re-read when it changes (as TF Serving polls its model config), so
+pinning a version or moving a label is an edit, not a restart; an invalid edit is logged
+and the previous config stays in force.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from rlplat.config import Strict, _format
+from rlplat.errors import ConfigError
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class VersionPolicy(Strict):
+    """Exactly one of: the `latest` N versions, `specific` versions, or `all` of them."""
+
+    latest: int | None = Field(None, ge=1)
+    specific: list[int] | None = None
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> VersionPolicy:
+        chosen = [self.latest is not None, self.specific is not None, self.all]
+        if sum(chosen) > 1:
+            raise ValueError("version_policy: choose one of latest, specific, all")
+        if self.specific is not None and (not self.specific or min(self.specific) < 0):
+            raise ValueError("version_policy.specific: a non-empty list of version numbers")
+        return self
+
+    def select(self, versions: list[int]) -> list[int]:
+        """The versions to serve among the loadable `versions` (ascending)."""
+        if self.all:
+            return versions
+        if self.specific is not None:
+            return [v for v in versions if v in self.specific]
+        return versions[-(self.latest or 1) :]
+
+
+class ModelEntry(Strict):
+    name: str
+    base_path: str | None = None  # relative to --model-base-path; default: the name
+    version_policy: VersionPolicy = VersionPolicy()
+    labels: dict[str, int] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.fullmatch(v):
+            raise ValueError(f"name: '{v}' is not a model name (letters, digits, . _ -)")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, int]) -> dict[str, int]:
+        for label in v:
+            if not NAME_RE.fullmatch(label):
+                raise ValueError(f"labels: '{label}' is not a label name (letters, digits, . _ -)")
+        return v
+
+
+class BatchingConfig(Strict):
+    """Requests to one model version are merged while the model is busy (no added wait
+    unless batch_timeout_micros > 0), up to max_batch_size rows per call."""
+
+    enabled: bool = True
+    max_batch_size: int = Field(64, ge=1)
+    batch_timeout_micros: int = Field(0, ge=0)
+    max_enqueued: int = Field(4096, ge=1)  # queued requests per version; beyond: 503
+
+
+class ServingConfig(Strict):
+    models: list[ModelEntry] | None = None  # None: every model under the base path
+    batching: BatchingConfig = BatchingConfig()
+    poll_seconds: float = Field(0.2, gt=0, le=60)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    session_inter_op_threads: int = -1  # -1: run ops in the calling thread (fastest here)
+    session_intra_op_threads: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ServingConfig:
+        names = [m.name for m in self.models or []]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"models: '{dup[0]}' is listed twice")
+        return self
+
+
+def load(path: str | Path | None) -> ServingConfig:
+    """Parse serving.yaml (or defaults when `path` is None); one-line errors naming the key."""
+    if path is None:
+        return ServingConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"serving config not found: {path}")
+    try:
+        data: Any = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return ServingConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_format(e, (), ServingConfig) for e in exc.errors()]
+        raise ConfigError(f"{path}: " + f"\n{path}: ".join(dict.fromkeys(lines))) from None

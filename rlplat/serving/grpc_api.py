@@ -1,0 +1,179 @@
+"""TF Serving's gRPC services (PredictionService, ModelService) over the ModelManager.
+
+The protos and service definitions are the `tensorflow-serving-api` package's, so its
+generated stubs are the client. Handlers run in gRPC's thread pool; predictions join the
+REST requests' batch queues on the event loop.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from rlplat.serving.errors import InvalidArgument, ServingError
+from rlplat.serving.metrics import ServingMetrics
+from rlplat.serving.models import ModelManager
+from rlplat.serving.rest import signature_def_map
+
+_STATE = get_model_status_pb2.ModelVersionStatus.State
+
+
+def _spec(request: Any) -> tuple[str, int | None, str | None]:
+    spec = request.model_spec
+    version = spec.version.value if spec.HasField("version") else None
+    label = spec.version_label or None
+    if version is not None and label is not None:
+        raise InvalidArgument("model_spec: give a version or a version_label, not both")
+    return spec.name, version, label
+
+
+def _to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as exc:  # noqa: BLE001  (any malformed TensorProto is the client's)
+        raise InvalidArgument(f"malformed TensorProto: {exc}") from None
+
+
+class _Handlers:
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics) -> None:
+        self.manager, self.metrics = manager, metrics
+
+    def call(self, method: str, request: Any, context: grpc.ServicerContext, fn: Callable) -> Any:
+        started = time.perf_counter()
+        name, version_label = request.model_spec.name, [""]
+        try:
+            response = fn(request, version_label)
+            code = "OK"
+            return response
+        except ServingError as exc:
+            code = exc.grpc_code.name
+            context.abort(exc.grpc_code, str(exc))
+        finally:
+            model = name if self.manager.known(name) else "(unknown)"
+            self.metrics.observe(
+                model, version_label[0], "grpc", method, code, time.perf_counter() - started
+            )
+
+    def predict(self, request: predict_pb2.PredictRequest, version_out: list) -> Any:
+        name, version, label = _spec(request)
+        with self.manager.use(name, version, label) as servable:
+            version_out[0] = str(servable.version)
+            sig = servable.signature(request.model_spec.signature_name or None)
+            values = {k: _to_array(v) for k, v in request.inputs.items()}
+            values = {k: sig.inputs[k].array(v, "inputs") if k in sig.inputs else v
+                      for k, v in values.items()}  # fmt: skip
+            arrays = sig.coerce(values, "inputs")
+            keys = list(sig.outputs)
+            wanted = list(request.output_filter) or keys
+            unknown = sorted(set(wanted) - set(keys))
+            if unknown:
+                raise InvalidArgument(f"output_filter: unknown output(s) {unknown}; has {keys}")
+            outputs = dict(zip(keys, servable.predict_blocking(sig, arrays), strict=True))
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = sig.name
+            for key in wanted:
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+            return response
+
+    def metadata(self, request: Any, version_out: list) -> Any:
+        name, version, label = _spec(request)
+        fields = list(request.metadata_field)
+        if fields != ["signature_def"]:
+            raise InvalidArgument(f"metadata_field must be ['signature_def'], got {fields}")
+        with self.manager.use(name, version, label) as servable:
+            version_out[0] = str(servable.version)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = name
+            response.model_spec.version.value = servable.version
+            response.metadata["signature_def"].Pack(signature_def_map(servable))
+            return response
+
+    def status(self, request: Any, version_out: list) -> Any:
+        name, version, label = _spec(request)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for v, s in self.manager.status(name, version, label):
+            item = response.model_version_status.add()
+            item.version = v
+            item.state = _STATE.Value(s.state)
+            item.status.error_code = s.error_code_number
+            item.status.error_message = s.error_message
+        return response
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, handlers: _Handlers) -> None:
+        self.h = handlers
+
+    def Predict(self, request, context):  # noqa: N802  (the proto's method name)
+        return self.h.call("predict", request, context, self.h.predict)
+
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        return self.h.call("metadata", request, context, self.h.metadata)
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, handlers: _Handlers) -> None:
+        self.h = handlers
+
+    def GetModelStatus(self, request, context):  # noqa: N802
+        return self.h.call("status", request, context, self.h.status)
+
+
+class _BearerToken(grpc.ServerInterceptor):
+    def __init__(self, token: str) -> None:
+        self._want = f"Bearer {token}".encode()
+
+        def deny(request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation, details):
+        given = dict(details.invocation_metadata).get("authorization", "")
+        if hmac.compare_digest(given.encode(), self._want):
+            return continuation(details)
+        return self._deny
+
+
+def make_server(
+    manager: ModelManager,
+    metrics: ServingMetrics,
+    address: str,
+    max_message_bytes: int,
+    token: str | None = None,
+    workers: int = 16,
+) -> grpc.Server:
+    """A started-on-demand gRPC server bound to `address` (raises if it cannot bind)."""
+    handlers = _Handlers(manager, metrics)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlplat-grpc"),
+        interceptors=[_BearerToken(token)] if token else [],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(handlers), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(handlers), server)
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot bind gRPC to {address}")
+    return server

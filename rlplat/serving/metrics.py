@@ -1,0 +1,67 @@
+"""Prometheus metrics for the model server (its own registry: one per server)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+disable_created_metrics()  # the *_created series only add noise to every scrape
+
+LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServingMetrics:
+    content_type = "text/plain; version=0.0.4; charset=utf-8"
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "rlplat_serving_requests",
+            "Requests by model, version, API (rest|grpc), method and response code.",
+            ["model", "version", "api", "method", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "rlplat_serving_request_latency_seconds",
+            "Request latency inside the server, from the parsed request to the response.",
+            ["model", "version", "api", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "rlplat_serving_batch_size",
+            "Rows per session call after request batching.",
+            ["model", "version", "signature"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.loads = Counter(
+            "rlplat_serving_model_loads",
+            "Model version loads by result (ok|error).",
+            ["model", "result"],
+            registry=self.registry,
+        )
+
+    def observe(
+        self, model: str, version: str, api: str, method: str, code: int | str, seconds: float
+    ) -> None:
+        self.requests.labels(model, version, api, method, str(code)).inc()
+        if seconds >= 0:
+            self.latency.labels(model, version, api, method).observe(seconds)
+
+    def batch_hook(self, model: str, version: int, signature: str) -> Callable[[int], None]:
+        return self.batch_size.labels(model, str(version), signature).observe
+
+    def load(self, model: str, result: str) -> None:
+        self.loads.labels(model, result).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

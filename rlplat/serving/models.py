@@ -1,0 +1,548 @@
+"""Model versions under a base path: discovery, loading, warm-up, hot swap, status.
+
+Each version is loaded the way TF Serving loads a SavedModel: a TF1 Session over the
+MetaGraphDef tagged `serve`, its SignatureDefs naming the tensors to feed and fetch, so the
+export stays the contract (what TF Serving would serve is what rlplat serves). A version
+directory is loaded only after two polls see the same files (a half-written copy is still
+changing); a load or warm-up that fails marks that version END with the error in its status
+and is retried only when its files change; the versions already serving stay. A new version
+takes traffic only once loaded and warmed up; the old one leaves once no request holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from rlplat.errors import ConfigError
+from rlplat.serving import config as serving_config
+from rlplat.serving.batching import Batcher
+from rlplat.serving.config import NAME_RE, ModelEntry, ServingConfig
+from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
+
+log = logging.getLogger("rlplat.serve")
+
+PREDICT_METHOD = "tensorflow/serving/predict"
+_ACCEPTS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}  # value kinds each dtype kind takes
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    key: str
+    tensor_name: str
+    dtype: np.dtype
+    shape: tuple[int, ...] | None  # None: unknown rank; -1: any size
+
+    @classmethod
+    def from_proto(cls, key: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec:
+        shape = None
+        if not info.tensor_shape.unknown_rank:
+            shape = tuple(int(d.size) for d in info.tensor_shape.dim)
+        dtype = np.dtype(tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
+        return cls(key, info.name, dtype, shape)
+
+    def array(self, value: object, what: str) -> np.ndarray:
+        """A request's value (JSON lists or a decoded TensorProto) as this input's dtype:
+        numbers only (no None, strings, ragged lists), cast like TF Serving's JSON path."""
+        if self.dtype.kind in "SUO":
+            raise InvalidArgument(f"{what}: input '{self.key}' is a string tensor: not supported")
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError):
+            raise InvalidArgument(
+                f"{what}: input '{self.key}' is not a rectangular array"
+            ) from None
+        if arr.dtype.kind not in _ACCEPTS.get(self.dtype.kind, ""):
+            got = "a ragged or mixed array" if arr.dtype.kind == "O" else f"{arr.dtype.name} values"
+            raise InvalidArgument(
+                f"{what}: input '{self.key}' expects {self.dtype.name}, got {got}"
+            )
+        return arr.astype(self.dtype, copy=False)
+
+    def check(self, value: np.ndarray, what: str) -> None:
+        if self.shape is None:
+            return
+        if value.ndim != len(self.shape) or any(
+            want not in (-1, got) for want, got in zip(self.shape, value.shape, strict=True)
+        ):
+            want = "[" + ", ".join("?" if d == -1 else str(d) for d in self.shape) + "]"
+            raise InvalidArgument(
+                f"{what}: input '{self.key}' has shape {list(value.shape)}, expected {want}"
+            )
+
+
+@dataclass
+class Signature:
+    name: str
+    method_name: str
+    inputs: dict[str, TensorSpec]  # sorted by key: the order `run` takes them in
+    outputs: dict[str, TensorSpec]  # sorted by key: the order `run` returns them in
+    run: object  # session callable: list of input arrays -> list of output arrays
+    batcher: Batcher | None = None
+
+    @property
+    def batchable(self) -> bool:
+        """Every input and output is [batch, ...] with a free batch dimension."""
+        specs = [*self.inputs.values(), *self.outputs.values()]
+        return bool(self.inputs) and all(s.shape and s.shape[0] == -1 for s in specs)
+
+    def coerce(self, values: dict[str, np.ndarray], what: str) -> list[np.ndarray]:
+        """Named arrays checked against the signature, in `run` order."""
+        missing = sorted(set(self.inputs) - set(values))
+        extra = sorted(set(values) - set(self.inputs))
+        if missing or extra:
+            problem = f"missing input(s) {missing}" if missing else f"unknown input(s) {extra}"
+            raise InvalidArgument(
+                f"{what}: {problem}; signature '{self.name}' takes {sorted(self.inputs)}"
+            )
+        arrays = []
+        for key, spec in self.inputs.items():
+            arr = values[key]
+            spec.check(arr, what)
+            arrays.append(arr)
+        if self.batchable:
+            sizes = {a.shape[0] for a in arrays}
+            if len(sizes) > 1:
+                raise InvalidArgument(f"{what}: inputs have different batch sizes {sorted(sizes)}")
+            if 0 in sizes:
+                raise InvalidArgument(f"{what}: empty batch")
+        return arrays
+
+
+class Servable:
+    """One loaded version: a session, its signatures, and requests in flight on it."""
+
+    def __init__(self, name: str, version: int, path: Path, cfg: ServingConfig) -> None:
+        self.name, self.version, self.path = name, version, path
+        self.in_flight = 0
+        self._graph = tf.Graph()
+        session_cfg = tf.compat.v1.ConfigProto(
+            inter_op_parallelism_threads=cfg.session_inter_op_threads,
+            intra_op_parallelism_threads=cfg.session_intra_op_threads,
+        )
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_cfg)
+        try:
+            with _quiet_deprecation():
+                self.meta_graph = tf.compat.v1.saved_model.load(self._session, ["serve"], str(path))
+            self.signatures: dict[str, Signature] = {}
+            for key in sorted(self.meta_graph.signature_def):
+                if key.startswith("__"):  # __saved_model_init_op: internal, not served
+                    continue
+                sd = self.meta_graph.signature_def[key]
+                inputs = {k: TensorSpec.from_proto(k, sd.inputs[k]) for k in sorted(sd.inputs)}
+                outputs = {k: TensorSpec.from_proto(k, sd.outputs[k]) for k in sorted(sd.outputs)}
+                run = self._session.make_callable(
+                    [s.tensor_name for s in outputs.values()],
+                    [s.tensor_name for s in inputs.values()],
+                )
+                self.signatures[key] = Signature(key, sd.method_name, inputs, outputs, run)
+            if not self.signatures:
+                raise ValueError("the SavedModel has no signatures")
+        except BaseException:
+            self._session.close()
+            raise
+
+    def enable_batching(
+        self, cfg: ServingConfig, loop: asyncio.AbstractEventLoop | None, on_batch_for: object
+    ) -> None:
+        if not cfg.batching.enabled:
+            return
+        for sig in self.signatures.values():
+            if sig.batchable and sig.method_name == PREDICT_METHOD:
+                hook = on_batch_for(sig.name) if callable(on_batch_for) else None
+                run = lambda arrays, sig=sig: self.run(sig, arrays)  # noqa: E731
+                sig.batcher = Batcher(run, cfg.batching, hook)
+                if loop is not None:
+                    sig.batcher.bind(loop)
+
+    def warm_up(self) -> None:
+        """One call per signature with a zero batch of one, before any traffic."""
+        for sig in self.signatures.values():
+            feeds = [
+                np.zeros([1 if d == -1 else d for d in (s.shape or (1,))], s.dtype)
+                for s in sig.inputs.values()
+            ]
+            sig.run(*feeds)
+
+    def signature(self, name: str | None) -> Signature:
+        key = name or "serving_default"
+        sig = self.signatures.get(key)
+        if sig is None:
+            raise InvalidArgument(
+                f'Serving signature name: "{key}" not found in signature def; model '
+                f"'{self.name}' version {self.version} has {sorted(self.signatures)}"
+            )
+        return sig
+
+    def run(self, sig: Signature, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return sig.run(*arrays)
+        except tf.errors.InvalidArgumentError as exc:
+            raise InvalidArgument(exc.message.splitlines()[0]) from None
+
+    async def predict(self, sig: Signature, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if sig.batcher is not None:
+            return await sig.batcher.submit(arrays)
+        return self.run(sig, arrays)
+
+    def predict_blocking(self, sig: Signature, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if sig.batcher is not None:
+            return sig.batcher.submit_threadsafe(arrays).result()
+        return self.run(sig, arrays)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+@contextlib.contextmanager
+def _quiet_deprecation() -> Iterator[None]:
+    from tensorflow.python.util import deprecation  # the loader warns it is TF1-style
+
+    with deprecation.silence():
+        yield
+
+
+# Version states, as in TF Serving's ModelVersionStatus.State.
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+@dataclass
+class VersionStatus:
+    state: str
+    error_code: str = "OK"  # a tensorflow.error.Code name
+    error_message: str = ""
+
+    @property
+    def error_code_number(self) -> int:
+        from tensorflow.core.protobuf import error_codes_pb2
+
+        return error_codes_pb2.Code.Value(self.error_code)
+
+
+@dataclass
+class _Model:
+    entry: ModelEntry
+    path: Path
+    loaded: dict[int, Servable] = field(default_factory=dict)
+    status: dict[int, VersionStatus] = field(default_factory=dict)
+    sighted: dict[int, tuple] = field(default_factory=dict)  # version -> files at last poll
+    failed: dict[int, tuple] = field(default_factory=dict)  # version -> files that failed
+
+
+def _fingerprint(path: Path) -> tuple:
+    """The files under a version directory with sizes and mtimes: equal on two polls means
+    nothing is still writing it."""
+    items = []
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            items.append((os.path.relpath(p, path), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(items))
+
+
+def _numbered(path: Path) -> list[int]:
+    try:
+        return sorted(int(e.name) for e in os.scandir(path) if e.name.isdigit() and e.is_dir())
+    except OSError:
+        return []
+
+
+class ModelManager:
+    """Serves every model under `base_path` (or those in the serving config), keeps the
+    loaded versions in step with the directories and the config, and resolves requests."""
+
+    def __init__(
+        self,
+        base_path: Path,
+        cfg: ServingConfig,
+        config_path: Path | None = None,
+        metrics: object | None = None,
+    ) -> None:
+        self.base_path = Path(base_path).resolve()
+        self.cfg = cfg
+        self.config_path = config_path
+        self.metrics = metrics
+        self.loop: asyncio.AbstractEventLoop | None = None  # where batches run (the server's)
+        self._config_mtime = _mtime(config_path)
+        self._models: dict[str, _Model] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._check_paths(cfg)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, watch: bool = True) -> None:
+        """Load what is there now (two polls apart), then keep watching in a thread."""
+        self.poll()
+        time.sleep(min(self.cfg.poll_seconds, 0.2))
+        self.poll()
+        if watch:
+            self._thread = threading.Thread(target=self._watch, name="rlplat-models", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            for model in self._models.values():
+                for servable in model.loaded.values():
+                    servable.close()
+                model.loaded.clear()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.cfg.poll_seconds):
+            try:
+                self._reload_config()
+                self.poll()
+            except Exception:  # noqa: BLE001  (the watcher must outlive any one bad poll)
+                log.exception("model poll failed")
+
+    # ------------------------------------------------------------------ config
+
+    def _check_paths(self, cfg: ServingConfig) -> None:
+        for entry in cfg.models or []:
+            self._model_path(entry)
+
+    def _model_path(self, entry: ModelEntry) -> Path:
+        path = (self.base_path / (entry.base_path or entry.name)).resolve()
+        if not path.is_relative_to(self.base_path):
+            raise ConfigError(
+                f"models.{entry.name}.base_path: {entry.base_path} is outside the model base "
+                f"path {self.base_path}"
+            )
+        return path
+
+    def _reload_config(self) -> None:
+        if self.config_path is None:
+            return
+        mtime = _mtime(self.config_path)
+        if mtime == self._config_mtime:
+            return
+        self._config_mtime = mtime
+        try:
+            cfg = serving_config.load(self.config_path)
+            self._check_paths(cfg)
+        except ConfigError as exc:
+            log.error("serving config not reloaded, the previous one stays: %s", exc)
+            return
+        with self._lock:
+            self.cfg = self.cfg.model_copy(update={"models": cfg.models})
+        log.info("serving config reloaded from %s", self.config_path)
+
+    def _entries(self) -> list[ModelEntry]:
+        if self.cfg.models is not None:
+            return list(self.cfg.models)
+        try:
+            names = sorted(
+                e.name
+                for e in os.scandir(self.base_path)
+                if e.is_dir() and NAME_RE.fullmatch(e.name) and _numbered(Path(e.path))
+            )
+        except OSError:
+            names = []
+        return [ModelEntry(name=n) for n in names]
+
+    # ------------------------------------------------------------------ polling
+
+    def poll(self) -> None:
+        """One pass: bring every model's loaded versions in line with disk and config."""
+        entries = {e.name: e for e in self._entries()}
+        with self._lock:
+            for name in list(self._models):
+                if name not in entries:
+                    model = self._models.pop(name)
+                    for version in list(model.loaded):
+                        self._retire(model, version)
+            for name, entry in entries.items():
+                model = self._models.get(name)
+                path = self._model_path(entry)
+                if model is None:
+                    model = self._models[name] = _Model(entry, path)
+                model.entry, model.path = entry, path
+        for name in entries:
+            self._sync(self._models[name])
+
+    def _sync(self, model: _Model) -> None:
+        on_disk = _numbered(model.path)
+        for v in list(model.failed):  # a failed version is retried once its files change
+            if v not in on_disk or _fingerprint(model.path / str(v)) != model.failed[v]:
+                del model.failed[v]
+        policy = model.entry.version_policy
+        wanted = policy.select([v for v in on_disk if v not in model.failed])
+        for version in sorted(set(wanted) - set(model.loaded), reverse=True):
+            self._try_load(model, version)
+        wanted = policy.select([v for v in on_disk if v not in model.failed])
+        # Availability first: old versions leave only once every wanted one has settled.
+        if all(v in model.loaded for v in wanted):
+            for version in sorted(set(model.loaded) - set(wanted)):
+                self._retire(model, version)
+        for version in list(model.sighted):
+            if version not in wanted:
+                del model.sighted[version]
+
+    def _try_load(self, model: _Model, version: int) -> None:
+        path = model.path / str(version)
+        files = _fingerprint(path)
+        if model.sighted.get(version) != files:
+            model.sighted[version] = files  # still changing, or new: look again next poll
+            if model.status.get(version, VersionStatus(END)).state == END:
+                self._set(model, version, VersionStatus(START))
+            return
+        self._set(model, version, VersionStatus(LOADING))
+        started = time.perf_counter()
+        try:
+            if not (path / "saved_model.pb").is_file():
+                raise FileNotFoundError(f"no saved_model.pb in {path}")
+            if not path.resolve().is_relative_to(self.base_path):
+                raise PermissionError(f"{path} resolves outside the model base path")
+            servable = Servable(model.entry.name, version, path, self.cfg)
+            try:
+                servable.warm_up()
+                if _fingerprint(path) != files:
+                    raise RuntimeError("files changed while loading")
+            except BaseException:
+                servable.close()
+                raise
+        except Exception as exc:  # noqa: BLE001  (any failure: report it, keep serving)
+            message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            model.failed[version] = files
+            self._set(model, version, VersionStatus(END, "UNKNOWN", message))
+            log.error("model %s version %d failed to load: %s", model.entry.name, version, message)
+            if self.metrics is not None:
+                self.metrics.load(model.entry.name, "error")
+            return
+        servable.enable_batching(
+            self.cfg,
+            self.loop,
+            (lambda sig: self.metrics.batch_hook(model.entry.name, version, sig))
+            if self.metrics is not None
+            else None,
+        )
+        with self._lock:
+            model.loaded[version] = servable
+            model.status[version] = VersionStatus(AVAILABLE)
+        del model.sighted[version]
+        log.info(
+            "model %s version %d available (%.0f ms)",
+            model.entry.name, version, 1000 * (time.perf_counter() - started),
+        )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.load(model.entry.name, "ok")
+
+    def _set(self, model: _Model, version: int, status: VersionStatus) -> None:
+        with self._lock:
+            model.status[version] = status
+
+    def _retire(self, model: _Model, version: int) -> None:
+        """Stop routing to a version now; close it once the requests holding it are done."""
+        with self._lock:
+            servable = model.loaded.pop(version, None)
+            if servable is None:
+                return
+            model.status[version] = VersionStatus(UNLOADING)
+
+        def close() -> None:
+            deadline = time.monotonic() + 60
+            while servable.in_flight > 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            servable.close()
+            with self._lock:
+                if model.status.get(version, VersionStatus(END)).state == UNLOADING:
+                    model.status[version] = VersionStatus(END)
+
+        threading.Thread(target=close, name=f"rlplat-unload-{version}", daemon=True).start()
+
+    # ------------------------------------------------------------------ requests
+
+    def known(self, name: str) -> bool:
+        return name in self._models
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def _model(self, name: str) -> _Model:
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"Servable not found for request: Latest({name})")
+        return model
+
+    def _version(self, model: _Model, version: int | None, label: str | None) -> int:
+        name = model.entry.name
+        if label is not None:
+            if label not in model.entry.labels:
+                raise NotFound(f"Unrecognized servable version label: {label} (model {name})")
+            version = model.entry.labels[label]
+        if version is None:
+            if not model.loaded:
+                raise NotFound(f"Servable not found for request: Latest({name})")
+            return max(model.loaded)
+        return version
+
+    @contextlib.contextmanager
+    def use(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> Iterator[Servable]:
+        """The servable a request names, held (not unloaded) until the block ends."""
+        with self._lock:
+            model = self._model(name)
+            v = self._version(model, version, label)
+            servable = model.loaded.get(v)
+            if servable is None:
+                raise NotFound(f"Servable not found for request: Specific({name}, {v})")
+            servable.in_flight += 1
+        try:
+            yield servable
+        finally:
+            with self._lock:
+                servable.in_flight -= 1
+
+    def status(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> list[tuple[int, VersionStatus]]:
+        """Versions and states, newest first (TF Serving's GetModelStatus)."""
+        with self._lock:
+            model = self._model(name)
+            if version is None and label is None:
+                items = sorted(model.status.items(), reverse=True)
+                if not items:
+                    raise NotFound(f"Could not find any versions of model {name}")
+                return items
+            v = self._version(model, version, label)
+            if v not in model.status:
+                raise NotFound(f"Could not find version {v} of model {name}")
+            return [(v, model.status[v])]
+
+
+def _mtime(path: Path | None) -> float | None:
+    try:
+        return os.stat(path).st_mtime_ns if path is not None else None
+    except OSError:
+        return None
+
+
+__all__ = [
+    "ModelManager",
+    "Servable",
+    "ServingError",
+    "Signature",
+    "TensorSpec",
+    "VersionStatus",
+]

@@ -1,0 +1,259 @@
+"""The TensorFlow Serving REST API (api_rest.md) as a plain ASGI app.
+
+One regex routes every TF Serving URL (`/v1/models/NAME[/versions/V|/labels/L][/metadata]`
+and `...:predict`): the `:verb` suffix does not fit a framework's path templates, and the
+predict path stays lean (no per-request validation layer; orjson turns the outputs' numpy
+arrays into bytes). Uvicorn runs it (`rlplat serve`), and so does Ray Serve (`--ray`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2
+
+from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
+from rlplat.serving.metrics import ServingMetrics
+from rlplat.serving.models import ModelManager, Servable, Signature
+
+ROUTE = re.compile(
+    r"/v1/models/(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:(?P<metadata>/metadata)|:(?P<verb>[^/:]*))?/?"
+)
+METRICS_PATHS = ("/monitoring/prometheus/metrics", "/metrics")
+JSON_HEADERS = [(b"content-type", b"application/json")]
+_DUMP = orjson.OPT_SERIALIZE_NUMPY
+
+
+class HttpError(ServingError):
+    def __init__(self, status: int, message: str, headers: list | None = None) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.headers = headers or []
+
+
+# ---------------------------------------------------------------------- JSON <-> tensors
+
+
+def parse_predict(body: Any, sig: Signature) -> tuple[list[np.ndarray], bool]:
+    """Request JSON -> input arrays in `sig` order, and whether it was the row format."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("request body must be a JSON object")
+    has_rows, has_cols = "instances" in body, "inputs" in body
+    if has_rows == has_cols:
+        raise InvalidArgument(
+            "request must have exactly one of 'instances' (row format) or 'inputs' (columnar)"
+        )
+    names = list(sig.inputs)
+    if has_rows:
+        rows = body["instances"]
+        if not isinstance(rows, list) or not rows:
+            raise InvalidArgument("'instances' must be a non-empty list")
+        if all(isinstance(r, dict) for r in rows):
+            values = {}
+            for key in {k for r in rows for k in r}:
+                if not all(key in r for r in rows):
+                    raise InvalidArgument(f"instances: input '{key}' is missing in some rows")
+                values[key] = [r[key] for r in rows]
+        elif len(names) == 1 and not any(isinstance(r, dict) for r in rows):
+            values = {names[0]: rows}
+        else:
+            raise InvalidArgument(
+                f"instances: signature '{sig.name}' takes named inputs {names}; "
+                "give each instance as an object"
+            )
+    else:
+        cols = body["inputs"]
+        if isinstance(cols, dict):
+            values = cols
+        elif len(names) == 1:
+            values = {names[0]: cols}
+        else:
+            raise InvalidArgument(f"inputs: signature '{sig.name}' takes named inputs {names}")
+    what = "instances" if has_rows else "inputs"
+    arrays = {k: sig.inputs[k].array(v, what) for k, v in values.items() if k in sig.inputs}
+    arrays |= {k: v for k, v in values.items() if k not in sig.inputs}  # coerce names them
+    return sig.coerce(arrays, what), has_rows
+
+
+def format_predict(outputs: list[np.ndarray], sig: Signature, rows: bool) -> dict[str, Any]:
+    keys = list(sig.outputs)
+    if not rows:
+        return {"outputs": outputs[0] if len(keys) == 1 else dict(zip(keys, outputs, strict=True))}
+    if len(keys) == 1:
+        return {"predictions": outputs[0]}
+    named = list(zip(keys, outputs, strict=True))
+    return {"predictions": [{k: out[i] for k, out in named} for i in range(len(outputs[0]))]}
+
+
+def status_json(items: list) -> dict[str, Any]:
+    return {
+        "model_version_status": [
+            {
+                "version": str(v),
+                "state": s.state,
+                "status": {"error_code": s.error_code, "error_message": s.error_message},
+            }
+            for v, s in items
+        ]
+    }
+
+
+def signature_def_map(servable: Servable) -> get_model_metadata_pb2.SignatureDefMap:
+    sdm = get_model_metadata_pb2.SignatureDefMap()
+    for key in servable.signatures:
+        sd = servable.meta_graph.signature_def[key]
+        sdm.signature_def[key].CopyFrom(sd)
+    return sdm
+
+
+def metadata_json(servable: Servable) -> dict[str, Any]:
+    sdm = json_format.MessageToDict(signature_def_map(servable), preserving_proto_field_name=True)
+    return {
+        "model_spec": {
+            "name": servable.name,
+            "signature_name": "",
+            "version": str(servable.version),
+        },
+        "metadata": {"signature_def": sdm},
+    }
+
+
+# ---------------------------------------------------------------------- the app
+
+
+class RestApp:
+    """ASGI app over a ModelManager; errors are `{"error": "..."}` with TF Serving's codes."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        metrics: ServingMetrics,
+        max_body_bytes: int,
+        token: str | None = None,
+    ) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self._auth = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        labels = ["", "", "other"]  # model, version, method: filled in as they are known
+        try:
+            body, ctype = await self._handle(scope, receive, labels)
+            status, headers = 200, []
+        except ServingError as exc:
+            status, ctype = exc.http_status, JSON_HEADERS
+            body = orjson.dumps({"error": str(exc)})
+            headers = getattr(exc, "headers", [])
+        except Exception as exc:  # noqa: BLE001  (a bug: still a JSON error, never a hang)
+            status, ctype, headers = 500, JSON_HEADERS, []
+            body = orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*ctype, (b"content-length", str(len(body)).encode()), *headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        if labels[0]:
+            self.metrics.observe(
+                labels[0], labels[1], "rest", labels[2], status, time.perf_counter() - started
+            )
+
+    async def _handle(self, scope: dict, receive: Any, labels: list) -> tuple:
+        method, path = scope["method"], scope["path"]
+        if self._auth is not None:
+            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            if not hmac.compare_digest(given, self._auth):
+                raise HttpError(
+                    401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")]
+                )
+        if path in METRICS_PATHS:
+            _allow(method, "GET")
+            return self.metrics.render(), [(b"content-type", self.metrics.content_type.encode())]
+        m = ROUTE.fullmatch(path)
+        if m is None:
+            raise HttpError(404, f"Malformed request: {method} {path}")
+        name, label, verb = m["name"], m["label"], m["verb"]
+        version = None
+        if m["version"] is not None:
+            if not m["version"].isdigit() or len(m["version"]) > 18:
+                raise InvalidArgument(f"version must be a non-negative integer: {m['version']!r}")
+            version = int(m["version"])
+        labels[0] = name if self.manager.known(name) else "(unknown)"
+        if verb is None:
+            _allow(method, "GET")
+            if m["metadata"]:
+                labels[2] = "metadata"
+                with self.manager.use(name, version, label) as servable:
+                    labels[1] = str(servable.version)
+                    return orjson.dumps(metadata_json(servable)), JSON_HEADERS
+            labels[2] = "status"
+            items = self.manager.status(name, version, label)
+            return orjson.dumps(status_json(items)), JSON_HEADERS
+        if m["metadata"] is None and verb in ("classify", "regress"):
+            _allow(method, "POST")
+            raise InvalidArgument(f"rlplat serves predict signatures only; :{verb} is not served")
+        if verb != "predict":
+            raise HttpError(404, f"Malformed request: {method} {path}")
+        _allow(method, "POST")
+        labels[2] = "predict"
+        raw = await self._body(scope, receive)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidArgument(f"malformed JSON body: {exc}") from None
+        with self.manager.use(name, version, label) as servable:
+            labels[1] = str(servable.version)
+            sig_name = body.get("signature_name") if isinstance(body, dict) else None
+            if sig_name is not None and not isinstance(sig_name, str):
+                raise InvalidArgument("'signature_name' must be a string")
+            sig = servable.signature(sig_name)
+            arrays, rows = parse_predict(body, sig)
+            outputs = await servable.predict(sig, arrays)
+            return orjson.dumps(format_predict(outputs, sig, rows), option=_DUMP), JSON_HEADERS
+
+    async def _body(self, scope: dict, receive: Any) -> bytes:
+        limit = self.max_body_bytes
+        for k, v in scope["headers"]:
+            if k == b"content-length" and v.isdigit() and int(v) > limit:
+                raise HttpError(413, f"request body larger than {limit} bytes")
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HttpError(400, "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise HttpError(413, f"request body larger than {limit} bytes")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+def _allow(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise HttpError(
+            405, f"method {method} not allowed here (use {allowed})", [(b"allow", allowed.encode())]
+        )
+
+
+__all__ = ["RestApp", "NotFound", "format_predict", "metadata_json", "parse_predict", "status_json"]
