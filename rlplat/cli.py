@@ -287,9 +287,9 @@ def serve(
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("rlplat.serve").setLevel(logging.INFO)
     with _user_errors():
-        from rlplat.serving import server
+        from rlplat.serving.auth import read_token
 
-        token = server.read_token(token_file)
+        token = read_token(token_file)
         if host not in ("127.0.0.1", "localhost", "::1") and token is None:
             err.print(f"warning: serving on {host} without a token: anyone who can reach it "
                       "can call it (--token-file)", markup=False, highlight=False)  # fmt: skip
@@ -299,6 +299,8 @@ def serve(
 
                 ray_app.serve(model_base_path, host, port, config, token, replicas, address)
             else:
+                from rlplat.serving import server
+
                 server.serve(model_base_path, host, port, grpc_port or None, config, token)
         except KeyboardInterrupt:
             pass
@@ -343,7 +345,7 @@ def play(
         import envs
         from rlplat.config import EnvConfig
         from rlplat.play import remote_policy
-        from rlplat.serving.server import read_token
+        from rlplat.serving.auth import read_token
 
         env_cfg = EnvConfig(id=env)
         envs.spaces(env_cfg)  # an unknown env id fails here, before any request

@@ -236,16 +236,26 @@ def _unknown(field: str, value: Any, choices: Any) -> str:
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model class that holds the field at `loc` (for key suggestions)."""
     for part in loc:
+        if isinstance(part, int):  # a list index: the item type is already `model`
+            continue
         field = model.model_fields.get(str(part))
         if field is None:
             return None
-        candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
-        model = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
+        model = _model_in(field.annotation)
         if model is None:
             return None
     return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model class inside an annotation (X, X | None, list[X], ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _format(err: dict[str, Any], prefix: tuple[Any, ...], model: type[BaseModel]) -> str:

@@ -370,9 +370,14 @@ class ModelManager:
                     model = self._models.pop(name)
                     for version in list(model.loaded):
                         self._retire(model, version)
-            for name, entry in entries.items():
+            for name, entry in list(entries.items()):
                 model = self._models.get(name)
-                path = self._model_path(entry)
+                try:
+                    path = self._model_path(entry)
+                except ConfigError as exc:  # a symlinked model dir leading out of the base
+                    log.error("not serving %s: %s", name, exc)
+                    del entries[name]
+                    continue
                 if model is None:
                     model = self._models[name] = _Model(entry, path)
                 model.entry, model.path = entry, path

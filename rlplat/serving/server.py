@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 from pathlib import Path
 
@@ -15,21 +14,6 @@ from rlplat.serving.models import ModelManager
 from rlplat.serving.rest import RestApp
 
 log = logging.getLogger("rlplat.serve")
-TOKEN_ENV = "RLPLAT_SERVE_TOKEN"
-
-
-def read_token(token_file: Path | None) -> str | None:
-    """The bearer token: from --token-file, else $RLPLAT_SERVE_TOKEN (never argv: `ps`
-    would show it), else none (no auth: fine on 127.0.0.1)."""
-    if token_file is not None:
-        try:
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise UserError(f"--token-file {token_file}: {exc.strerror or exc}") from None
-        if not token:
-            raise UserError(f"--token-file {token_file}: empty")
-        return token
-    return os.environ.get(TOKEN_ENV) or None
 
 
 def bind(host: str, port: int) -> socket.socket:

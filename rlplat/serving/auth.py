@@ -1,0 +1,24 @@
+"""The optional bearer token, shared by `rlplat serve` and its clients (no TensorFlow here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rlplat.errors import UserError
+
+TOKEN_ENV = "RLPLAT_SERVE_TOKEN"
+
+
+def read_token(token_file: Path | None) -> str | None:
+    """From --token-file, else $RLPLAT_SERVE_TOKEN (never argv: `ps` would show it), else
+    none (no auth: fine on 127.0.0.1)."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise UserError(f"--token-file {token_file}: {exc.strerror or exc}") from None
+        if not token:
+            raise UserError(f"--token-file {token_file}: empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
