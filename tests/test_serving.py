@@ -591,3 +591,40 @@ def test_concurrent_requests_are_batched_and_split_back():
                                     return_exceptions=True)  # fmt: skip
 
     assert all(isinstance(o, ValueError) for o in asyncio.run(one_bad()))
+
+
+# ---------------------------------------------------------------------- Ray Serve
+
+
+@pytest.mark.slow
+def test_ray_serve_replicas_serve_the_same_api(models, tmp_path):
+    port = free_port()
+    log = tmp_path / "ray-serve.log"
+    proc = subprocess.Popen(
+        [RLPLAT, "serve", "--ray", "--replicas", "2", "--model-base-path", str(models),
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=log.open("w"), env=user_env(), cwd=tmp_path,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240
+        while "REST on" not in log.read_text():
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert "2 replica(s)" in log.read_text()
+        want = reference(models / "cartpole" / "2", OBS)
+        session = requests.Session()
+        for _ in range(20):  # spread over both replicas by Ray Serve's router
+            r = session.post(f"{base}/v1/models/cartpole:predict",
+                             data=json.dumps({"instances": OBS.tolist()}), timeout=30)  # fmt: skip
+            assert r.status_code == 200, r.text
+            np.testing.assert_allclose([p["q_values"] for p in r.json()["predictions"]],
+                                       want["q_values"], rtol=1e-5)  # fmt: skip
+        assert states(session.get(f"{base}/v1/models/cartpole", timeout=30).json()) == {
+            "2": "AVAILABLE"}  # fmt: skip
+        r = session.post(f"{base}/v1/models/cartpole:predict", data=b"{", timeout=30)
+        assert r.status_code == 400 and "JSON" in r.json()["error"]
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=90) == 0, log.read_text()[-3000:]
