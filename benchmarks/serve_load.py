@@ -1,6 +1,7 @@
 """Load test of `rlplat serve` on loopback: batch-1 REST :predict at 1, 16 and 64 concurrent
-clients (p50/p99 latency, requests/s, errors), next to the in-process SavedModel call time
-measured in the same run; one JSON line.
+clients (p50/p99 latency, requests/s, errors; 3 rounds of 5 s per level, interleaved, as
+this machine's speed drifts), next to the in-process SavedModel call time measured in the
+same run; one JSON line.
 
     .venv/bin/python benchmarks/serve_load.py --model-base-path models --model lunarlander_pg
 
@@ -56,12 +57,13 @@ def in_process_us(version_dir: Path, obs: np.ndarray, calls: int) -> dict[str, f
     from rlplat.serving.config import ServingConfig
     from rlplat.serving.models import Servable
 
-    servable = Servable("bench", 1, version_dir, ServingConfig())
-    run = servable.signature("serving_default").run
-    return {
-        "saved_model_signature_call_us": round(median_us(lambda o: sig(observations=o)), 1),
-        "session_callable_us": round(median_us(lambda o: run(o)), 1),
-    }
+    out = {"saved_model_signature_call_us": round(median_us(lambda o: sig(observations=o)), 1)}
+    # The server's session (ops in the calling thread), and one on TF's thread pools.
+    for key, inter_op in (("session_callable_us", -1), ("session_callable_tf_pools_us", 0)):
+        cfg = ServingConfig(session_inter_op_threads=inter_op, session_intra_op_threads=0)
+        run = Servable("bench", 1, version_dir, cfg).signature("serving_default").run
+        out[key] = round(median_us(lambda o, run=run: run(o)), 1)
+    return out
 
 
 class _Conn(asyncio.Protocol):
@@ -113,6 +115,30 @@ class _Conn(asyncio.Protocol):
             self.done.set_result(None)
 
 
+def summarize(concurrency: int, rounds: list[dict]) -> dict:
+    """All rounds' requests pooled for the percentiles; each round's figures kept."""
+    lat = np.concatenate([r.pop("lat_ms") for r in rounds])
+    seconds = sum(r["seconds"] for r in rounds)
+    if not len(lat):
+        lat = np.array([np.nan])  # every request failed: the errors count says so
+    out = {
+        "concurrency": concurrency,
+        "requests": int(len(lat)),
+        "seconds": round(seconds, 2),
+        "requests_per_s": round(len(lat) / seconds, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "p90_ms": round(float(np.percentile(lat, 90)), 3),
+        "p99_ms": round(float(np.percentile(lat, 99)), 3),
+        "max_ms": round(float(lat.max()), 3),
+        "errors": sum(r["errors"] for r in rounds),
+        "rounds": rounds,
+    }
+    first_error = next((r.pop("first_error") for r in rounds if "first_error" in r), None)
+    if first_error:
+        out["first_error"] = first_error
+    return out
+
+
 async def load(port: int, path: str, concurrency: int, seconds: float, obs: np.ndarray) -> dict:
     bodies = []
     for o in obs:
@@ -140,15 +166,12 @@ async def load(port: int, path: str, concurrency: int, seconds: float, obs: np.n
     elapsed = time.perf_counter() - start
     lat = np.array(stats["lat"]) * 1e3
     out = {
-        "concurrency": concurrency,
-        "requests": int(len(lat)),
         "seconds": round(elapsed, 2),
         "requests_per_s": round(len(lat) / elapsed, 1),
         "p50_ms": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
-        "p90_ms": round(float(np.percentile(lat, 90)), 3) if len(lat) else None,
         "p99_ms": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
-        "max_ms": round(float(lat.max()), 3) if len(lat) else None,
         "errors": stats["errors"],
+        "lat_ms": lat,
     }
     if "first_error" in stats:
         out["first_error"] = stats["first_error"]
@@ -160,7 +183,8 @@ def main() -> None:
     ap.add_argument("--model-base-path", type=Path, default=Path("models"))
     ap.add_argument("--model", default="lunarlander_pg")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    ap.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
+    ap.add_argument("--seconds", type=float, default=5.0, help="per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per concurrency level")
     ap.add_argument("--warmup-seconds", type=float, default=2.0)
     ap.add_argument("--config", type=Path, help="serving.yaml for the server")
     args = ap.parse_args()
@@ -197,9 +221,13 @@ def main() -> None:
         import uvloop
 
         levels = []
-        for c in args.concurrency:
+        for c in args.concurrency:  # rounds interleaved: this machine's speed drifts
             uvloop.run(load(port, path, c, args.warmup_seconds, obs))  # warm, not counted
-            levels.append(uvloop.run(load(port, path, c, args.seconds, obs)))
+        rounds: dict[int, list] = {c: [] for c in args.concurrency}
+        for _ in range(args.rounds):
+            for c in args.concurrency:
+                rounds[c].append(uvloop.run(load(port, path, c, args.seconds, obs)))
+        levels = [summarize(c, rounds[c]) for c in args.concurrency]
     finally:
         os.killpg(server.pid, signal.SIGINT)
         server.wait(timeout=30)

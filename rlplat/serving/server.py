@@ -82,6 +82,7 @@ def serve(
             log_level="warning",
             timeout_keep_alive=30,
             server_header=False,
+            proxy_headers=False,  # no X-Forwarded-* rewriting on the hot path
         )
     )
 
