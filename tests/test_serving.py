@@ -342,6 +342,12 @@ def test_play_through_the_server_matches_eval_of_the_same_version(server, models
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert played["returns"] == evaluated["returns"]  # same seeds, same deterministic policy
     assert played["source"].startswith(f"server {server.base}/v1/models/cartpole")
+    video = run_cli("play", "--server", server.base, "--model", "cartpole", "--env",
+                    "CartPole-v1", "--episodes", "1", "--render", "video", "--format", "gif",
+                    "--out", str(tmp_path / "video"), cwd=tmp_path)  # fmt: skip
+    assert video.returncode == 0, video.stderr[-2000:]
+    (gif,) = (tmp_path / "video" / "videos").glob("*.gif")
+    assert gif.read_bytes()[:6] == b"GIF89a"
 
 
 def test_play_errors_are_one_line(server, tmp_path):

@@ -124,9 +124,6 @@ class Batcher:
             if not it.future.done():
                 it.future.set_result(out)
 
-    def pending(self) -> int:
-        return len(self._queue)
-
 
 def _fail(future: Any, exc: BaseException) -> None:
     if not future.done():
