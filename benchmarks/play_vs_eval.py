@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import requests
-
-RLPLAT = str(Path(sys.executable).with_name("rlplat"))
+from _server import RLPLAT, running_server
 
 
 def run(args: list[str]) -> float:
@@ -39,33 +34,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     model_dir = args.model_base_path / args.model
+    if not model_dir.is_dir():
+        sys.exit(f"error: {model_dir}: no such model (train and export one first)")
     version = max(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
     meta = json.loads((model_dir / str(version) / "assets.extra/rlplat.json").read_text())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [RLPLAT, "serve", "--model-base-path", str(args.model_base_path), "--port", str(port),
-         "--grpc-port", "0"],
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     out = Path(tempfile.mkdtemp(prefix="rlplat-play-vs-eval-"))
-    try:
-        for _ in range(600):
-            try:
-                if requests.get(f"{url}/v1/models/{args.model}", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
+    with running_server(args.model_base_path, args.model) as url:
         common = ["--episodes", str(args.episodes), "--seed", str(args.seed)]
         play_s = run(["play", "--server", url, "--model", args.model, "--env",
                       meta["env"]["id"], "--out", str(out / "play"), *common])  # fmt: skip
         eval_s = run(["eval", str(model_dir / str(version)), "--out", str(out / "eval"),
                       *common])  # fmt: skip
-    finally:
-        os.killpg(server.pid, signal.SIGINT)
-        server.wait(timeout=30)
     play = json.loads((out / "play" / "play.json").read_text())
     ev = json.loads((out / "eval" / "eval.json").read_text())
     same = sum(abs(a - b) < 1e-6 for a, b in zip(play["returns"], ev["returns"], strict=True))

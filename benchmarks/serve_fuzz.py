@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.parse
 from pathlib import Path
 
 import requests
+from _server import running_server
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -129,35 +126,13 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "rlplat.cli", "serve", "--model-base-path",
-           str(args.model_base_path), "--port", str(port), "--grpc-port", "0"]  # fmt: skip
-    server = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                meta = requests.get(f"{base}/v1/models/{args.model}/metadata", timeout=1)
-                if meta.status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                sys.exit("error: the server did not come up")
-            time.sleep(0.2)
+    with running_server(args.model_base_path, args.model) as base:
+        meta = requests.get(f"{base}/v1/models/{args.model}/metadata", timeout=10)
         sig = meta.json()["metadata"]["signature_def"]["signature_def"]["serving_default"]
         dims = sig["inputs"]["observations"]["tensor_shape"]["dim"]
         t0 = time.perf_counter()
         result = fuzz(base, args.model, int(dims[-1]["size"]), args.examples, args.seed)
         wall = time.perf_counter() - t0
-    finally:
-        os.killpg(server.pid, signal.SIGINT)
-        server.wait(timeout=30)
     print(json.dumps({"benchmark": "serve_fuzz", "model": args.model, "examples": args.examples,
                       "seed": args.seed, "wall_s": round(wall, 1), **result}))  # fmt: skip
 

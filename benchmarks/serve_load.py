@@ -18,24 +18,17 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import uvloop
+from _server import running_server
 
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 
 TARGETS = {"c1_p50_ms": 1.0, "c1_p99_ms": 5.0, "c64_rps": 3000.0, "errors": 0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def in_process_us(version_dir: Path, obs: np.ndarray, calls: int) -> dict[str, float]:
@@ -197,28 +190,11 @@ def main() -> None:
     dim = json.loads((model_dir / str(versions[-1]) / "assets.extra" / "rlplat.json").read_text())
     obs = rng.normal(size=(256, *dim["observation_shape"])).astype(np.float32)
 
-    port = free_port()
-    cmd = [sys.executable, "-m", "rlplat.cli", "serve", "--model-base-path",
-           str(args.model_base_path), "--port", str(port), "--grpc-port", "0"]  # fmt: skip
-    if args.config:
-        cmd += ["--config", str(args.config)]
-    server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        import requests
-
-        url = f"http://127.0.0.1:{port}/v1/models/{args.model}"
-        for _ in range(600):
-            try:
-                if requests.get(url, timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if server.poll() is not None:
-                sys.exit(f"error: server exited: {server.stderr.read()[-2000:]}")
-            time.sleep(0.1)
+    extra = ["--config", str(args.config)] if args.config else []
+    with running_server(args.model_base_path, args.model, *extra) as url:
+        port = int(url.rsplit(":", 1)[1])
         in_proc = in_process_us(model_dir / str(versions[-1]), obs[:, None], 2000)
         path = f"/v1/models/{args.model}:predict"
-        import uvloop
 
         levels = []
         for c in args.concurrency:  # rounds interleaved: this machine's speed drifts
@@ -228,9 +204,6 @@ def main() -> None:
             for c in args.concurrency:
                 rounds[c].append(uvloop.run(load(port, path, c, args.seconds, obs)))
         levels = [summarize(c, rounds[c]) for c in args.concurrency]
-    finally:
-        os.killpg(server.pid, signal.SIGINT)
-        server.wait(timeout=30)
     by_c = {lv["concurrency"]: lv for lv in levels}
     met = {}
     if 1 in by_c:

@@ -148,19 +148,22 @@ class VideoFormat(enum.StrEnum):
     gif = "gif"
 
 
+# Options `eval` and `play` share (their episodes are the same code and seeds).
+Episodes = Annotated[int, typer.Option(min=1, help="Episodes to run.")]
+EpisodeSeed = Annotated[int, typer.Option(help="Episode i is seeded from this and i.")]
+RenderOption = Annotated[Render, typer.Option(help="video: one file per episode; human: a window.")]
+FormatOption = Annotated[VideoFormat, typer.Option("--format", help="Video file format.")]
+
+
 @app.command("eval")
 def eval_(
     path: Annotated[
         Path, typer.Argument(help="A run directory, or an exported model (models/NAME[/V]).")
     ],
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes to run.")] = 20,
-    seed: Annotated[int, typer.Option(help="Episode i is seeded from this and i.")] = 0,
-    render: Annotated[
-        Render, typer.Option(help="video: one file per episode; human: a window.")
-    ] = Render.none,
-    video_format: Annotated[
-        VideoFormat, typer.Option("--format", help="Video file format.")
-    ] = VideoFormat.mp4,
+    episodes: Episodes = 20,
+    seed: EpisodeSeed = 0,
+    render: RenderOption = Render.none,
+    video_format: FormatOption = VideoFormat.mp4,
     out: Annotated[
         Path | None,
         typer.Option(help="Output directory (default: RUN_DIR/eval/TIMESTAMP)."),
@@ -316,14 +319,10 @@ def play(
     version: Annotated[int | None, typer.Option(help="Model version (default: latest).")] = None,
     label: Annotated[str | None, typer.Option(help="Version label, e.g. stable.")] = None,
     signature: Annotated[str, typer.Option(help="Signature to call.")] = "serving_default",
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes to run.")] = 20,
-    seed: Annotated[int, typer.Option(help="Episode i is seeded from this and i.")] = 0,
-    render: Annotated[
-        Render, typer.Option(help="video: one file per episode; human: a window.")
-    ] = Render.none,
-    video_format: Annotated[
-        VideoFormat, typer.Option("--format", help="Video file format.")
-    ] = VideoFormat.mp4,
+    episodes: Episodes = 20,
+    seed: EpisodeSeed = 0,
+    render: RenderOption = Render.none,
+    video_format: FormatOption = VideoFormat.mp4,
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: play/NAME/TIMESTAMP).")
     ] = None,

@@ -159,9 +159,17 @@ class ExperimentConfig(Strict):
 
 def load(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read YAML, apply `--set a.b=c` overrides, validate."""
+    data = read_yaml_mapping(path, "config file")
+    for item in overrides or []:
+        apply_override(data, item)
+    return parse(data)
+
+
+def read_yaml_mapping(path: str | Path, what: str, empty_ok: bool = False) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; errors name the file, line and column."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -169,11 +177,11 @@ def load(path: str | Path, overrides: list[str] | None = None) -> ExperimentConf
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    if data is None and empty_ok:
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    for item in overrides or []:
-        apply_override(data, item)
-    return parse(data)
+    return data
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

@@ -317,7 +317,8 @@ def test_grpc_with_the_official_stubs(server, models):
 # ---------------------------------------------------------------------- fuzz
 
 
-def test_fuzzed_malformed_requests_never_get_a_5xx(server):
+def test_fuzzed_malformed_requests_never_get_a_5xx(server, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("serve_fuzz", ROOT / "benchmarks/serve_fuzz.py")
     fuzz = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fuzz)

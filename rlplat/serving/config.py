@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rlplat.config import Strict, _format
+from rlplat.config import Strict, _format, read_yaml_mapping
 from rlplat.errors import ConfigError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -99,17 +97,7 @@ def load(path: str | Path | None) -> ServingConfig:
     """Parse serving.yaml (or defaults when `path` is None); one-line errors naming the key."""
     if path is None:
         return ServingConfig()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"serving config not found: {path}")
-    try:
-        data: Any = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path, "serving config", empty_ok=True)
     try:
         return ServingConfig.model_validate(data)
     except ValidationError as exc:

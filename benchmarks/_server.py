@@ -1,0 +1,52 @@
+"""`rlplat serve` in a subprocess on a free loopback port, for the serving benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+
+RLPLAT = str(Path(sys.executable).with_name("rlplat"))
+
+
+@contextlib.contextmanager
+def running_server(model_base_path: Path, model: str, *args: str) -> Iterator[str]:
+    """Yields the base URL once `model` answers its status endpoint; SIGINT at the end."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [RLPLAT, "serve", "--model-base-path", str(model_base_path), "--port", str(port),
+           "--grpc-port", "0", *args]  # fmt: skip
+    # The log goes to a file: a pipe nobody reads could fill and stall the server.
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen(cmd, stderr=log, text=True, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait(url, model, server, log)
+            yield url
+        finally:
+            os.killpg(server.pid, signal.SIGINT)
+            server.wait(timeout=30)
+
+
+def _wait(url: str, model: str, server: subprocess.Popen, log) -> None:
+    deadline = time.time() + 120
+    while True:
+        try:
+            if requests.get(f"{url}/v1/models/{model}", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if server.poll() is not None or time.time() > deadline:
+            log.seek(0)
+            sys.exit(f"error: the server did not serve {model}: {log.read()[-2000:]}")
+        time.sleep(0.1)
