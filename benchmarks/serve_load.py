@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -180,6 +181,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds per concurrency level")
     ap.add_argument("--warmup-seconds", type=float, default=2.0)
     ap.add_argument("--config", type=Path, help="serving.yaml for the server")
+    ap.add_argument(
+        "--http",
+        nargs="+",
+        default=["lean"],
+        choices=["lean", "uvicorn"],
+        help="front end(s); the first is judged against the targets",
+    )
     args = ap.parse_args()
 
     model_dir = args.model_base_path / args.model
@@ -191,19 +199,25 @@ def main() -> None:
     obs = rng.normal(size=(256, *dim["observation_shape"])).astype(np.float32)
 
     extra = ["--config", str(args.config)] if args.config else []
-    with running_server(args.model_base_path, args.model, *extra) as url:
-        port = int(url.rsplit(":", 1)[1])
+    path = f"/v1/models/{args.model}:predict"
+    with contextlib.ExitStack() as stack:
+        ports = {}  # one server per front end, all up at once: rounds interleave across them
+        for http in args.http:
+            url = stack.enter_context(
+                running_server(args.model_base_path, args.model, "--http", http, *extra)
+            )
+            ports[http] = int(url.rsplit(":", 1)[1])
         in_proc = in_process_us(model_dir / str(versions[-1]), obs[:, None], 2000)
-        path = f"/v1/models/{args.model}:predict"
-
-        levels = []
-        for c in args.concurrency:  # rounds interleaved: this machine's speed drifts
-            uvloop.run(load(port, path, c, args.warmup_seconds, obs))  # warm, not counted
-        rounds: dict[int, list] = {c: [] for c in args.concurrency}
-        for _ in range(args.rounds):
+        for port in ports.values():
             for c in args.concurrency:
-                rounds[c].append(uvloop.run(load(port, path, c, args.seconds, obs)))
-        levels = [summarize(c, rounds[c]) for c in args.concurrency]
+                uvloop.run(load(port, path, c, args.warmup_seconds, obs))  # warm, not counted
+        rounds = {(h, c): [] for h in ports for c in args.concurrency}
+        for _ in range(args.rounds):  # interleaved: this machine's speed drifts
+            for c in args.concurrency:
+                for http, port in ports.items():
+                    rounds[http, c].append(uvloop.run(load(port, path, c, args.seconds, obs)))
+    by_http = {h: [summarize(c, rounds[h, c]) for c in args.concurrency] for h in ports}
+    levels = by_http[args.http[0]]
     by_c = {lv["concurrency"]: lv for lv in levels}
     met = {}
     if 1 in by_c:
@@ -217,7 +231,10 @@ def main() -> None:
         "model": f"{args.model} v{versions[-1]}",
         "cpus": os.cpu_count(),
         "in_process_batch1": in_proc,
+        "http": args.http[0],
         "levels": levels,
+        **({"other_front_ends": {h: lv for h, lv in by_http.items() if h != args.http[0]}}
+           if len(by_http) > 1 else {}),
         "targets": TARGETS,
         "met": met,
     }))  # fmt: skip

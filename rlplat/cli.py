@@ -143,6 +143,11 @@ class Render(enum.StrEnum):
     human = "human"
 
 
+class HttpFrontEnd(enum.StrEnum):
+    lean = "lean"
+    uvicorn = "uvicorn"
+
+
 class VideoFormat(enum.StrEnum):
     mp4 = "mp4"
     gif = "gif"
@@ -274,6 +279,9 @@ def serve(
         Path | None,
         typer.Option(help="Require `Authorization: Bearer <token>` (else $RLPLAT_SERVE_TOKEN)."),
     ] = None,
+    http: Annotated[
+        HttpFrontEnd, typer.Option(help="REST front end: lean (fastest here) or uvicorn.")
+    ] = HttpFrontEnd.lean,
     ray: Annotated[bool, typer.Option(help="Run the REST API as a Ray Serve deployment.")] = False,
     replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas (with --ray).")] = 2,
     address: Annotated[
@@ -304,7 +312,9 @@ def serve(
             else:
                 from rlplat.serving import server
 
-                server.serve(model_base_path, host, port, grpc_port or None, config, token)
+                server.serve(
+                    model_base_path, host, port, grpc_port or None, config, token, http.value
+                )
         except KeyboardInterrupt:
             pass
 

@@ -635,3 +635,69 @@ def test_ray_serve_replicas_serve_the_same_api(models, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=90) == 0, log.read_text()[-3000:]
+
+
+# ---------------------------------------------------------------------- the HTTP front end
+
+
+def raw_http(port: int, data: bytes, read_until_close: bool = True, timeout: float = 10) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        if not read_until_close:
+            return s.recv(65536)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_http_front_end_edges(server):
+    body = json.dumps({"instances": [[0.0] * 4]}).encode()
+    predict = (b"POST /v1/models/cartpole:predict HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+    status = b"GET /v1/models/cartpole HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    # Pipelined: three requests in one write, three answers in order, then close.
+    out = raw_http(server.port, predict + predict + status)
+    assert out.count(b"HTTP/1.1 200 OK") == 3
+    assert out.index(b'"predictions"') < out.rindex(b'"predictions"') < out.index(b"AVAILABLE")
+    # HTTP/1.0 without keep-alive: one answer, then the server closes.
+    out = raw_http(server.port, b"GET /v1/models/cartpole HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in out
+    # Chunked request body (decoded by the parser).
+    chunked = (b"POST /v1/models/cartpole:predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+    chunked += b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    assert raw_http(server.port, chunked).startswith(b"HTTP/1.1 200 OK")
+    # Expect: 100-continue gets its interim answer before the body is sent.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /v1/models/cartpole:predict HTTP/1.1\r\nHost: x\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))  # fmt: skip
+        assert s.recv(1024).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(body)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    # Not HTTP, a body announced over the limit, endless headers: an error, then close.
+    assert raw_http(server.port, b"\x16\x03\x01 hello\r\n\r\n").startswith(b"HTTP/1.1 400")
+    big = b"POST /v1/models/cartpole:predict HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n"
+    out = raw_http(server.port, big)
+    assert out.startswith(b"HTTP/1.1 413") and b"larger than" in out
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"y" * 1000) for i in range(80))
+    out = raw_http(server.port, b"GET /v1/models/cartpole HTTP/1.1\r\n" + headers + b"\r\n")
+    assert out.startswith(b"HTTP/1.1 431")
+    # HEAD gets headers only; the server still answers normally afterwards.
+    out = raw_http(server.port, b"HEAD /v1/models/cartpole HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 405") and out.endswith(b"\r\n\r\n")
+    assert server.get("/v1/models/cartpole").status_code == 200
+
+
+def test_the_uvicorn_front_end_answers_the_same(models, server):
+    uv = Server(models, "--http", "uvicorn")
+    try:
+        for path in ("/v1/models/cartpole", "/v1/models/pg/metadata", "/v1/models/nope"):
+            lean, asgi = server.get(path), uv.get(path)
+            assert (asgi.status_code, asgi.json()) == (lean.status_code, lean.json())
+        for body in ({"instances": OBS.tolist()}, {"inputs": OBS.tolist()}, b"{", {}):
+            lean = server.post("/v1/models/cartpole:predict", body)
+            asgi = uv.post("/v1/models/cartpole:predict", body)
+            assert (asgi.status_code, asgi.json()) == (lean.status_code, lean.json())
+    finally:
+        uv.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -145,6 +146,7 @@ class RestApp:
         self._auth = f"Bearer {token}".encode() if token else None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """ASGI: how uvicorn (`--http uvicorn`) and Ray Serve call it."""
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
@@ -152,35 +154,53 @@ class RestApp:
             return
         if scope["type"] != "http":
             return
-        started = time.perf_counter()
-        labels = ["", "", "other"]  # model, version, method: filled in as they are known
-        try:
-            body, ctype = await self._handle(scope, receive, labels)
-            status, headers = 200, []
-        except ServingError as exc:
-            status, ctype = exc.http_status, JSON_HEADERS
-            body = orjson.dumps({"error": str(exc)})
-            headers = getattr(exc, "headers", [])
-        except Exception as exc:  # noqa: BLE001  (a bug: still a JSON error, never a hang)
-            status, ctype, headers = 500, JSON_HEADERS, []
-            body = orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
+
+        async def read_body() -> bytes:
+            return await self._asgi_body(scope["headers"], receive)
+
+        status, headers, body = await self.respond(
+            scope["method"], scope["path"], scope["headers"], read_body
+        )
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [*ctype, (b"content-length", str(len(body)).encode()), *headers],
+                "headers": [*headers, (b"content-length", str(len(body)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    async def respond(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        read_body: Callable[[], Awaitable[bytes]],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One request, whatever the HTTP front end: (status, headers, body)."""
+        started = time.perf_counter()
+        labels = ["", "", "other"]  # model, version, method: filled in as they are known
+        try:
+            body, out_headers = await self._handle(method, path, headers, read_body, labels)
+            status = 200
+        except ServingError as exc:
+            status = exc.http_status
+            body = orjson.dumps({"error": str(exc)})
+            out_headers = [*JSON_HEADERS, *getattr(exc, "headers", [])]
+        except Exception as exc:  # noqa: BLE001  (a bug: still a JSON error, never a hang)
+            status, out_headers = 500, JSON_HEADERS
+            body = orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
         if labels[0]:
             self.metrics.observe(
                 labels[0], labels[1], "rest", labels[2], status, time.perf_counter() - started
             )
+        return status, out_headers, body
 
-    async def _handle(self, scope: dict, receive: Any, labels: list) -> tuple:
-        method, path = scope["method"], scope["path"]
+    async def _handle(
+        self, method: str, path: str, headers: list, read_body: Any, labels: list
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         if self._auth is not None:
-            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            given = next((v for k, v in headers if k == b"authorization"), b"")
             if not hmac.compare_digest(given, self._auth):
                 raise HttpError(
                     401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")]
@@ -215,7 +235,7 @@ class RestApp:
             raise HttpError(404, f"Malformed request: {method} {path}")
         _allow(method, "POST")
         labels[2] = "predict"
-        raw = await self._body(scope, receive)
+        raw = await read_body()
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -230,9 +250,9 @@ class RestApp:
             outputs = await servable.predict(sig, arrays)
             return orjson.dumps(format_predict(outputs, sig, rows), option=_DUMP), JSON_HEADERS
 
-    async def _body(self, scope: dict, receive: Any) -> bytes:
+    async def _asgi_body(self, headers: list, receive: Any) -> bytes:
         limit = self.max_body_bytes
-        for k, v in scope["headers"]:
+        for k, v in headers:
             if k == b"content-length" and v.isdigit() and int(v) > limit:
                 raise HttpError(413, f"request body larger than {limit} bytes")
         chunks, size, more = [], 0, True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 from pathlib import Path
 
@@ -53,10 +54,9 @@ def serve(
     grpc_port: int | None = 8500,
     config_path: Path | None = None,
     token: str | None = None,
-    ready: object = None,
+    http: str = "lean",
 ) -> None:
-    """Serve until SIGINT/SIGTERM. `ready(rest_port, grpc_port)` is called once serving."""
-    import uvicorn
+    """Serve until SIGINT/SIGTERM. `http`: "lean" (rlplat.serving.http) or "uvicorn"."""
     import uvloop
 
     from rlplat.serving.grpc_api import make_server
@@ -72,19 +72,6 @@ def serve(
         except (OSError, RuntimeError):
             sock.close()
             raise UserError(f"cannot listen on {host}:{grpc_port} (gRPC): in use?") from None
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            loop="none",
-            http="httptools",
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            timeout_keep_alive=30,
-            server_header=False,
-            proxy_headers=False,  # no X-Forwarded-* rewriting on the hot path
-        )
-    )
 
     async def main() -> None:
         manager.loop = asyncio.get_running_loop()
@@ -97,9 +84,16 @@ def serve(
         log.info("REST on http://%s:%d/v1/models/NAME, gRPC on %s, metrics at "
                  "/monitoring/prometheus/metrics", host, rest_port,
                  f"{host}:{grpc_port}" if grpc_server else "off")  # fmt: skip
-        if callable(ready):
-            ready(rest_port, grpc_port)
-        await server.serve(sockets=[sock])
+        if http == "uvicorn":
+            await _uvicorn(app).serve(sockets=[sock])
+        else:
+            from rlplat.serving.http import serve_http
+
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await serve_http(app, sock, stop)
 
     try:
         uvloop.run(main())
@@ -108,6 +102,24 @@ def serve(
             grpc_server.stop(grace=1).wait()
         manager.stop()
         sock.close()
+
+
+def _uvicorn(app: RestApp):
+    import uvicorn
+
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            loop="none",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            timeout_keep_alive=30,
+            server_header=False,
+            proxy_headers=False,  # no X-Forwarded-* rewriting on the hot path
+        )
+    )
 
 
 def _versions(manager: ModelManager, name: str) -> str:
