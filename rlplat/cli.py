@@ -282,7 +282,7 @@ def serve(
     http: Annotated[
         HttpFrontEnd, typer.Option(help="REST front end: lean (fastest here) or uvicorn.")
     ] = HttpFrontEnd.lean,
-    ray: Annotated[bool, typer.Option(help="Run the REST API as a Ray Serve deployment.")] = False,
+    ray: Annotated[bool, typer.Option(help="REST and gRPC as a Ray Serve deployment.")] = False,
     replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas (with --ray).")] = 2,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster to join with --ray (default: a local Ray).")
@@ -308,7 +308,9 @@ def serve(
             if ray:
                 from rlplat.serving import ray_app
 
-                ray_app.serve(model_base_path, host, port, config, token, replicas, address)
+                ray_app.serve(
+                    model_base_path, host, port, grpc_port or None, config, token, replicas, address
+                )
             else:
                 from rlplat.serving import server
 

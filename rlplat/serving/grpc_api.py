@@ -49,7 +49,9 @@ def _to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
         raise InvalidArgument(f"malformed TensorProto: {exc}") from None
 
 
-class _Handlers:
+class Handlers:
+    """The three RPCs over a ModelManager, for grpc.server and Ray Serve's gRPC proxy."""
+
     def __init__(self, manager: ModelManager, metrics: ServingMetrics) -> None:
         self.manager, self.metrics = manager, metrics
 
@@ -118,7 +120,7 @@ class _Handlers:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, handlers: _Handlers) -> None:
+    def __init__(self, handlers: Handlers) -> None:
         self.h = handlers
 
     def Predict(self, request, context):  # noqa: N802  (the proto's method name)
@@ -129,7 +131,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, handlers: _Handlers) -> None:
+    def __init__(self, handlers: Handlers) -> None:
         self.h = handlers
 
     def GetModelStatus(self, request, context):  # noqa: N802
@@ -161,7 +163,7 @@ def make_server(
     workers: int = 16,
 ) -> grpc.Server:
     """A started-on-demand gRPC server bound to `address` (raises if it cannot bind)."""
-    handlers = _Handlers(manager, metrics)
+    handlers = Handlers(manager, metrics)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlplat-grpc"),
         interceptors=[_BearerToken(token)] if token else [],
