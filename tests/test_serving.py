@@ -255,6 +255,8 @@ def test_prometheus_metrics_count_requests_latency_and_batch_sizes(server):
     assert "rlplat_serving_request_latency_seconds_bucket" in text
     assert 'rlplat_serving_batch_size_sum{model="cartpole",signature="serving_default",' \
            'version="2"}' in text  # fmt: skip
+    assert 'rlplat_serving_model_version_available{model="cartpole",version="2"} 1.0' in text
+    assert 'rlplat_serving_model_loads_total{model="pg",result="ok"} 1.0' in text
     assert 'model="(unknown)"' in text  # unknown names are not a label-cardinality attack
     assert server.get("/metrics").status_code == 200
 
@@ -312,6 +314,13 @@ def test_grpc_with_the_official_stubs(server, models):
     with pytest.raises(grpc.RpcError) as e:
         predict.Predict(req, timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "shape" in e.value.details()
+    # One value standing for 10^10 elements: refused before anything is allocated.
+    bomb = tf.make_tensor_proto(1.0, dtype=tf.float32, shape=[10**5, 10**5])
+    assert len(bomb.float_val) == 1
+    req.inputs["observations"].CopyFrom(bomb)
+    with pytest.raises(grpc.RpcError) as e:
+        predict.Predict(req, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "larger than" in e.value.details()
 
 
 # ---------------------------------------------------------------------- fuzz

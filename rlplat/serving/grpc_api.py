@@ -8,6 +8,7 @@ REST requests' batch queues on the event loop.
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -42,7 +43,15 @@ def _spec(request: Any) -> tuple[str, int | None, str | None]:
     return spec.name, version, label
 
 
-def _to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
+def _to_array(proto: tensor_pb2.TensorProto, max_bytes: int) -> np.ndarray:
+    """A TensorProto as numpy, refusing shapes larger than a request may be: one repeated
+    value may stand for any number of elements, and make_ndarray would allocate them all."""
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if any(d < 0 for d in dims):
+        raise InvalidArgument(f"malformed TensorProto: negative dimension in {dims}")
+    itemsize = max(tf.dtypes.as_dtype(proto.dtype).size, 1) if proto.dtype else 1
+    if math.prod(dims) * itemsize > max_bytes:
+        raise InvalidArgument(f"tensor of shape {dims} is larger than {max_bytes} bytes")
     try:
         return tf.make_ndarray(proto)
     except Exception as exc:  # noqa: BLE001  (any malformed TensorProto is the client's)
@@ -76,7 +85,8 @@ class Handlers:
         with self.manager.use(name, version, label) as servable:
             version_out[0] = str(servable.version)
             sig = servable.signature(request.model_spec.signature_name or None)
-            values = {k: _to_array(v) for k, v in request.inputs.items()}
+            limit = self.manager.cfg.max_body_bytes
+            values = {k: _to_array(v, limit) for k, v in request.inputs.items()}
             values = {k: sig.inputs[k].array(v, "inputs") if k in sig.inputs else v
                       for k, v in values.items()}  # fmt: skip
             arrays = sig.coerce(values, "inputs")

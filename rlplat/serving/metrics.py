@@ -7,6 +7,7 @@ from collections.abc import Callable
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -49,6 +50,15 @@ class ServingMetrics:
             ["model", "result"],
             registry=self.registry,
         )
+        self.available = Gauge(
+            "rlplat_serving_model_version_available",
+            "1 while a version is AVAILABLE (serving), 0 once it is loading, failed or gone.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+
+    def state(self, model: str, version: int, available: bool) -> None:
+        self.available.labels(model, str(version)).set(1 if available else 0)
 
     def observe(
         self, model: str, version: str, api: str, method: str, code: int | str, seconds: float

@@ -442,7 +442,7 @@ class ModelManager:
         )
         with self._lock:
             model.loaded[version] = servable
-            model.status[version] = VersionStatus(AVAILABLE)
+            self._set(model, version, VersionStatus(AVAILABLE))
         del model.sighted[version]
         log.info(
             "model %s version %d available (%.0f ms)",
@@ -454,6 +454,8 @@ class ModelManager:
     def _set(self, model: _Model, version: int, status: VersionStatus) -> None:
         with self._lock:
             model.status[version] = status
+        if self.metrics is not None:
+            self.metrics.state(model.entry.name, version, status.state == AVAILABLE)
 
     def _retire(self, model: _Model, version: int) -> None:
         """Stop routing to a version now; close it once the requests holding it are done."""
@@ -461,7 +463,7 @@ class ModelManager:
             servable = model.loaded.pop(version, None)
             if servable is None:
                 return
-            model.status[version] = VersionStatus(UNLOADING)
+            self._set(model, version, VersionStatus(UNLOADING))
 
         def close() -> None:
             deadline = time.monotonic() + 60
@@ -470,7 +472,7 @@ class ModelManager:
             servable.close()
             with self._lock:
                 if model.status.get(version, VersionStatus(END)).state == UNLOADING:
-                    model.status[version] = VersionStatus(END)
+                    self._set(model, version, VersionStatus(END))
 
         threading.Thread(target=close, name=f"rlplat-unload-{version}", daemon=True).start()
 
