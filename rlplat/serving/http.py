@@ -96,6 +96,8 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
+        else:
+            self._arm_idle()  # a request still arriving gets the idle timeout from its last byte
 
     def _arm_idle(self) -> None:
         if self.timer is None and not self.busy:
