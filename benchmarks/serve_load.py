@@ -52,9 +52,12 @@ def in_process_us(version_dir: Path, obs: np.ndarray, calls: int) -> dict[str, f
     from rlplat.serving.models import Servable
 
     out = {"saved_model_signature_call_us": round(median_us(lambda o: sig(observations=o)), 1)}
-    # The server's session (ops in the calling thread), and one on TF's thread pools.
-    for key, inter_op in (("session_callable_us", -1), ("session_callable_tf_pools_us", 0)):
-        cfg = ServingConfig(session_inter_op_threads=inter_op, session_intra_op_threads=0)
+    # The server's session (its default config: ops in the calling thread), and the same
+    # session with TF's inter-op thread pool.
+    for key, cfg in (
+        ("session_callable_us", ServingConfig()),
+        ("session_callable_tf_pools_us", ServingConfig(session_inter_op_threads=0)),
+    ):
         run = Servable("bench", 1, version_dir, cfg).signature("serving_default").run
         out[key] = round(median_us(lambda o, run=run: run(o)), 1)
     return out
