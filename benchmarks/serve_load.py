@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -66,8 +67,10 @@ def in_process_us(version_dir: Path, obs: np.ndarray, calls: int) -> dict[str, f
 class _Conn(asyncio.Protocol):
     """One keep-alive connection: send, wait for the whole answer, record, repeat."""
 
-    def __init__(self, bodies: list[bytes], stats: dict, deadline: float, done: asyncio.Future):
+    def __init__(self, bodies: list[bytes], stats: dict, deadline: float, done: asyncio.Future,
+                 stop: threading.Event | None = None):  # fmt: skip
         self.bodies, self.stats, self.deadline, self.done = bodies, stats, deadline, done
+        self.stop = stop
         self.buf = b""
         self.i = 0
 
@@ -76,7 +79,7 @@ class _Conn(asyncio.Protocol):
         self._send()
 
     def _send(self) -> None:
-        if time.perf_counter() >= self.deadline:
+        if time.perf_counter() >= self.deadline or (self.stop and self.stop.is_set()):
             self.transport.close()
             return
         self.i += 1
@@ -136,7 +139,10 @@ def summarize(concurrency: int, rounds: list[dict]) -> dict:
     return out
 
 
-async def load(port: int, path: str, concurrency: int, seconds: float, obs: np.ndarray) -> dict:
+async def load(
+    port: int, path: str, concurrency: int, seconds: float, obs: np.ndarray,
+    stop: threading.Event | None = None,
+) -> dict:  # fmt: skip
     bodies = []
     for o in obs:
         payload = json.dumps({"instances": [o.tolist()]}).encode()
@@ -154,7 +160,7 @@ async def load(port: int, path: str, concurrency: int, seconds: float, obs: np.n
         done = loop.create_future()
         dones.append(done)
         await loop.create_connection(
-            lambda done=done: _Conn(bodies, stats, deadline, done), "127.0.0.1", port
+            lambda done=done: _Conn(bodies, stats, deadline, done, stop), "127.0.0.1", port
         )
     try:
         await asyncio.wait_for(asyncio.gather(*dones), seconds + 30)
