@@ -272,7 +272,7 @@ def serve(
     config: Annotated[
         Path | None,
         typer.Option(
-            help="serving.yaml: models, version pins, labels, batching (re-read on change)."
+            help="serving.yaml: models, versions, labels (re-read when edited), batching."
         ),
     ] = None,
     token_file: Annotated[
