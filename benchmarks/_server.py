@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,16 @@ from pathlib import Path
 import requests
 
 RLPLAT = str(Path(sys.executable).with_name("rlplat"))
+
+
+def latest_version(model_base_path: Path, model: str) -> tuple[Path, dict]:
+    """The model's newest version directory and its assets.extra/rlplat.json."""
+    model_dir = Path(model_base_path) / model
+    versions = sorted(int(p.name) for p in model_dir.glob("*") if p.name.isdigit())
+    if not versions:
+        sys.exit(f"error: no versions under {model_dir} (train and export one first)")
+    version_dir = model_dir / str(versions[-1])
+    return version_dir, json.loads((version_dir / "assets.extra" / "rlplat.json").read_text())
 
 
 @contextlib.contextmanager

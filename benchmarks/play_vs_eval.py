@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _server import RLPLAT, running_server
+from _server import RLPLAT, latest_version, running_server
 
 
 def run(args: list[str]) -> float:
@@ -33,24 +33,20 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    model_dir = args.model_base_path / args.model
-    if not model_dir.is_dir():
-        sys.exit(f"error: {model_dir}: no such model (train and export one first)")
-    version = max(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
-    meta = json.loads((model_dir / str(version) / "assets.extra/rlplat.json").read_text())
+    version_dir, meta = latest_version(args.model_base_path, args.model)
     out = Path(tempfile.mkdtemp(prefix="rlplat-play-vs-eval-"))
     with running_server(args.model_base_path, args.model) as url:
         common = ["--episodes", str(args.episodes), "--seed", str(args.seed)]
         play_s = run(["play", "--server", url, "--model", args.model, "--env",
                       meta["env"]["id"], "--out", str(out / "play"), *common])  # fmt: skip
-        eval_s = run(["eval", str(model_dir / str(version)), "--out", str(out / "eval"),
+        eval_s = run(["eval", str(version_dir), "--out", str(out / "eval"),
                       *common])  # fmt: skip
     play = json.loads((out / "play" / "play.json").read_text())
     ev = json.loads((out / "eval" / "eval.json").read_text())
     same = sum(abs(a - b) < 1e-6 for a, b in zip(play["returns"], ev["returns"], strict=True))
     print(json.dumps({
         "benchmark": "play_vs_eval",
-        "model": f"{args.model} v{version}",
+        "model": f"{args.model} v{version_dir.name}",
         "env": meta["env"]["id"],
         "episodes": args.episodes,
         "seed": args.seed,

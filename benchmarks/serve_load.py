@@ -19,14 +19,13 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import uvloop
-from _server import running_server
+from _server import latest_version, running_server
 
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 
@@ -199,13 +198,9 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    model_dir = args.model_base_path / args.model
-    versions = sorted(int(p.name) for p in model_dir.glob("*") if p.name.isdigit())
-    if not versions:
-        sys.exit(f"error: no versions under {model_dir} (train and export one first)")
+    version_dir, meta = latest_version(args.model_base_path, args.model)
     rng = np.random.default_rng(0)
-    dim = json.loads((model_dir / str(versions[-1]) / "assets.extra" / "rlplat.json").read_text())
-    obs = rng.normal(size=(256, *dim["observation_shape"])).astype(np.float32)
+    obs = rng.normal(size=(256, *meta["observation_shape"])).astype(np.float32)
 
     extra = ["--config", str(args.config)] if args.config else []
     path = f"/v1/models/{args.model}:predict"
@@ -216,7 +211,7 @@ def main() -> None:
                 running_server(args.model_base_path, args.model, "--http", http, *extra)
             )
             ports[http] = int(url.rsplit(":", 1)[1])
-        in_proc = in_process_us(model_dir / str(versions[-1]), obs[:, None], 2000)
+        in_proc = in_process_us(version_dir, obs[:, None], 2000)
         for port in ports.values():
             for c in args.concurrency:
                 uvloop.run(load(port, path, c, args.warmup_seconds, obs))  # warm, not counted
@@ -237,7 +232,7 @@ def main() -> None:
     met["errors"] = all(lv["errors"] == 0 for lv in levels)
     print(json.dumps({
         "benchmark": "serve_load",
-        "model": f"{args.model} v{versions[-1]}",
+        "model": f"{args.model} v{version_dir.name}",
         "cpus": os.cpu_count(),
         "in_process_batch1": in_proc,
         "http": args.http[0],

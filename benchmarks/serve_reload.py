@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import requests
 import uvloop
-from _server import running_server
+from _server import latest_version, running_server
 from serve_load import load
 
 
@@ -53,11 +53,7 @@ def main() -> None:
     ap.add_argument("--swaps", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=16)
     args = ap.parse_args()
-    src_dir = args.model_base_path / args.model
-    if not src_dir.is_dir():
-        sys.exit(f"error: {src_dir}: no such model (train and export one first)")
-    src = src_dir / str(max(int(p.name) for p in src_dir.iterdir() if p.name.isdigit()))
-    meta = json.loads((src / "assets.extra" / "rlplat.json").read_text())
+    src, meta = latest_version(args.model_base_path, args.model)
     obs = np.random.default_rng(0).normal(size=(256, *meta["observation_shape"]))
     obs = obs.astype(np.float32)
     base = Path(tempfile.mkdtemp(prefix="rlplat-reload-"))
