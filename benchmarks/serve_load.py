@@ -49,17 +49,26 @@ def in_process_us(version_dir: Path, obs: np.ndarray, calls: int) -> dict[str, f
 
     sig = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     from rlplat.serving.config import ServingConfig
-    from rlplat.serving.models import Servable
+    from rlplat.serving.models import Servable, session_callable
 
     out = {"saved_model_signature_call_us": round(median_us(lambda o: sig(observations=o)), 1)}
-    # The server's session (its default config: ops in the calling thread), and the same
-    # session with TF's inter-op thread pool.
+    # The server's session callable (its default config: ops in the calling thread), the
+    # same on TF's inter-op thread pool, and Session.make_callable's generic path.
     for key, cfg in (
         ("session_callable_us", ServingConfig()),
         ("session_callable_tf_pools_us", ServingConfig(session_inter_op_threads=0)),
     ):
         run = Servable("bench", 1, version_dir, cfg).signature("serving_default").run
         out[key] = round(median_us(lambda o, run=run: run(o)), 1)
+    servable = Servable("bench", 1, version_dir, ServingConfig())
+    sig = servable.signature("serving_default")
+    generic = session_callable(
+        servable._session,  # noqa: SLF001  (the same session, the other call path)
+        [s.tensor_name for s in sig.inputs.values()],
+        [s.tensor_name for s in sig.outputs.values()],
+        generic=True,
+    )
+    out["session_make_callable_us"] = round(median_us(lambda o: generic(o)), 1)
     return out
 
 

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,9 +142,10 @@ class Servable:
                 sd = self.meta_graph.signature_def[key]
                 inputs = {k: TensorSpec.from_proto(k, sd.inputs[k]) for k in sorted(sd.inputs)}
                 outputs = {k: TensorSpec.from_proto(k, sd.outputs[k]) for k in sorted(sd.outputs)}
-                run = self._session.make_callable(
-                    [s.tensor_name for s in outputs.values()],
+                run = session_callable(
+                    self._session,
                     [s.tensor_name for s in inputs.values()],
+                    [s.tensor_name for s in outputs.values()],
                 )
                 self.signatures[key] = Signature(key, sd.method_name, inputs, outputs, run)
             if not self.signatures:
@@ -203,6 +204,25 @@ class Servable:
 
     def close(self) -> None:
         self._session.close()
+
+
+def session_callable(
+    session: tf.compat.v1.Session, feeds: list[str], fetches: list[str], generic: bool = False
+) -> Callable[..., list[np.ndarray]]:
+    """Arrays in `feeds` order -> arrays in `fetches` order, as one C call.
+
+    `Session.make_callable` with a feed list runs each call through `Session.run`'s Python
+    feed and fetch handling; the session's C callable (TF_SessionMakeCallable, what Keras'
+    TF1 backend used) does not, and that is most of a batch-1 call here
+    (benchmarks/serve_load.py times both). It is a private method: if a TF release drops
+    it, the public path still works.
+    """
+    from tensorflow.core.protobuf import config_pb2
+
+    make = getattr(session, "_make_callable_from_options", None)
+    if make is None or generic:
+        return session.make_callable(fetches, feeds)
+    return make(config_pb2.CallableOptions(feed=feeds, fetch=fetches))
 
 
 @contextlib.contextmanager
