@@ -19,9 +19,12 @@ from rlplat.errors import UserError
 
 
 def versions(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
+    """The numbered version directories, ascending; none if the model dir is missing or
+    unreadable (a server polls this while directories come and go)."""
+    try:
+        return sorted(int(e.name) for e in os.scandir(model_dir) if e.name.isdigit() and e.is_dir())
+    except OSError:
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def export_saved_model(

@@ -87,8 +87,6 @@ class Handlers:
             sig = servable.signature(request.model_spec.signature_name or None)
             limit = self.manager.cfg.max_body_bytes
             values = {k: _to_array(v, limit) for k, v in request.inputs.items()}
-            values = {k: sig.inputs[k].array(v, "inputs") if k in sig.inputs else v
-                      for k, v in values.items()}  # fmt: skip
             arrays = sig.coerce(values, "inputs")
             keys = list(sig.outputs)
             wanted = list(request.output_filter) or keys

@@ -19,6 +19,7 @@ from collections import deque
 from http import HTTPStatus
 
 import httptools
+import orjson
 
 from rlplat.serving.rest import RestApp
 
@@ -111,7 +112,7 @@ class HttpProtocol(asyncio.Protocol):
         """Answer now and close: the stream cannot be trusted (or is not worth reading)."""
         if self.transport.is_closing():
             return
-        body = b'{"error": %s}' % _json_str(message)
+        body = orjson.dumps({"error": message})
         self.transport.write(_head(status, [(b"content-type", b"application/json")],
                                    len(body), True) + body)  # fmt: skip
         self.transport.close()
@@ -170,7 +171,7 @@ class HttpProtocol(asyncio.Protocol):
         while True:
             if request.error is not None:
                 status, headers = 400, [(b"content-type", b"application/json")]
-                body = b'{"error": %s}' % _json_str(request.error)
+                body = orjson.dumps({"error": request.error})
             else:
                 status, headers, body = await self.app.respond(
                     request.method, request.path, request.headers, _Body(request.body)
@@ -200,12 +201,6 @@ class _Body:
 
     async def __call__(self) -> bytes:
         return self.data
-
-
-def _json_str(text: str) -> bytes:
-    import orjson
-
-    return orjson.dumps(text)
 
 
 async def serve_http(app: RestApp, sock, stop: asyncio.Event, idle_timeout: float = 30.0) -> None:

@@ -64,8 +64,7 @@ class ServingMetrics:
         self, model: str, version: str, api: str, method: str, code: int | str, seconds: float
     ) -> None:
         self.requests.labels(model, version, api, method, str(code)).inc()
-        if seconds >= 0:
-            self.latency.labels(model, version, api, method).observe(seconds)
+        self.latency.labels(model, version, api, method).observe(seconds)
 
     def batch_hook(self, model: str, version: int, signature: str) -> Callable[[int], None]:
         return self.batch_size.labels(model, str(version), signature).observe

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -26,6 +27,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from rlplat.errors import ConfigError
+from rlplat.export import versions
 from rlplat.serving import config as serving_config
 from rlplat.serving.batching import Batcher
 from rlplat.serving.config import NAME_RE, ModelEntry, ServingConfig
@@ -91,14 +93,17 @@ class Signature:
     run: object  # session callable: list of input arrays -> list of output arrays
     batcher: Batcher | None = None
 
-    @property
+    @functools.cached_property
     def batchable(self) -> bool:
         """Every input and output is [batch, ...] with a free batch dimension."""
         specs = [*self.inputs.values(), *self.outputs.values()]
         return bool(self.inputs) and all(s.shape and s.shape[0] == -1 for s in specs)
 
-    def coerce(self, values: dict[str, np.ndarray], what: str) -> list[np.ndarray]:
-        """Named arrays checked against the signature, in `run` order."""
+    def coerce(self, values: dict[str, object], what: str) -> list[np.ndarray]:
+        """A request's named values (JSON lists or decoded TensorProtos) as this signature's
+        input arrays, checked, in `run` order."""
+        values = {k: self.inputs[k].array(v, what) if k in self.inputs else v
+                  for k, v in values.items()}  # fmt: skip
         missing = sorted(set(self.inputs) - set(values))
         extra = sorted(set(values) - set(self.inputs))
         if missing or extra:
@@ -275,13 +280,6 @@ def _fingerprint(path: Path) -> tuple:
     return tuple(sorted(items))
 
 
-def _numbered(path: Path) -> list[int]:
-    try:
-        return sorted(int(e.name) for e in os.scandir(path) if e.name.isdigit() and e.is_dir())
-    except OSError:
-        return []
-
-
 class ModelManager:
     """Serves every model under `base_path` (or those in the serving config), keeps the
     loaded versions in step with the directories and the config, and resolves requests."""
@@ -373,7 +371,7 @@ class ModelManager:
             names = sorted(
                 e.name
                 for e in os.scandir(self.base_path)
-                if e.is_dir() and NAME_RE.fullmatch(e.name) and _numbered(Path(e.path))
+                if e.is_dir() and NAME_RE.fullmatch(e.name) and versions(Path(e.path))
             )
         except OSError:
             names = []
@@ -405,7 +403,7 @@ class ModelManager:
             self._sync(self._models[name])
 
     def _sync(self, model: _Model) -> None:
-        on_disk = _numbered(model.path)
+        on_disk = versions(model.path)
         for v in list(model.failed):  # a failed version is retried once its files change
             if v not in on_disk or _fingerprint(model.path / str(v)) != model.failed[v]:
                 del model.failed[v]

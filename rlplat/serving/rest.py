@@ -79,9 +79,7 @@ def parse_predict(body: Any, sig: Signature) -> tuple[list[np.ndarray], bool]:
         else:
             raise InvalidArgument(f"inputs: signature '{sig.name}' takes named inputs {names}")
     what = "instances" if has_rows else "inputs"
-    arrays = {k: sig.inputs[k].array(v, what) for k, v in values.items() if k in sig.inputs}
-    arrays |= {k: v for k, v in values.items() if k not in sig.inputs}  # coerce names them
-    return sig.coerce(arrays, what), has_rows
+    return sig.coerce(values, what), has_rows
 
 
 def format_predict(outputs: list[np.ndarray], sig: Signature, rows: bool) -> dict[str, Any]:
@@ -228,7 +226,7 @@ class RestApp:
             labels[2] = "status"
             items = self.manager.status(name, version, label)
             return orjson.dumps(status_json(items)), JSON_HEADERS
-        if m["metadata"] is None and verb in ("classify", "regress"):
+        if verb in ("classify", "regress"):  # (the route never has both metadata and a verb)
             _allow(method, "POST")
             raise InvalidArgument(f"rlplat serves predict signatures only; :{verb} is not served")
         if verb != "predict":
