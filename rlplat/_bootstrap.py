@@ -10,6 +10,8 @@ import os
 import sys
 import warnings
 
+from rlplat import _quiet_import
+
 # tf-agents 0.19 is built on Keras 2: TF 2.21 must load tf-keras, not Keras 3. Ray workers
 # get the same variables through runtime_env (see ENV_VARS).
 ENV_VARS = {
@@ -31,6 +33,8 @@ def configure() -> None:
         # No NVIDIA driver: TF's "failed call to cuInit" error line is noise, not news.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hides start-up info lines
+    # ... except those absl prints before it reads that variable: see _quiet_import.
+    _quiet_import.install()
     # Autograph-generated TF-Agents code trips Python 3.11's `is` literal check.
     warnings.filterwarnings("ignore", category=SyntaxWarning)
     # TF-Agents' deprecation notices (foldr back_prop, ...) are not the user's to act on.
