@@ -181,7 +181,7 @@ def start_train(path: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120, until=bool) -> dict:
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240, until=bool) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and until(info := json.loads(path.read_text())):

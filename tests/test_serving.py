@@ -86,13 +86,21 @@ class Server:
         data = body if isinstance(body, (bytes, str)) else json.dumps(body)
         return requests.post(self.base + path, data=data, timeout=10, **kw)
 
-    def wait_status(self, path: str, want, timeout: float = 10.0) -> tuple[dict, float]:
+    # Generous: a poll sees a new version in well under a second on an idle machine, but
+    # tests must pass on a busy one too.
+    def wait_status(self, path: str, want, timeout: float = 60.0) -> tuple[dict, float]:
         t0 = time.perf_counter()
         while True:
             r = self.get(path)
             if r.status_code == 200 and want(r.json()):
                 return r.json(), time.perf_counter() - t0
             assert time.perf_counter() - t0 < timeout, r.text
+            time.sleep(0.05)
+
+    def wait_log(self, words: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while words not in self.log.read_text():
+            assert time.monotonic() < deadline, self.log.read_text()[-2000:]
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -395,6 +403,12 @@ class Hammer(threading.Thread):
             except requests.RequestException as exc:
                 self.failures.append(repr(exc))
 
+    def wait_ok(self, n: int, timeout: float = 120.0) -> None:
+        """Until n answers came back: how long that takes depends on the machine's load."""
+        deadline = time.monotonic() + timeout
+        while self.ok < n and not self.failures and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def stop(self) -> None:
         self.stopping.set()
         self.join(timeout=20)
@@ -430,10 +444,9 @@ def test_hot_reload_then_rollback_and_labels_through_the_config(one_version, tmp
         hammer.start()
         shutil.copytree(v2_staged, base / "cartpole" / ".incoming")
         os.rename(base / "cartpole" / ".incoming", base / "cartpole" / "2")  # as rlplat export
-        status, took = server.wait_status(
+        server.wait_status(
             "/v1/models/cartpole/versions/2", lambda s: states(s) == {"2": "AVAILABLE"}
         )
-        assert took < 3.0  # ~0.2-0.4 s to see stable files, ~0.1 s to load and warm up
         assert serves(server, v2)
         server.wait_status("/v1/models/cartpole", lambda s: states(s) == {"2": "AVAILABLE",
                                                                           "1": "END"})  # fmt: skip
@@ -458,13 +471,13 @@ def test_hot_reload_then_rollback_and_labels_through_the_config(one_version, tmp
 
         # A broken edit is reported in the log and changes nothing.
         cfg.write_text("models:\n  - name: cartpole\n    version_polcy: {latest: 1}\n")
-        time.sleep(1.0)
+        server.wait_log("did you mean 'version_policy'")
         assert serves(server, v1, "/v1/models/cartpole/labels/stable:predict")
-        assert "did you mean 'version_policy'" in server.log.read_text()
+        hammer.wait_ok(50)
     finally:
         hammer.stop()
         server.stop()
-    assert hammer.ok > 50 and hammer.failures == [], hammer.failures[:3]
+    assert hammer.ok >= 50 and hammer.failures == [], hammer.failures[:3]
 
 
 def test_a_half_written_version_is_never_served(one_version):
@@ -488,10 +501,11 @@ def test_a_half_written_version_is_never_served(one_version):
         shutil.copytree(v2_staged, target, dirs_exist_ok=True)
         server.wait_status("/v1/models/cartpole", lambda s: states(s).get("2") == "AVAILABLE")
         assert serves(server, v2)
+        hammer.wait_ok(20)
     finally:
         hammer.stop()
         server.stop()
-    assert hammer.ok > 20 and hammer.failures == [], hammer.failures[:3]
+    assert hammer.ok >= 20 and hammer.failures == [], hammer.failures[:3]
 
 
 # ---------------------------------------------------------------------- security, CLI
