@@ -84,8 +84,8 @@ def test_versions_are_ascii_digits_and_the_last_sorting_name_wins(tmp_path):
         (model / name).mkdir(parents=True)
     (model / "9").write_text("a file is not a version")
     listing = list_versions(model)
-    # TF Serving (file_system_storage_path_source.cc, IndexChildrenByVersion): children in
-    # sorted order, a later name for the same number replaces an earlier one.
+    # As TF Serving's file-system source: names in sorted order, a later name for the same
+    # number replaces an earlier one.
     assert listing.dirs == {1: "1", 5: "5", 7: "007"}
     assert versions(model) == [1, 5, 7]
     ignored = " ".join(listing.ignored)
