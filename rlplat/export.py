@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,50 @@ import tensorflow as tf
 
 from rlplat.errors import UserError
 
+MAX_VERSION = 2**63 - 1  # TF Serving's versions are int64
+
+
+def parse_version(name: str) -> int | None:
+    """A version directory's (or a request's) version: ASCII digits 0-9 only, leading zeros
+    allowed (`0005` is 5, as TF Serving parses it), at most int64; None for anything else
+    (`²`, `٢`, `-1`, `+5`, ` 5`: str.isdigit and int() accept some of these)."""
+    if not name or not all("0" <= c <= "9" for c in name):
+        return None
+    value = int(name)
+    return value if value <= MAX_VERSION else None
+
+
+@dataclass(frozen=True)
+class VersionListing:
+    dirs: dict[int, str]  # version -> the directory name it is loaded from
+    ignored: tuple[str, ...]  # why a name that looks like a version is not one (for logs)
+
+
+def list_versions(model_dir: Path) -> VersionListing:
+    """The version directories of a model; raises OSError when `model_dir` cannot be listed
+    (a caller must not take that for "no versions"). Two names for one number (`5` and
+    `0005`): TF Serving's rule, the name that sorts last wins (`5`), the other is ignored."""
+    dirs: dict[int, str] = {}
+    ignored = []
+    with os.scandir(model_dir) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        name, version = entry.name, parse_version(entry.name)
+        if version is None:
+            if name.strip().lstrip("+-").isnumeric():  # what a looser parse takes for one
+                ignored.append(f"{name!r}: a version is ASCII digits 0-9 (at most 2**63-1)")
+            continue
+        if not entry.is_dir():
+            continue
+        if version in dirs:
+            ignored.append(f"{dirs[version]!r}: version {version} is loaded from {name!r}")
+        dirs[version] = name
+    return VersionListing(dirs, tuple(ignored))
+
 
 def versions(model_dir: Path) -> list[int]:
-    """The numbered version directories, ascending; none if the model dir is missing or
-    unreadable (a server polls this while directories come and go)."""
-    try:
-        return sorted(int(e.name) for e in os.scandir(model_dir) if e.name.isdigit() and e.is_dir())
-    except OSError:
-        return []
+    """The version numbers of a model, ascending; raises OSError if it cannot be listed."""
+    return sorted(list_versions(model_dir).dirs)
 
 
 def export_saved_model(
@@ -46,7 +83,10 @@ def export_saved_model(
         extra = tmp / "assets.extra"
         extra.mkdir()
         (extra / "rlplat.json").write_text(json.dumps(metadata, indent=2))
-        version = (versions(model_dir) or [0])[-1] + 1
+        try:
+            version = max(versions(model_dir), default=0) + 1
+        except OSError as exc:
+            raise UserError(f"model dir {model_dir}: cannot list its versions ({exc})") from None
         while True:  # another exporter may take the same number between listing and rename
             final = model_dir / str(version)
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -52,13 +53,19 @@ class ServingMetrics:
         )
         self.available = Gauge(
             "rlplat_serving_model_version_available",
-            "1 while a version is AVAILABLE (serving), 0 once it is loading, failed or gone.",
+            "1 while a version is AVAILABLE (serving), 0 while it is starting, loading or "
+            "unloading; no series once it is END (failed, unloaded or gone).",
             ["model", "version"],
             registry=self.registry,
         )
 
-    def state(self, model: str, version: int, available: bool) -> None:
-        self.available.labels(model, str(version)).set(1 if available else 0)
+    def state(self, model: str, version: int, state: str) -> None:
+        """Follow a version's state (a TF Serving ModelVersionStatus.State name)."""
+        if state != "END":
+            self.available.labels(model, str(version)).set(1 if state == "AVAILABLE" else 0)
+            return
+        with contextlib.suppress(KeyError):  # (never had a series: ended before starting)
+            self.available.remove(model, str(version))
 
     def observe(
         self, model: str, version: str, api: str, method: str, code: int | str, seconds: float

@@ -7,6 +7,10 @@ directory is loaded only after two polls see the same files (a half-written copy
 changing); a load or warm-up that fails marks that version END with the error in its status
 and is retried only when its files change; the versions already serving stay. A new version
 takes traffic only once loaded and warmed up; the old one leaves once no request holds it.
+
+Every file a version loads must resolve inside the base path: a path that leads out is refused
+before anything under it is read or walked. A directory that cannot be listed keeps what is
+loaded. A poll runs every 0.2 s, so each problem it finds is logged once, until it changes.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import contextlib
 import functools
 import logging
 import os
+import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +32,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from rlplat.errors import ConfigError
-from rlplat.export import versions
+from rlplat.export import list_versions, versions
 from rlplat.serving import config as serving_config
 from rlplat.serving.batching import Batcher
 from rlplat.serving.config import NAME_RE, ModelEntry, ServingConfig
@@ -263,21 +268,67 @@ class _Model:
     status: dict[int, VersionStatus] = field(default_factory=dict)
     sighted: dict[int, tuple] = field(default_factory=dict)  # version -> files at last poll
     failed: dict[int, tuple] = field(default_factory=dict)  # version -> files that failed
+    dirs: dict[int, str] = field(default_factory=dict)  # version -> its directory's name
 
 
-def _fingerprint(path: Path) -> tuple:
-    """The files under a version directory with sizes and mtimes: equal on two polls means
-    nothing is still writing it."""
-    items = []
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
+OUTSIDE = "resolves outside the model base path"
+
+
+def inside(path: str, base: str) -> bool:
+    """Whether the resolved `path` is `base` or under it (both already resolved)."""
+    return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def fingerprint(path: Path, base: Path) -> tuple:
+    """The files under a version directory, symlinks followed, as (relative path, size, mtime,
+    inode): equal on two polls means nothing is still writing it. An entry that resolves
+    outside `base` is recorded as (relative path, OUTSIDE, target) and never entered, so a
+    version linked to /usr costs one realpath per poll, not a walk of /usr."""
+    items: list[tuple] = []
+    seen: set[str] = set()
+    stack = [(str(path), "")]
+    while stack:
+        p, rel = stack.pop()
+        real = os.path.realpath(p)
+        if not inside(real, str(base)):
+            items.append((rel or ".", OUTSIDE, real))
+            continue
+        try:
+            st = os.stat(real)
+        except OSError:
+            continue  # gone since the listing: the next poll sees the change
+        if not stat.S_ISDIR(st.st_mode):
+            items.append((rel, st.st_size, st.st_mtime_ns, st.st_ino))
+        elif real not in seen:  # (a directory reached twice, or a link cycle: once)
+            seen.add(real)
             try:
-                st = os.stat(p)
-            except OSError:
+                names = sorted(os.listdir(real), reverse=True)
+            except OSError as exc:
+                items.append((rel or ".", "unreadable", exc.strerror))
                 continue
-            items.append((os.path.relpath(p, path), st.st_size, st.st_mtime_ns))
-    return tuple(sorted(items))
+            stack.extend((os.path.join(p, n), os.path.join(rel, n)) for n in names)
+    return tuple(sorted(items, key=lambda item: item[0]))  # (each path is there once)
+
+
+class SayOnce:
+    """Logs each problem a poll finds when first seen and again only once its message
+    changed: the poll runs 5x a second and must not flood the log."""
+
+    def __init__(self) -> None:
+        self._said: dict[Hashable, str] = {}
+
+    def __call__(self, key: Hashable, message: str, level: int = logging.ERROR, **kw) -> None:
+        if self._said.get(key) != message:
+            self._said[key] = message
+            log.log(level, "%s", message, **kw)
+
+    def clear(self, key: Hashable, message: str | None = None) -> None:
+        """The problem is gone: say so (if given), and say it again should it come back."""
+        if self._said.pop(key, None) is not None and message:
+            log.info("%s", message)
+
+    def retain(self, keep: Callable[[Hashable], bool]) -> None:
+        self._said = {k: m for k, m in self._said.items() if keep(k)}
 
 
 class ModelManager:
@@ -299,6 +350,7 @@ class ModelManager:
         self._config_mtime = _mtime(config_path)
         self._models: dict[str, _Model] = {}
         self._lock = threading.RLock()
+        self._say = SayOnce()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._check_paths(cfg)
@@ -329,8 +381,10 @@ class ModelManager:
             try:
                 self._reload_config()
                 self.poll()
-            except Exception:  # noqa: BLE001  (the watcher must outlive any one bad poll)
-                log.exception("model poll failed")
+            except Exception as exc:  # noqa: BLE001  (the watcher must outlive any one bad poll)
+                self._say(("poll",), f"model poll failed: {exc!r}", exc_info=True)
+            else:
+                self._say.clear(("poll",), "model poll works again")
 
     # ------------------------------------------------------------------ config
 
@@ -365,47 +419,73 @@ class ModelManager:
         log.info("serving config reloaded from %s", self.config_path)
 
     def _entries(self) -> list[ModelEntry]:
+        """The models to serve: the config's, or each directory under the base path that
+        has versions (or that cannot be listed now but was served: it stays)."""
         if self.cfg.models is not None:
             return list(self.cfg.models)
         try:
-            names = sorted(
-                e.name
-                for e in os.scandir(self.base_path)
-                if e.is_dir() and NAME_RE.fullmatch(e.name) and versions(Path(e.path))
-            )
-        except OSError:
-            names = []
-        return [ModelEntry(name=n) for n in names]
+            with os.scandir(self.base_path) as it:
+                names = sorted(e.name for e in it if NAME_RE.fullmatch(e.name) and e.is_dir())
+        except OSError as exc:
+            self._say(("base",), f"cannot list the model base path ({exc}): the models stay")
+            return [model.entry for model in self._models.values()]
+        self._say.clear(("base",), f"the model base path {self.base_path} is listed again")
+        entries = []
+        for name in names:
+            entry = ModelEntry(name=name)
+            try:  # (a directory leading out of the base path is refused before it is read)
+                has_versions = bool(versions(self._model_path(entry)))
+            except (ConfigError, OSError):
+                has_versions = True  # poll() and _sync() say what is wrong
+            if has_versions:
+                entries.append(entry)
+        return entries
 
     # ------------------------------------------------------------------ polling
 
     def poll(self) -> None:
         """One pass: bring every model's loaded versions in line with disk and config."""
-        entries = {e.name: e for e in self._entries()}
+        paths = {}
+        entries = {entry.name: entry for entry in self._entries()}
+        for entry in entries.values():
+            try:
+                paths[entry.name] = (entry, self._model_path(entry))
+            except ConfigError as exc:  # a symlinked model dir leading out of the base
+                self._say(("refused", entry.name), f"not serving {entry.name}: {exc}")
+            else:
+                self._say.clear(("refused", entry.name), f"model {entry.name} is in the base path")
         with self._lock:
             for name in list(self._models):
-                if name not in entries:
+                if name not in paths:
                     model = self._models.pop(name)
                     for version in list(model.loaded):
                         self._retire(model, version)
-            for name, entry in list(entries.items()):
+            for name, (entry, path) in paths.items():
                 model = self._models.get(name)
-                try:
-                    path = self._model_path(entry)
-                except ConfigError as exc:  # a symlinked model dir leading out of the base
-                    log.error("not serving %s: %s", name, exc)
-                    del entries[name]
-                    continue
                 if model is None:
                     model = self._models[name] = _Model(entry, path)
                 model.entry, model.path = entry, path
-        for name in entries:
+        self._say.retain(lambda key: key[0] not in ("refused", "list") or key[1] in entries)
+        for name in paths:
             self._sync(self._models[name])
 
     def _sync(self, model: _Model) -> None:
-        on_disk = versions(model.path)
+        name = model.entry.name
+        try:
+            listing = list_versions(model.path)
+        except OSError as exc:  # not "no versions": keep serving what is loaded
+            self._say(("list", name), f"model {name}: cannot list its versions ({exc}); "
+                      f"the {len(model.loaded)} loaded version(s) stay")  # fmt: skip
+            return
+        self._say.clear(("list", name), f"model {name}: its versions are listed again")
+        for why in listing.ignored:
+            self._say(("ignored", name, why), f"model {name}: ignoring {why}", logging.WARNING)
+        self._say.retain(lambda key: key[0] != "ignored" or key[1] != name
+                         or key[2] in listing.ignored)  # fmt: skip
+        model.dirs = listing.dirs
+        on_disk = sorted(listing.dirs)
         for v in list(model.failed):  # a failed version is retried once its files change
-            if v not in on_disk or _fingerprint(model.path / str(v)) != model.failed[v]:
+            if v not in listing.dirs or self._fingerprint(model, v) != model.failed[v]:
                 del model.failed[v]
         policy = model.entry.version_policy
         wanted = policy.select([v for v in on_disk if v not in model.failed])
@@ -419,10 +499,16 @@ class ModelManager:
         for version in list(model.sighted):
             if version not in wanted:
                 del model.sighted[version]
+        for version, status in list(model.status.items()):  # seen once, then gone or unwanted
+            if status.state == START and version not in model.sighted:
+                self._set(model, version, VersionStatus(END))
+
+    def _fingerprint(self, model: _Model, version: int) -> tuple:
+        return fingerprint(model.path / model.dirs[version], self.base_path)
 
     def _try_load(self, model: _Model, version: int) -> None:
-        path = model.path / str(version)
-        files = _fingerprint(path)
+        path = model.path / model.dirs[version]
+        files = self._fingerprint(model, version)
         if model.sighted.get(version) != files:
             model.sighted[version] = files  # still changing, or new: look again next poll
             if model.status.get(version, VersionStatus(END)).state == END:
@@ -431,14 +517,16 @@ class ModelManager:
         self._set(model, version, VersionStatus(LOADING))
         started = time.perf_counter()
         try:
+            escapes = [f"{os.path.normpath(path / rel)} {OUTSIDE} ({to[0]})"
+                       for rel, kind, *to in files if kind == OUTSIDE]  # fmt: skip
+            if escapes:  # refused before TensorFlow reads a byte
+                raise PermissionError(escapes[0])
             if not (path / "saved_model.pb").is_file():
                 raise FileNotFoundError(f"no saved_model.pb in {path}")
-            if not path.resolve().is_relative_to(self.base_path):
-                raise PermissionError(f"{path} resolves outside the model base path")
             servable = Servable(model.entry.name, version, path, self.cfg)
             try:
                 servable.warm_up()
-                if _fingerprint(path) != files:
+                if self._fingerprint(model, version) != files:  # (a link swapped meanwhile too)
                     raise RuntimeError("files changed while loading")
             except BaseException:
                 servable.close()
@@ -446,7 +534,8 @@ class ModelManager:
         except Exception as exc:  # noqa: BLE001  (any failure: report it, keep serving)
             message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             model.failed[version] = files
-            self._set(model, version, VersionStatus(END, "UNKNOWN", message))
+            code = "PERMISSION_DENIED" if isinstance(exc, PermissionError) else "UNKNOWN"
+            self._set(model, version, VersionStatus(END, code, message))
             log.error("model %s version %d failed to load: %s", model.entry.name, version, message)
             if self.metrics is not None:
                 self.metrics.load(model.entry.name, "error")
@@ -473,7 +562,7 @@ class ModelManager:
         with self._lock:
             model.status[version] = status
         if self.metrics is not None:
-            self.metrics.state(model.entry.name, version, status.state == AVAILABLE)
+            self.metrics.state(model.entry.name, version, status.state)
 
     def _retire(self, model: _Model, version: int) -> None:
         """Stop routing to a version now; close it once the requests holding it are done."""

@@ -19,6 +19,7 @@ import orjson
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
+from rlplat.export import parse_version
 from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager, Servable, Signature
@@ -212,9 +213,9 @@ class RestApp:
         name, label, verb = m["name"], m["label"], m["verb"]
         version = None
         if m["version"] is not None:
-            if not m["version"].isdigit() or len(m["version"]) > 18:
+            version = parse_version(m["version"])  # ASCII digits: "²".isdigit() is True
+            if version is None:
                 raise InvalidArgument(f"version must be a non-negative integer: {m['version']!r}")
-            version = int(m["version"])
         labels[0] = name if self.manager.known(name) else "(unknown)"
         if verb is None:
             _allow(method, "GET")
