@@ -139,11 +139,12 @@ def train(
             typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
             return
         err.print(f"run directory: {target}", highlight=False)
-        try:
-            from rlplat.runs import training_lock
-            from rlplat.train import train as run_training
+        from rlplat.runs import training_lock
 
-            with training_lock(target):
+        try:
+            with training_lock(target):  # held while training: `rlplat runs` says "running"
+                from rlplat.train import train as run_training
+
                 summary = run_training(
                     cfg, target, resume=resuming, show_progress=progress, address=address,
                     dashboard=ray_dashboard,

@@ -4,6 +4,7 @@ steps, one line per run (several seeds or experiments overlaid), as a PNG."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from rlplat.errors import UserError
@@ -32,15 +33,14 @@ def _setting(config: dict[str, object], keys: list[str]) -> str:
 
 
 def unique_labels(labels: list[str], run_dirs: list[Path]) -> list[str]:
-    """Labels that collide get their run directory's name, then its whole path if the
+    """Labels that collide get their run directory's name, or its whole path where the
     names collide too (runs of two experiment folders), so each curve is identifiable."""
-    for extra in (lambda p: p.name, str):
-        counts = {label: labels.count(label) for label in labels}
-        labels = [
-            f"{label} ({extra(run_dir)})" if counts[label] > 1 else label
-            for label, run_dir in zip(labels, run_dirs, strict=True)
-        ]
-    return labels
+    counts = Counter(labels)
+    names = Counter(d.name for d, label in zip(run_dirs, labels, strict=True) if counts[label] > 1)
+    return [
+        label if counts[label] == 1 else f"{label} ({d.name if names[d.name] == 1 else d})"
+        for label, d in zip(labels, run_dirs, strict=True)
+    ]
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
