@@ -48,7 +48,7 @@ def _main(
 
 
 def _num(x: float) -> str:
-    """One decimal, never `-0.0` (a mean of -0.01 is not a negative return worth a sign)."""
+    """One decimal, never `-0.0` (a mean of -0.01 is no negative return worth a sign)."""
     text = f"{x:.1f}"
     return "0.0" if text == "-0.0" else text
 
