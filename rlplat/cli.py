@@ -138,11 +138,11 @@ def train(
 
             typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
             return
-        err.print(f"run directory: {target}", highlight=False)
         from rlplat.runs import training_lock
 
         try:
             with training_lock(target):  # held while training: `rlplat runs` says "running"
+                err.print(f"run directory: {target}", highlight=False)
                 from rlplat.train import train as run_training
 
                 summary = run_training(
@@ -462,7 +462,8 @@ def runs(
             raise UserError(f"{runs_dir / name}: no such experiment folder")
         found = [run_info(p) for p in find_runs(runs_dir, name)]
     table = Table(title=f"{len(found)} run(s) in {runs_dir / (name or '')}")
-    for col in ("run", "status", "env steps", "final eval", "started"):
+    table.add_column("run", overflow="fold")  # the whole path, wrapped if need be
+    for col in ("status", "env steps", "final eval", "started"):
         table.add_column(col, justify="right" if col in ("env steps", "final eval") else "left")
     for info in found:
         final = info.final_eval
@@ -470,9 +471,21 @@ def runs(
             str(info.path), info.status,
             f"{info.env_steps:,}" if info.env_steps is not None else "-",
             f"{_num(final['return_mean'])} ± {_num(final['return_std'])}" if final else "-",
-            info.started or "-",
+            _short_time(info.started),
         )  # fmt: skip
     Console(soft_wrap=True).print(table)
+
+
+def _short_time(stamp: str | None) -> str:
+    """run.json's `2026-11-30T02:52:21+0000` as `2026-11-30 02:52` (as written if not)."""
+    import datetime
+
+    try:
+        return datetime.datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%S%z").strftime(
+            "%Y-%m-%d %H:%M"
+        )
+    except ValueError:
+        return stamp or "-"
 
 
 def main() -> None:
