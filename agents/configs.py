@@ -45,6 +45,7 @@ class DQNConfig(AgentConfig):
     (TF-Agents DqnAgent / DdqnAgent + QNetwork or a dueling network)."""
 
     on_policy: ClassVar[bool] = False
+    action_spaces: ClassVar[tuple[str, ...]] = ("Discrete",)  # one Q-value per action
     type: Literal["dqn"]
     network: MLPConfig = MLPConfig()
     double: bool = Field(False, description="target = Q_target(s', argmax_a Q_online(s', a))")

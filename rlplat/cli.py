@@ -24,8 +24,33 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     help="Train reinforcement-learning policies and export them for TensorFlow Serving.",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 err = Console(stderr=True, soft_wrap=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from rlplat import __version__
+
+        typer.echo(f"rlplat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    pass
+
+
+def _num(x: float) -> str:
+    """One decimal, never `-0.0` (a mean of -0.01 is no negative return worth a sign)."""
+    text = f"{x:.1f}"
+    return "0.0" if text == "-0.0" else text
 
 
 @contextlib.contextmanager
@@ -68,6 +93,13 @@ def train(
     ray_dashboard: Annotated[
         bool, typer.Option(help="Start Ray's dashboard with the embedded Ray (off: lighter).")
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Validate (config, env, spaces vs agent), print the resolved config as YAML "
+            "and stop: nothing is written."
+        ),
+    ] = False,
 ) -> None:
     """Train an agent from an experiment YAML.
 
@@ -100,20 +132,30 @@ def train(
             target, resuming = run_dir or new_run_dir(cfg), False
             if (target / "checkpoints").exists():
                 raise UserError(f"{target}: already holds a run; use --resume {target}")
-        err.print(f"run directory: {target}", highlight=False)
-        try:
-            from rlplat.train import train as run_training
+        config_mod.check_env(cfg)  # before any directory exists or TensorFlow loads
+        if dry_run:
+            import yaml
 
-            summary = run_training(
-                cfg, target, resume=resuming, show_progress=progress, address=address,
-                dashboard=ray_dashboard,
-            )  # fmt: skip
+            typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
+            return
+        from rlplat.runs import training_lock
+
+        try:
+            with training_lock(target):  # held while training: `rlplat runs` says "running"
+                err.print(f"run directory: {target}", highlight=False)
+                from rlplat.train import train as run_training
+
+                summary = run_training(
+                    cfg, target, resume=resuming, show_progress=progress, address=address,
+                    dashboard=ray_dashboard,
+                )  # fmt: skip
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
     final = summary.final_eval
     typer.echo(
         f"done: {summary.env_steps:,} env steps in {summary.wall_s:.0f}s; final eval "
-        f"{final['return_mean']:.1f} ± {final['return_std']:.1f} ({final['episodes']} episodes)"
+        f"{_num(final['return_mean'])} ± {_num(final['return_std'])} "
+        f"({final['episodes']} episodes)"
     )
     if summary.export_path:
         typer.echo(f"exported: {summary.export_path}")
@@ -163,7 +205,11 @@ FormatOption = Annotated[VideoFormat, typer.Option("--format", help="Video file 
 @app.command("eval")
 def eval_(
     path: Annotated[
-        Path, typer.Argument(help="A run directory, or an exported model (models/NAME[/V]).")
+        Path,
+        typer.Argument(
+            help="A run directory, an experiment folder (runs/NAME: its latest run), or an "
+            "exported model (models/NAME[/V])."
+        ),
     ],
     episodes: Episodes = 20,
     seed: EpisodeSeed = 0,
@@ -171,7 +217,10 @@ def eval_(
     video_format: FormatOption = VideoFormat.mp4,
     out: Annotated[
         Path | None,
-        typer.Option(help="Output directory (default: RUN_DIR/eval/TIMESTAMP)."),
+        typer.Option(
+            help="Output directory (default: RUN_DIR/eval/TIMESTAMP, or "
+            "MODELS/NAME/eval/vVERSION/TIMESTAMP for a model)."
+        ),
     ] = None,
     stochastic: Annotated[
         bool, typer.Option(help="Sample actions instead of the deterministic policy.")
@@ -188,7 +237,11 @@ def eval_(
 
             media.require_display()
         from rlplat.policies import load_policy
+        from rlplat.runs import experiment_runs
 
+        if not (path / "config.yaml").is_file() and (runs := experiment_runs(path)):
+            path = runs[-1]  # an experiment folder: its latest run
+            err.print(f"evaluating the latest of {len(runs)} run(s): {path}", highlight=False)
         policy = load_policy(path, stochastic=stochastic, seed=seed)
         _episodes_report(policy, episodes, seed, render, video_format, out, "eval.json",
                          {"stochastic": stochastic})  # fmt: skip
@@ -210,10 +263,8 @@ def _episodes_report(
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if out is None:
-        if policy.run_dir is not None:
-            out = policy.run_dir / record_name.removesuffix(".json") / stamp
-        else:
-            out = Path(record_name.removesuffix(".json")) / policy.name / stamp
+        base = policy.out_dir or Path(record_name.removesuffix(".json")) / policy.name
+        out = base / stamp
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -235,9 +286,9 @@ def _episodes_report(
     for col in ("return mean ± std", "median", "min", "max", "mean length"):
         table.add_column(col, justify="right")
     table.add_row(
-        f"{stats['return_mean']:.1f} ± {stats['return_std']:.1f}",
-        f"{stats['return_median']:.1f}", f"{stats['return_min']:.1f}",
-        f"{stats['return_max']:.1f}", f"{stats['length_mean']:.1f}",
+        f"{_num(stats['return_mean'])} ± {_num(stats['return_std'])}",
+        _num(stats["return_median"]), _num(stats["return_min"]),
+        _num(stats["return_max"]), _num(stats["length_mean"]),
     )  # fmt: skip
     console = Console(soft_wrap=True)
     console.print(table)
@@ -324,7 +375,16 @@ def serve(
 @app.command()
 def play(
     model: Annotated[str, typer.Option(help="Model name on the server.")],
-    env: Annotated[str, typer.Option(help="Gymnasium environment id, e.g. LunarLander-v3.")],
+    env: Annotated[
+        str | None,
+        typer.Option(
+            help="Gymnasium id or module:Class (default: the env recorded in the exported "
+            "model under --model-base-path)."
+        ),
+    ] = None,
+    model_base_path: Annotated[
+        Path, typer.Option(help="Where to read the model's recorded env when --env is not given.")
+    ] = Path("models"),
     server: Annotated[str, typer.Option(help="Model server URL (TF Serving REST API).")] = (
         "http://127.0.0.1:8501"
     ),
@@ -355,10 +415,12 @@ def play(
             media.require_display()
         import envs
         from rlplat.config import EnvConfig
-        from rlplat.play import remote_policy
+        from rlplat.play import recorded_env, remote_policy
         from rlplat.serving.auth import read_token
 
-        env_cfg = EnvConfig(id=env)
+        env_cfg = EnvConfig(id=env) if env else recorded_env(model_base_path, model, version)
+        if not env:
+            err.print(f"env: {env_cfg.id} (recorded in the model)", highlight=False)
         envs.spaces(env_cfg)  # an unknown env id fails here, before any request
         policy = remote_policy(server, model, env_cfg, version, label, signature,
                                read_token(token_file))  # fmt: skip
@@ -378,6 +440,52 @@ def plot(
 
         path = plot_runs(run_dirs, out, title)
     typer.echo(str(path))
+
+
+@app.command()
+def runs(
+    name: Annotated[str | None, typer.Argument(help="Only this experiment's runs.")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where the runs are.")] = Path("runs"),
+) -> None:
+    """List runs: status, env steps, final eval, start time and directory.
+
+    Status: running (a process holds the run's train.lock), finished (summary.json),
+    interrupted (stopped with a checkpoint: resume it), failed (stopped before its first
+    checkpoint), unknown (no lock file: made by an older rlplat).
+    """
+    from rich.table import Table
+
+    from rlplat.runs import find_runs, run_info
+
+    with _user_errors():
+        if name is not None and not (runs_dir / name).is_dir():
+            raise UserError(f"{runs_dir / name}: no such experiment folder")
+        found = [run_info(p) for p in find_runs(runs_dir, name)]
+    table = Table(title=f"{len(found)} run(s) in {runs_dir / (name or '')}")
+    table.add_column("run", overflow="fold")  # the whole path, wrapped if need be
+    for col in ("status", "env steps", "final eval", "started"):
+        table.add_column(col, justify="right" if col in ("env steps", "final eval") else "left")
+    for info in found:
+        final = info.final_eval
+        table.add_row(
+            str(info.path), info.status,
+            f"{info.env_steps:,}" if info.env_steps is not None else "-",
+            f"{_num(final['return_mean'])} ± {_num(final['return_std'])}" if final else "-",
+            _short_time(info.started),
+        )  # fmt: skip
+    Console(soft_wrap=True).print(table)
+
+
+def _short_time(stamp: str | None) -> str:
+    """run.json's `2026-11-30T02:52:21+0000` as `2026-11-30 02:52` (as written if not)."""
+    import datetime
+
+    try:
+        return datetime.datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%S%z").strftime(
+            "%Y-%m-%d %H:%M"
+        )
+    except ValueError:
+        return stamp or "-"
 
 
 def main() -> None:

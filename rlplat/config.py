@@ -7,13 +7,19 @@ Every user mistake is reported as one line per problem that names the dotted fie
 from __future__ import annotations
 
 import difflib
+import re
+import types
+import typing
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlplat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from envs import EnvSpaces
 
 
 class Strict(BaseModel):
@@ -118,6 +124,9 @@ class AgentConfig(Strict):
 
     type: str
     on_policy: ClassVar[bool | None] = None  # each algorithm's config class sets it
+    # The gymnasium action-space classes the algorithm can act in (checked before a run
+    # starts, so a mismatch is a config error, not a failure after TensorFlow loaded).
+    action_spaces: ClassVar[tuple[str, ...]] = ("Discrete", "Box")
 
 
 class ExperimentConfig(Strict):
@@ -138,7 +147,10 @@ class ExperimentConfig(Strict):
         if self.agent.on_policy is False and self.replay is None:
             raise ValueError(f"replay: agent type '{self.agent.type}' is off-policy and needs one")
         if self.agent.on_policy and self.replay is not None:
-            raise ValueError(f"replay: agent type '{self.agent.type}' is on-policy; remove it")
+            raise ValueError(
+                f"replay: agent type '{self.agent.type}' is on-policy; remove it "
+                "(--set replay=null)"
+            )
         return self
 
     @property
@@ -157,6 +169,19 @@ class ExperimentConfig(Strict):
 # ---------------------------------------------------------------------------- loading
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as `3e3` and `1e-3` as numbers
+    (YAML 1.1 wants a dot: `3.0e3`). Whole floats then pass as ints in pydantic's lax
+    mode, so `train.env_steps: 3e3` is 3000, in a file or in `--set`."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read YAML, apply `--set a.b=c` overrides, validate."""
     data = read_yaml_mapping(path, "config file")
@@ -171,7 +196,7 @@ def read_yaml_mapping(path: str | Path, what: str, empty_ok: bool = False) -> di
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -185,13 +210,16 @@ def read_yaml_mapping(path: str | Path, what: str, empty_ok: bool = False) -> di
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """`a.b=c` sets data['a']['b'] to YAML-parsed 'c' (so 1e-3, true, [64, 64] work)."""
+    """`a.b=c` sets data['a']['b'] to YAML-parsed 'c' (so 1e-3, true, [64, 64] work).
+
+    `a.b=null` removes the key (its default applies), unless the field takes null as a
+    value of its own (`agent.minibatch_size: null` = the whole rollout)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. agent.learning_rate=1e-3")
     parts = key.strip().split(".")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else None  # noqa: S506
     except yaml.YAMLError:
         value = raw
     node = data
@@ -203,7 +231,40 @@ def apply_override(data: dict[str, Any], item: str) -> None:
             where = ".".join(parts[: i + 1])
             raise ConfigError(f"--set {item}: '{where}' is {child!r}, not a mapping")
         node = child
-    node[parts[-1]] = value
+    if value is None and not _takes_null(data, parts):
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+
+
+def _takes_null(data: dict[str, Any], parts: list[str]) -> bool:
+    """Whether the schema field at `parts` accepts None (unknown fields: no)."""
+    model: type[BaseModel] | None = ExperimentConfig
+    if parts[0] == "agent" and len(parts) > 1:
+        from agents import CONFIGS
+
+        agent = data.get("agent")
+        model = CONFIGS.get(agent.get("type")) if isinstance(agent, dict) else None
+        parts = parts[1:]
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return False
+        if i == len(parts) - 1:
+            return _allows_none(field.annotation)
+        model = _model_in(field.annotation)
+    return False
+
+
+def _allows_none(annotation: Any) -> bool:
+    if annotation is None or annotation is type(None) or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _allows_none(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_allows_none(a) for a in typing.get_args(annotation))
+    return False
 
 
 def parse(data: dict[str, Any]) -> ExperimentConfig:
@@ -218,6 +279,8 @@ def parse(data: dict[str, Any]) -> ExperimentConfig:
         kind = agent.get("type")
         if kind not in CONFIGS:
             errors.append(_unknown("agent.type", kind, CONFIGS))
+        elif switched := _switched_agent(agent, data, CONFIGS):
+            errors.append(switched)
         else:
             try:
                 data["agent"] = CONFIGS[kind].model_validate(agent)
@@ -230,6 +293,45 @@ def parse(data: dict[str, Any]) -> ExperimentConfig:
     if errors:
         raise ConfigError("\n".join(dict.fromkeys(errors)))
     return cfg
+
+
+def _switched_agent(
+    agent: dict[str, Any], data: dict[str, Any], configs: dict[str, type[AgentConfig]]
+) -> str | None:
+    """One line for an agent section that holds another algorithm's keys (`--set
+    agent.type=ppo` on a DQN file): which keys, and how to switch."""
+    kind = agent["type"]
+    own = configs[kind].model_fields
+    others = {k for name, c in configs.items() if name != kind for k in c.model_fields}
+    foreign = [k for k in agent if k not in own and k in others]
+    if not foreign:
+        return None
+    how = f"--set agent=null --set agent.type={kind}"
+    on_policy = configs[kind].on_policy
+    if on_policy and data.get("replay") is not None:
+        how += " --set replay=null"
+    elif on_policy is False and data.get("replay") is None:
+        how += " --set replay.type=uniform"
+    return (
+        f"agent.type: '{kind}' does not take {', '.join(sorted(foreign))}; to switch "
+        f"algorithms start the agent section afresh ({how}) or use a new file"
+    )
+
+
+def check_env(cfg: ExperimentConfig) -> EnvSpaces:
+    """Make the env once (id or `module:Class`, kwargs, spaces) and check its action space
+    against the agent type: everything that can fail about the env, before a run directory
+    exists and before TensorFlow loads."""
+    import envs
+
+    spaces = envs.spaces(cfg.env)
+    kinds = type(cfg.agent).action_spaces
+    if type(spaces.action).__name__ not in kinds:
+        raise ConfigError(
+            f"env.id: {cfg.env.id} has action space {spaces.action}; agent.type "
+            f"'{cfg.agent.type}' acts in {' or '.join(kinds)} action spaces"
+        )
+    return spaces
 
 
 def _unknown(field: str, value: Any, choices: Any) -> str:

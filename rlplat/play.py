@@ -7,12 +7,31 @@ report as `rlplat eval`; any TF Serving-compatible server works, rlplat's or TF 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import requests
 
 from rlplat.config import EnvConfig
 from rlplat.errors import UserError
 from rlplat.policies import LoadedPolicy
+
+
+def recorded_env(model_base_path: Path, model: str, version: int | None = None) -> EnvConfig:
+    """The env a model was trained on, as its export recorded it (assets.extra/rlplat.json
+    of that version, or of the latest one) under a local model base path."""
+    model_dir = Path(model_base_path) / model
+    found = sorted(int(p.name) for p in model_dir.glob("*") if p.name.isdigit())
+    chosen = version if version is not None else (found[-1] if found else None)
+    meta = model_dir / str(chosen) / "assets.extra" / "rlplat.json"
+    try:
+        return EnvConfig(**json.loads(meta.read_text())["env"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(
+            f"--env: not given, and {meta if chosen is not None else model_dir} has no "
+            "recorded env to default to (give --env ID, or --model-base-path)"
+        ) from None
 
 
 def model_url(server: str, model: str, version: int | None, label: str | None) -> str:
@@ -58,7 +77,7 @@ def remote_policy(
         return np.asarray(predictions)
 
     return LoadedPolicy(
-        act=act, env=env, name=model, source=f"server {url} ({signature})", run_dir=None
+        act=act, env=env, name=model, source=f"server {url} ({signature})", out_dir=None
     )
 
 

@@ -4,6 +4,7 @@ steps, one line per run (several seeds or experiments overlaid), as a PNG."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from rlplat.errors import UserError
@@ -26,7 +27,20 @@ _STYLES = ["-", "--", ":", "-."]
 
 
 def _setting(config: dict[str, object], keys: list[str]) -> str:
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={config.get(k)}" for k in keys[:3])
+    """The differing settings by their dotted names (`checkpoint.every_env_steps=10000`):
+    a bare `every_env_steps` could be either of two sections'."""
+    return ", ".join(f"{k}={config.get(k)}" for k in keys[:3])
+
+
+def unique_labels(labels: list[str], run_dirs: list[Path]) -> list[str]:
+    """Labels that collide get their run directory's name, or its whole path where the
+    names collide too (runs of two experiment folders), so each curve is identifiable."""
+    counts = Counter(labels)
+    names = Counter(d.name for d, label in zip(run_dirs, labels, strict=True) if counts[label] > 1)
+    return [
+        label if counts[label] == 1 else f"{label} ({d.name if names[d.name] == 1 else d})"
+        for label, d in zip(labels, run_dirs, strict=True)
+    ]
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -39,6 +53,23 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def curve_labels(run_dirs: list[Path]) -> tuple[list[str], list[str]]:
+    """(legend label, differing settings) per run: `NAME sSEED`, plus the settings that
+    differ between the runs (an ablation, 0 vs 2 collectors, ...), unique per run."""
+    import yaml
+
+    configs, names = [], []
+    for run_dir in run_dirs:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        configs.append(_flatten(cfg))
+        names.append(f"{cfg.get('name', run_dir.name)} s{cfg.get('seed', '?')}")
+    differ = [k for k in sorted(set().union(*configs))
+              if k not in _IGNORED and len({repr(c.get(k)) for c in configs}) > 1]  # fmt: skip
+    settings = [_setting(c, differ) for c in configs]
+    labels = [f"{n}, {s}" if s else n for n, s in zip(names, settings, strict=True)]
+    return unique_labels(labels, run_dirs), settings
+
+
 def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path:
     import matplotlib
 
@@ -47,46 +78,34 @@ def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path
     import matplotlib.ticker
     import yaml
 
-    curves, configs = [], []
-    for run_dir in run_dirs:
-        records = read_evals(run_dir)
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        configs.append(_flatten(cfg))
-        label = f"{cfg.get('name', run_dir.name)} s{cfg.get('seed', '?')}"
-        threshold = (cfg.get("eval") or {}).get("threshold")
-        curves.append((label, records, threshold, run_dir))
-    # Runs that differ in more than name and seed (an ablation, 0 vs 2 collectors, ...)
-    # are labelled by the settings that differ; each setting gets a colour, each seed
-    # within it a line style.
-    differ = [k for k in sorted(set().union(*configs))
-              if k not in _IGNORED and len({repr(c.get(k)) for c in configs}) > 1]  # fmt: skip
+    records = [read_evals(run_dir) for run_dir in run_dirs]
+    labels, settings = curve_labels(run_dirs)
+    cfgs = [yaml.safe_load((d / "config.yaml").read_text()) or {} for d in run_dirs]
+    thresholds = {(c.get("eval") or {}).get("threshold") for c in cfgs} - {None}
+    # Each setting gets a colour, each seed within it a line style.
     groups: dict[str, int] = {}
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-    order = sorted(range(len(curves)), key=lambda i: (_setting(configs[i], differ), curves[i][0]))
     seen: dict[str, int] = {}
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i in order:
-        label, records, _, run_dir = curves[i]
-        setting = _setting(configs[i], differ)
+    for i in sorted(range(len(run_dirs)), key=lambda i: (settings[i], labels[i])):
+        setting = settings[i]
         group = groups.setdefault(setting, len(groups))
         style = _STYLES[seen.get(setting, 0) % len(_STYLES)]
         seen[setting] = seen.get(setting, 0) + 1
-        label = f"{label}, {setting}" if setting else label
-        x = [r["env_steps"] for r in records]
-        mean = [r["return_mean"] for r in records]
-        std = [r["return_std"] for r in records]
+        x = [r["env_steps"] for r in records[i]]
+        mean = [r["return_mean"] for r in records[i]]
+        std = [r["return_std"] for r in records[i]]
         colour = colours[group % len(colours)]
-        ax.plot(x, mean, label=label, linewidth=1.6, color=colour, linestyle=style)
+        ax.plot(x, mean, label=labels[i], linewidth=1.6, color=colour, linestyle=style)
         low = [m - s for m, s in zip(mean, std, strict=True)]
         high = [m + s for m, s in zip(mean, std, strict=True)]
         ax.fill_between(x, low, high, color=colour, alpha=0.12, linewidth=0)
-    labels = [c[0] for c in curves]
-    thresholds = {c[2] for c in curves if c[2] is not None}
     if len(thresholds) == 1:
         ax.axhline(thresholds.pop(), color="grey", linestyle="--", linewidth=1, label="threshold")
     ax.set_xlabel("env steps")
     ax.set_ylabel("eval return (mean ± std)")
-    ax.set_title(title or ", ".join(sorted(set(labels)))[:100])
+    names = {f"{c.get('name', '?')} s{c.get('seed', '?')}" for c in cfgs}
+    ax.set_title(title or ", ".join(sorted(names))[:100])
     ax.grid(alpha=0.3)
     ax.xaxis.set_major_formatter(
         matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0")

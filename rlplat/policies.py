@@ -24,7 +24,10 @@ class LoadedPolicy:
     env: EnvConfig
     name: str
     source: str  # what was loaded, in words (for tables and eval.json)
-    run_dir: Path | None  # where outputs go by default (None: unknown)
+    # Default output folder (each eval makes a timestamped folder in it), placed beside the
+    # source, never by the current directory: RUN_DIR/eval, or MODEL_DIR/eval/vVERSION.
+    # None (a server's policy): the caller's own default.
+    out_dir: Path | None
 
 
 def load_policy(path: Path, stochastic: bool = False, seed: int = 0) -> LoadedPolicy:
@@ -79,13 +82,12 @@ def _from_saved_model(version_dir: Path, stochastic: bool) -> LoadedPolicy:
         out = signature(observations=tf.constant(observations, tf.float32))
         return out["actions"].numpy()
 
-    run_dir = Path(meta["run_dir"]) if meta.get("run_dir") else None
     return LoadedPolicy(
         act=act,
         env=EnvConfig(**meta["env"]),
         name=meta.get("name", version_dir.parent.name),
         source=f"SavedModel {version_dir} ({name})",
-        run_dir=run_dir if run_dir is not None and run_dir.is_dir() else None,
+        out_dir=version_dir.parent / "eval" / f"v{version_dir.name}",
     )
 
 
@@ -110,5 +112,5 @@ def _from_checkpoint(run_dir: Path, stochastic: bool, seed: int) -> LoadedPolicy
         env=cfg.env,
         name=cfg.name,
         source=f"checkpoint {ckpt}",
-        run_dir=run_dir,
+        out_dir=run_dir / "eval",
     )
