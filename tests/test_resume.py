@@ -33,7 +33,7 @@ def write_yaml(path: Path, data: dict) -> Path:
 def finished_run(tmp_path_factory) -> Path:
     """A tiny finished run with checkpoints at 400, 800 and 1200 env steps."""
     run_dir = tmp_path_factory.mktemp("base") / "run"
-    train(config.parse(tiny_config(export={"when": "never"})), run_dir, show_progress=False)
+    train(config.parse(tiny_config(export={"enabled": False})), run_dir, show_progress=False)
     return run_dir
 
 
@@ -126,7 +126,7 @@ def start_training(tmp_path: Path, **sections) -> tuple[subprocess.Popen, Path]:
         text=True, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    while not list((run_dir / "checkpoints").glob("ckpt-*/manifest.json")):
+    while not list((run_dir / "checkpoints").glob("ckpt-*/state.json")):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.05)
@@ -291,7 +291,7 @@ def test_progress_bar_shows_a_dash_not_nan_before_the_first_eval(tmp_path: Path)
 
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=200)
-    data = tiny_config(train={"env_steps": 200}, export={"when": "never"})
+    data = tiny_config(train={"env_steps": 200}, export={"enabled": False})
     Trainer(config.parse(data), tmp_path / "run", console=console).run(show_progress=True)
     text = buf.getvalue()
     assert "eval —" in text and "nan" not in text
