@@ -125,7 +125,7 @@ def write_manifest(directory: Path) -> None:
     """Size and SHA-256 of every file under `directory` (written last: its presence says
     the others were all written)."""
     files = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
         rel = path.relative_to(directory).as_posix()
         files[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
     (directory / MANIFEST).write_text(json.dumps({"version": 1, "files": files}, indent=1))
