@@ -204,17 +204,17 @@ class PPOAgent(Agent):
         self._update_obs_stats(obs)
         self._policy_stale = True
         explained = 1.0 - np.var(ret - v) / (np.var(ret) + 1e-8)
-        return TrainResult(
-            metrics={
-                "losses/policy_loss": float(stats[0]),
-                "losses/value_loss": float(stats[1]),
-                "losses/entropy": float(stats[2]),
-                "losses/approx_kl": float(stats[3]),
-                "losses/clip_fraction": float(stats[4]),
-                "losses/explained_variance": float(explained),
-                "charts/policy_std": float(np.exp(self._log_std.numpy()).mean()),
-            }
-        )
+        metrics = {
+            "losses/policy_loss": float(stats[0]),
+            "losses/value_loss": float(stats[1]),
+            "losses/entropy": float(stats[2]),
+            "losses/approx_kl": float(stats[3]),
+            "losses/clip_fraction": float(stats[4]),
+            "losses/explained_variance": float(explained),
+        }
+        if not self._discrete:  # a categorical policy has no std (its log_std is unused)
+            metrics["charts/policy_std"] = float(np.exp(self._log_std.numpy()).mean())
+        return TrainResult(metrics=metrics)
 
     def _update_obs_stats(self, obs: np.ndarray) -> None:
         """Parallel (Chan et al.) update of the running mean/variance."""

@@ -2,13 +2,19 @@
 
 Each checkpoint is a directory `ckpt-<env_steps>` written under a temporary name and
 renamed into place, so a crash mid-write never leaves a checkpoint that looks complete.
+Its last file, `manifest.json`, lists every other file's size and SHA-256: a checkpoint
+damaged afterwards (a full disk, a copy cut short, a crash before the data reached the
+disk) is recognised, named, and skipped for the newest intact one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,12 @@ from rlplat.errors import UserError
 from rlplat.replay import UniformReplay
 
 _PREFIX = "ckpt-"
+MANIFEST = "manifest.json"
+# What reading a damaged checkpoint of an older rlplat (no manifest) raises.
+_UNREADABLE = (
+    OSError, EOFError, ValueError, KeyError, IndexError, AssertionError,
+    zipfile.BadZipFile, tf.errors.OpError,
+)  # fmt: skip
 
 
 class Checkpointer:
@@ -45,6 +57,7 @@ class Checkpointer:
             "agent": self._agent.extra_state(),
         }
         (tmp / "state.json").write_text(json.dumps(state))
+        write_manifest(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in self.all()[: -self._keep]:
@@ -67,16 +80,104 @@ class Checkpointer:
         self._agent.on_restore()
         return state
 
+    def restore_newest(
+        self, warn: Callable[[str], None], with_replay: bool = True
+    ) -> tuple[Path, dict[str, Any]] | None:
+        """Restore the newest intact checkpoint: `(path, state)`, or None when there is none
+        at all. Each damaged one newer than it is named through `warn`, one line each."""
+        found = self.all()
+        damaged: list[tuple[Path, str]] = []
+        for path in reversed(found):
+            problem = damage(path, with_replay)
+            if problem is None and not (path / MANIFEST).is_file():
+                try:  # written by an older rlplat: intact if it reads
+                    state = self.restore(path, with_replay)
+                except _UNREADABLE as exc:
+                    problem = f"unreadable: {type(exc).__name__}: {_first_line(exc)}"
+                else:
+                    return _reported(path, state, damaged, warn)
+            elif problem is None:
+                return _reported(path, self.restore(path, with_replay), damaged, warn)
+            damaged.append((path, problem))
+        if damaged:
+            for path, problem in damaged:
+                warn(f"warning: checkpoint {path} is damaged ({problem})")
+            raise UserError(
+                f"{self.directory}: no intact checkpoint (all {len(damaged)} are damaged)"
+            )
+        return None
+
+
+def _reported(
+    path: Path, state: dict[str, Any], damaged: list[tuple[Path, str]], warn: Callable[[str], None]
+) -> tuple[Path, dict[str, Any]]:
+    for bad, problem in damaged:
+        warn(f"warning: checkpoint {bad} is damaged ({problem}); using {path.name}")
+    return path, state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else "no message"
+
+
+def write_manifest(directory: Path) -> None:
+    """Size and SHA-256 of every file under `directory` (written last: its presence says
+    the others were all written)."""
+    files = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+        rel = path.relative_to(directory).as_posix()
+        files[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    (directory / MANIFEST).write_text(json.dumps({"version": 1, "files": files}, indent=1))
+
+
+def damage(path: Path, with_replay: bool = True) -> str | None:
+    """What is wrong with checkpoint `path` by its manifest (None: intact, or no manifest).
+    Without `with_replay`, only what a policy needs is checked (agent and state files)."""
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        entries = [(rel, int(e["size"]), str(e["sha256"])) for rel, e in files.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{MANIFEST} unreadable: {_first_line(exc)}"
+    for rel, size, digest in entries:
+        if not with_replay and not (rel.startswith("agent") or rel == "state.json"):
+            continue
+        file = path / rel
+        if not file.is_file():
+            return f"{rel} is missing"
+        actual = file.stat().st_size
+        if actual != size:
+            return f"{rel} has {actual:,} bytes, the manifest says {size:,}"
+        if _sha256(file) != digest:
+            return f"{rel} does not match its SHA-256"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
 
 def complete_checkpoints(directory: Path) -> list[Path]:
-    """Checkpoints whose state.json was written (the last file of each), oldest first."""
+    """Checkpoints that were renamed into place (manifest, or for older rlplat state.json,
+    written last), oldest first. Whether their files are intact is `damage`'s question."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.glob(f"{_PREFIX}*") if (p / "state.json").exists())
+    return sorted(
+        p
+        for p in directory.glob(f"{_PREFIX}*")
+        if (p / MANIFEST).exists() or (p / "state.json").exists()
+    )
 
 
-def latest_checkpoint(run_dir: Path) -> Path:
-    ckpts = complete_checkpoints(run_dir / "checkpoints")
-    if not ckpts:
+def restore_latest(
+    run_dir: Path, checkpointer: Checkpointer, warn: Callable[[str], None], with_replay: bool
+) -> tuple[Path, dict[str, Any]]:
+    """`restore_newest` for a run that must have a checkpoint (eval, export)."""
+    found = checkpointer.restore_newest(warn, with_replay)
+    if found is None:
         raise UserError(f"{run_dir}: no checkpoint found under {run_dir / 'checkpoints'}")
-    return ckpts[-1]
+    return found

@@ -100,18 +100,24 @@ def train(
             "and stop: nothing is written."
         ),
     ] = False,
+    no_export: Annotated[
+        bool, typer.Option("--no-export", help="Do not export at the end (export.when=never).")
+    ] = False,
 ) -> None:
     """Train an agent from an experiment YAML.
 
     Writes TensorBoard events and checkpoints to the run directory, runs a final
-    deterministic evaluation and exports the policy.
+    deterministic evaluation and exports the policy (as export.when says). Ctrl-C and
+    SIGTERM checkpoint and print the command that resumes.
     """
     from rlplat import config as config_mod
-    from rlplat.rundir import load_run_config, new_run_dir
+    from rlplat.rundir import finished, load_run_config, new_run_dir, resume_changes
 
     overrides = list(set_ or [])
     if seed is not None:
         overrides.append(f"seed={seed}")
+    if no_export:
+        overrides.append("export.when=never")
     with _user_errors():
         if resume is not None:
             if run_dir is not None and run_dir != resume:
@@ -124,6 +130,15 @@ def train(
                         f"{config}: differs from {resume}/config.yaml; a resumed run keeps "
                         "its own config (change it with --set)"
                     )
+            resume_changes(resume, cfg)  # a key that cannot change fails here, before TF
+            done = finished(resume, cfg)
+            if done is not None:
+                typer.echo(
+                    f"{resume}: finished at {done:,} env steps (train.env_steps "
+                    f"{cfg.train.env_steps:,}); nothing to do (to train longer: --set "
+                    "train.env_steps=N)"
+                )
+                return
             target, resuming = resume, True
         else:
             if config is None:
@@ -149,8 +164,8 @@ def train(
                     cfg, target, resume=resuming, show_progress=progress, address=address,
                     dashboard=ray_dashboard,
                 )  # fmt: skip
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:  # SIGINT: 130, SIGTERM: 143, as shells report them
+            raise typer.Exit(128 + getattr(exc, "signum", 2)) from None
     final = summary.final_eval
     typer.echo(
         f"done: {summary.env_steps:,} env steps in {summary.wall_s:.0f}s; final eval "

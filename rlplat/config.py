@@ -116,7 +116,21 @@ class CheckpointConfig(Strict):
 
 class ExportConfig(Strict):
     model_base_path: str = "models"
-    enabled: bool = True
+    when: Literal["always", "never", "if_threshold"] = Field(
+        "if_threshold",
+        description="when a finished run exports: if_threshold = when its final eval "
+        "reaches eval.threshold (always if no threshold is set)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _enabled(cls, data: Any) -> Any:
+        """`enabled: false` (earlier rlplat) is `when: never`."""
+        if isinstance(data, dict) and "enabled" in data:
+            data = dict(data)
+            if data.pop("enabled") is False:
+                data.setdefault("when", "never")
+        return data
 
 
 class AgentConfig(Strict):

@@ -7,6 +7,7 @@ observations to a batch of actions, with the env it was trained on, so `rlplat e
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,15 +95,14 @@ def _from_saved_model(version_dir: Path, stochastic: bool) -> LoadedPolicy:
 def _from_checkpoint(run_dir: Path, stochastic: bool, seed: int) -> LoadedPolicy:
     import agents
     import envs
-    from rlplat.checkpoint import Checkpointer, latest_checkpoint
+    from rlplat.checkpoint import Checkpointer, restore_latest
     from rlplat.rundir import load_run_config
 
     cfg = load_run_config(run_dir)
-    ckpt = latest_checkpoint(run_dir)
     agent = agents.build(cfg.agent, envs.spaces(cfg.env), seed=seed)
-    Checkpointer(run_dir / "checkpoints", agent, None, cfg.checkpoint.keep).restore(
-        ckpt, with_replay=False
-    )
+    checkpointer = Checkpointer(run_dir / "checkpoints", agent, None, cfg.checkpoint.keep)
+    # A damaged newest checkpoint is named on stderr and an older intact one is used.
+    ckpt, _ = restore_latest(run_dir, checkpointer, _warn, with_replay=False)
     policy = agent.actor_policy(0, 1, seed)
     policy.set_weights(agent.get_weights())
     # Exploration at the end of training (e.g. DQN's final epsilon) when sampling.
@@ -114,3 +114,7 @@ def _from_checkpoint(run_dir: Path, stochastic: bool, seed: int) -> LoadedPolicy
         source=f"checkpoint {ckpt}",
         out_dir=run_dir / "eval",
     )
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -18,6 +18,8 @@ from rlplat.config import ExperimentConfig
 from rlplat.errors import UserError
 
 CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
 _PACKAGES = (
     "rlplat", "tensorflow", "tf-keras", "tf-agents", "tensorflow-probability",
     "gymnasium", "numpy", "ray", "tensorboard", "pydantic",
@@ -37,7 +39,7 @@ def new_run_dir(cfg: ExperimentConfig, root: Path = Path("runs")) -> Path:
 
 def write_metadata(run_dir: Path, cfg: ExperimentConfig, argv: list[str] | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_config(run_dir, cfg)
     info: dict[str, Any] = {
         "argv": argv if argv is not None else sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -46,7 +48,96 @@ def write_metadata(run_dir: Path, cfg: ExperimentConfig, argv: list[str] | None 
         "git_commit": git_commit(),
         "packages": package_versions(),
     }
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+    _write_atomically(run_dir / RUN_FILE, json.dumps(info, indent=2))
+
+
+def write_config(run_dir: Path, cfg: ExperimentConfig) -> None:
+    """config.yaml: the config in force (a resume that changes it rewrites it)."""
+    _write_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------- resume rules
+
+# What a resume may change: the budget, cadences, where things run, and the export.
+# Everything else shapes the checkpoint (agent, network, replay) or the meaning of its
+# counters (seed, env, train_every, ...), so changing it would not continue the same run.
+RESUMABLE = (
+    "train.env_steps", "train.log_every", "eval.", "checkpoint.", "export.", "learner.",
+    "collect.num_actors", "collect.weight_sync_every", "collect.max_actor_failures",
+)  # fmt: skip
+
+
+def resume_changes(run_dir: Path, cfg: ExperimentConfig) -> dict[str, list[Any]]:
+    """The keys `cfg` changes against the run's config.yaml, as {key: [old, new]}; a key a
+    resume may not change is a UserError naming it."""
+    before = _flatten(load_run_config(run_dir).to_dict())
+    after = _flatten(cfg.to_dict())
+    changes = {
+        key: [before.get(key), after.get(key)]
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key)
+    }
+    for key, (old, new) in changes.items():
+        if not key.startswith(RESUMABLE):
+            raise UserError(
+                f"{key}: cannot change on resume ({old!r} -> {new!r}: the checkpoint was made "
+                f"with {old!r}); a resume may change train.env_steps, train.log_every, eval.*, "
+                "checkpoint.*, export.*, learner.*, collect.num_actors; start a new run instead"
+            )
+    return changes
+
+
+def record_resume(
+    run_dir: Path,
+    cfg: ExperimentConfig,
+    changes: dict[str, list[Any]],
+    checkpoint: str | None,
+    argv: list[str] | None = None,
+) -> None:
+    """Append this resume to run.json (command, time, checkpoint, changes) and make
+    config.yaml the config now in force."""
+    path = run_dir / RUN_FILE
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    info.setdefault("resumes", []).append(
+        {
+            "argv": argv if argv is not None else sys.argv,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "checkpoint": checkpoint,
+            "changes": changes,
+            "git_commit": git_commit(),
+        }
+    )
+    if changes:
+        write_config(run_dir, cfg)
+    _write_atomically(path, json.dumps(info, indent=2))
+    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a raised budget: unfinished again
+
+
+def finished(run_dir: Path, cfg: ExperimentConfig) -> int | None:
+    """The env steps a finished run reached when `cfg`'s budget asks for no more (None: the
+    run is unfinished, or its budget was raised)."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        steps = int(summary["env_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return steps if steps >= cfg.train.env_steps else None
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -6,13 +6,15 @@ with the learner; the loop is the same for both (DESIGN.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from rlplat.collect import Collector, Fragment, RolloutGather, ray_collectors
 from rlplat.config import ExperimentConfig
 from rlplat.data import Transitions
 from rlplat.evaluate import EvalResult, run_episodes
-from rlplat.rundir import write_metadata
+from rlplat.rundir import record_resume, resume_changes, write_metadata
 
 
 @dataclass
@@ -130,12 +132,13 @@ class Trainer:
         """Continue from the latest checkpoint; events after it are dropped, not repeated."""
         from rlplat.logging import truncate_events
 
-        path = self.checkpointer.latest()
-        if path is None:
+        found = self.checkpointer.restore_newest(self._warn)
+        if found is None:
             truncate_events(self.tb_dir, -1)
             (self.run_dir / "evals.jsonl").unlink(missing_ok=True)
             return None
-        self.state.update(self.checkpointer.restore(path))
+        path, state = found
+        self.state.update(state)
         self.state.setdefault(
             "train_phases", self.state["train_steps"] // self.cfg.train.updates_per_train
         )
@@ -145,15 +148,27 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ loop
-    def run(self, show_progress: bool | None = None) -> TrainSummary:
+    def run(
+        self, show_progress: bool | None = None, signals: StopOnSignals | None = None
+    ) -> TrainSummary:
+        """Train to the budget. `signals`: the caller's handlers (else installed here for
+        the run), so that SIGINT and SIGTERM end the loop with a checkpoint."""
         t0 = time.perf_counter()  # wall time includes starting Ray and the collectors
         if self.ray_info is not None:
             self._write_ray_json({}, 0)
-        source = self._open_source()
+        own = signals is None
+        signals = signals or StopOnSignals()
+        if own:
+            signals.install()
         try:
-            return self._run(source, show_progress, t0)
+            source = self._open_source()
+            try:
+                return self._run(source, show_progress, t0, signals)
+            finally:
+                source.close()
         finally:
-            source.close()
+            if own:
+                signals.restore()
 
     def _open_source(self) -> _Source:
         # Env state is not checkpointed: a resumed run starts new episodes on fresh,
@@ -180,7 +195,9 @@ class Trainer:
         tmp.write_text(json.dumps(record))
         tmp.replace(self.run_dir / "ray.json")
 
-    def _run(self, source: _Source, show_progress: bool | None, t0: float) -> TrainSummary:
+    def _run(
+        self, source: _Source, show_progress: bool | None, t0: float, stop: StopOnSignals
+    ) -> TrainSummary:
         import tensorflow as tf
 
         cfg, agent, state = self.cfg, self.agent, self.state
@@ -231,9 +248,9 @@ class Trainer:
         progress = _progress(self.console, show_progress)
         task = progress.add_task(
             cfg.name, total=total, completed=state["env_steps"], sps=0.0,
-            ret=last_train_return, eval=last_eval,
+            ret=_shown(last_train_return), eval=_shown(last_eval),
         )  # fmt: skip
-        with progress, _StopOnSigint() as stop:
+        with progress, stop.armed():
             while not stop.requested:
                 step = state["env_steps"]
                 if step >= total and source.pending == 0 and owed == 0:
@@ -330,21 +347,24 @@ class Trainer:
                     next_ckpt = _next_multiple(step, cfg.checkpoint.every_env_steps)
                     tb.flush()
                     self._checkpoint(wall())
-                progress.update(task, completed=step, ret=last_train_return, eval=last_eval)
-        if stop.requested:  # Ctrl-C: finish the iteration, checkpoint, then stop
+                progress.update(
+                    task, completed=step, ret=_shown(last_train_return), eval=_shown(last_eval)
+                )
+        if stop.requested:  # Ctrl-C or SIGTERM: finish the iteration, checkpoint, then stop
             tb.close()
             path = self._checkpoint(wall())
+            name = signal.Signals(stop.requested).name
             self.console.print(
-                f"interrupted at {state['env_steps']:,} env steps; saved {path}\n"
+                f"interrupted ({name}) at {state['env_steps']:,} env steps; saved {path}\n"
                 f"resume with: rlplat train --resume {self.run_dir}",
                 highlight=False,
             )
-            raise KeyboardInterrupt
+            raise Interrupted(stop.requested, reported=True)
 
         final = self._evaluate(cfg.eval.final_episodes, state["env_steps"], wall(), tb, final=True)
         tb.close()
         self._checkpoint(wall())
-        export_path = self.export() if cfg.export.enabled else None
+        export_path = self._export_if_due(final.mean)
         elapsed = max(time.perf_counter() - t0, 1e-9)
         summary = TrainSummary(
             run_dir=str(self.run_dir),
@@ -428,9 +448,31 @@ class Trainer:
         return self.checkpointer.save(self.state)
 
     def export(self) -> Path:
-        path = _export(self.cfg, self.agent, self.spaces, self.run_dir, self.state)
-        self.console.print(f"exported {path}")
-        return path
+        return _export(self.cfg, self.agent, self.spaces, self.run_dir, self.state)
+
+    def _export_if_due(self, final_mean: float) -> Path | None:
+        """Export unless `export.when` says not to; a skipped export is said in one line."""
+        why = export_skip_reason(self.cfg, final_mean)
+        if why is None:
+            return self.export()
+        self.console.print(
+            f"export skipped: {why}; export it anyway with: rlplat export {self.run_dir}",
+            highlight=False,
+        )
+        return None
+
+    def _warn(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False)
+
+
+def export_skip_reason(cfg: ExperimentConfig, final_mean: float) -> str | None:
+    """Why a finished run is not exported (None: it is), by `export.when`."""
+    when, threshold = cfg.export.when, cfg.eval.threshold
+    if when == "never":
+        return "export.when is never (or --no-export)"
+    if when == "if_threshold" and threshold is not None and not final_mean >= threshold:
+        return f"final eval {final_mean:.1f} < eval.threshold {threshold:g} (export.when)"
+    return None
 
 
 def export_metadata(
@@ -451,16 +493,15 @@ def export_metadata(
 
 def export_run(run_dir: Path, model_base_path: Path | None = None) -> Path:
     """Export the latest checkpoint of `run_dir` as the next version of its model."""
-    from rlplat.checkpoint import latest_checkpoint
+    from rlplat.checkpoint import restore_latest
     from rlplat.rundir import load_run_config
 
     overrides = [f"export.model_base_path={model_base_path}"] if model_base_path else []
     cfg = load_run_config(run_dir, overrides)
-    ckpt = latest_checkpoint(run_dir)
     spaces = envs.spaces(cfg.env)
     agent = agents.build(cfg.agent, spaces, seed=cfg.seed)
     checkpointer = Checkpointer(run_dir / "checkpoints", agent, None, cfg.checkpoint.keep)
-    state = checkpointer.restore(ckpt, with_replay=False)
+    _, state = restore_latest(run_dir, checkpointer, _stderr_line, with_replay=False)
     return _export(cfg, agent, spaces, run_dir, state)
 
 
@@ -496,19 +537,38 @@ def train(
     """
     from rlplat.errors import UserError
 
+    changes = resume_changes(run_dir, cfg) if resume else {}
     if not resume:
         write_metadata(run_dir, cfg)
-    trainer = Trainer(cfg, run_dir, console, address, dashboard)
+    # SIGTERM (timeout, systemd, Slurm, Kubernetes) is Ctrl-C: from here on, and again once
+    # Ray is up (ray.init puts its own SIGTERM handlers in place, which exit at once).
+    signals = StopOnSignals()
+    signals.install()
+    trainer = None
     try:
+        trainer = Trainer(cfg, run_dir, console, address, dashboard)
+        signals.install()
         if resume:
             path = trainer.resume()
             where = f"{path.name} ({trainer.state['env_steps']:,} env steps)" if path else "scratch"
-            trainer.console.print(f"resuming {run_dir} from {where}")
-        return trainer.run(show_progress)
+            trainer.console.print(f"resuming {run_dir} from {where}", highlight=False)
+            record_resume(run_dir, cfg, changes, path.name if path else None)
+        return trainer.run(show_progress, signals)
     except replay_mod.ReplayShardError as err:
         raise UserError(f"{err}; resume with: rlplat train --resume {run_dir}") from None
+    except Interrupted as exc:
+        if not exc.reported:  # outside the loop (start-up, final eval): the last checkpoint
+            _stderr_line(
+                f"interrupted ({signal.Signals(exc.signum).name}); resume with: "
+                f"rlplat train --resume {run_dir}"
+            )
+        raise
     finally:
-        trainer.close()
+        try:
+            if trainer is not None:
+                trainer.close()
+        finally:
+            signals.restore()
 
 
 class _AgentPolicy(ActorPolicy):
@@ -684,26 +744,62 @@ class _Window:
         return out
 
 
-class _StopOnSigint:
-    """First Ctrl-C asks the loop to stop at the end of its iteration (so the checkpoint
-    is consistent); a second one interrupts at once."""
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT or SIGTERM; `rlplat` exits with 128 + the signal number.
+    `reported`: the loop checkpointed and printed the resume command."""
 
-    requested = False
+    def __init__(self, signum: int, reported: bool = False):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.reported = signum, reported
 
-    def __enter__(self) -> _StopOnSigint:
-        self._old = None
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
+
+class StopOnSignals:
+    """SIGINT (Ctrl-C) and SIGTERM alike. While the loop is `armed`, the first one asks it
+    to stop at the end of its iteration (so the checkpoint is consistent) and a second one
+    interrupts at once; outside the loop (start-up, final eval) one interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._armed = False
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Take (or take back) both signals; only the main thread may."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.SIGNALS:
+            old = signal.signal(signum, self._handle)
+            self._old.setdefault(signum, old)
+
+    def restore(self) -> None:
+        for signum, old in self._old.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+        self._old.clear()
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[StopOnSignals]:
+        self._armed = True
+        try:
+            yield self
+        finally:
+            self._armed = False
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self._armed and self.requested is None:
+            self.requested = signum
+            return
+        raise Interrupted(signum)
 
-    def __exit__(self, *exc: object) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _shown(value: float) -> str:
+    """A return for the progress bar: a dash until there is one."""
+    return "—" if math.isnan(value) else f"{value:.1f}"
 
 
 def _next_multiple(value: int, every: int) -> int:
@@ -716,8 +812,8 @@ def _progress(console: Console, show: bool | None) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("env steps  {task.fields[sps]:,.0f}/s"),
-        TextColumn("train {task.fields[ret]:.1f}"),
-        TextColumn("eval {task.fields[eval]:.1f}"),
+        TextColumn("train {task.fields[ret]}"),
+        TextColumn("eval {task.fields[eval]}"),
         TimeRemainingColumn(),
         console=console,
         disable=not (console.is_terminal if show is None else show),
@@ -725,4 +821,4 @@ def _progress(console: Console, show: bool | None) -> Progress:
     )
 
 
-__all__ = ["Trainer", "TrainSummary", "train"]
+__all__ = ["Interrupted", "StopOnSignals", "Trainer", "TrainSummary", "train"]
