@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from rlplat import _bootstrap  # noqa: F401
 from rlplat.errors import UserError
+from rlplat.text import shown
+
+if TYPE_CHECKING:
+    from rlplat.config import ExperimentConfig
+    from rlplat.train import TrainSummary
 
 app = typer.Typer(
     add_completion=False,
@@ -47,12 +53,6 @@ def _main(
     pass
 
 
-def _num(x: float) -> str:
-    """One decimal, never `-0.0` (a mean of -0.01 is no negative return worth a sign)."""
-    text = f"{x:.1f}"
-    return "0.0" if text == "-0.0" else text
-
-
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
     try:
@@ -64,7 +64,7 @@ def _user_errors() -> Iterator[None]:
 
 
 @app.command()
-def train(
+def train(  # long only in its option declarations; the body is a page of calls
     config: Annotated[
         Path | None, typer.Argument(help="Experiment YAML (optional with --resume).")
     ] = None,
@@ -110,8 +110,9 @@ def train(
     deterministic evaluation and exports the policy (as export.when says). Ctrl-C and
     SIGTERM checkpoint and print the command that resumes.
     """
+    import yaml
+
     from rlplat import config as config_mod
-    from rlplat.rundir import finished, load_run_config, new_run_dir, resume_changes
 
     overrides = list(set_ or [])
     if seed is not None:
@@ -120,60 +121,92 @@ def train(
         overrides.append("export.when=never")
     with _user_errors():
         if resume is not None:
-            if run_dir is not None and run_dir != resume:
-                raise UserError("--run-dir and --resume name different directories")
-            cfg = load_run_config(resume, overrides)
-            if config is not None:
-                given = config_mod.load(config, overrides)
-                if given != cfg:
-                    raise UserError(
-                        f"{config}: differs from {resume}/config.yaml; a resumed run keeps "
-                        "its own config (change it with --set)"
-                    )
-            resume_changes(resume, cfg)  # a key that cannot change fails here, before TF
-            done = finished(resume, cfg)
-            if done is not None:
-                typer.echo(
-                    f"{resume}: finished at {done:,} env steps (train.env_steps "
-                    f"{cfg.train.env_steps:,}); nothing to do (to train longer: --set "
-                    "train.env_steps=N)"
-                )
-                return
-            target, resuming = resume, True
+            started = _resumed_run(resume, run_dir, config, overrides)
         else:
-            if config is None:
-                raise UserError("missing CONFIG (an experiment YAML), or --resume RUN_DIR")
-            cfg = config_mod.load(config, overrides)
-            target, resuming = run_dir or new_run_dir(cfg), False
-            if (target / "checkpoints").exists():
-                raise UserError(f"{target}: already holds a run; use --resume {target}")
+            started = _new_run(config, run_dir, overrides)
+        if started is None:
+            return
+        cfg, target = started
         config_mod.check_env(cfg)  # before any directory exists or TensorFlow loads
         if dry_run:
-            import yaml
-
             typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
             return
-        from rlplat.runs import training_lock
-
-        try:
-            with training_lock(target):  # held while training: `rlplat runs` says "running"
-                err.print(f"run directory: {target}", highlight=False)
-                from rlplat.train import train as run_training
-
-                summary = run_training(
-                    cfg, target, resume=resuming, show_progress=progress, address=address,
-                    dashboard=ray_dashboard,
-                )  # fmt: skip
-        except KeyboardInterrupt as exc:  # SIGINT: 130, SIGTERM: 143, as shells report them
-            raise typer.Exit(128 + getattr(exc, "signum", 2)) from None
+        summary = _run_training(cfg, target, resume is not None, progress, address, ray_dashboard)
     final = summary.final_eval
     typer.echo(
         f"done: {summary.env_steps:,} env steps in {summary.wall_s:.0f}s; final eval "
-        f"{_num(final['return_mean'])} ± {_num(final['return_std'])} "
+        f"{shown(final['return_mean'])} ± {shown(final['return_std'])} "
         f"({final['episodes']} episodes)"
     )
     if summary.export_path:
         typer.echo(f"exported: {summary.export_path}")
+
+
+def _new_run(
+    config: Path | None, run_dir: Path | None, overrides: list[str]
+) -> tuple[ExperimentConfig, Path]:
+    from rlplat import config as config_mod
+    from rlplat.rundir import new_run_dir
+
+    if config is None:
+        raise UserError("missing CONFIG (an experiment YAML), or --resume RUN_DIR")
+    cfg = config_mod.load(config, overrides)
+    target = run_dir or new_run_dir(cfg)
+    if (target / "checkpoints").exists():
+        raise UserError(f"{target}: already holds a run; use --resume {target}")
+    return cfg, target
+
+
+def _resumed_run(
+    resume: Path, run_dir: Path | None, config: Path | None, overrides: list[str]
+) -> tuple[ExperimentConfig, Path] | None:
+    """The config a resume trains with, checked; None when the run is already finished."""
+    from rlplat import config as config_mod
+    from rlplat.rundir import finished, load_run_config, resume_changes
+
+    if run_dir is not None and run_dir != resume:
+        raise UserError("--run-dir and --resume name different directories")
+    cfg = load_run_config(resume, overrides)
+    if config is not None and config_mod.load(config, overrides) != cfg:
+        raise UserError(
+            f"{config}: differs from {resume}/config.yaml; a resumed run keeps "
+            "its own config (change it with --set)"
+        )
+    resume_changes(resume, cfg)  # a key that cannot change fails here, before TF
+    done = finished(resume, cfg)
+    if done is None:
+        return cfg, resume
+    typer.echo(
+        f"{resume}: finished at {done:,} env steps (train.env_steps "
+        f"{cfg.train.env_steps:,}); nothing to do (to train longer: --set "
+        "train.env_steps=N)"
+    )
+    return None
+
+
+def _run_training(
+    cfg: ExperimentConfig,
+    target: Path,
+    resuming: bool,
+    progress: bool | None,
+    address: str | None,
+    dashboard: bool,
+) -> TrainSummary:
+    from rlplat.runs import training_lock
+
+    try:
+        with training_lock(target):  # held while training: `rlplat runs` says "running"
+            err.print(f"run directory: {target}", highlight=False)
+            from rlplat.train import Interrupted
+            from rlplat.train import train as run_training
+
+            return run_training(
+                cfg, target, resume=resuming, show_progress=progress, address=address,
+                dashboard=dashboard,
+            )  # fmt: skip
+    except KeyboardInterrupt as exc:  # SIGINT: 130, SIGTERM: 143, as shells report them
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        raise typer.Exit(128 + signum) from None
 
 
 @app.command()
@@ -301,9 +334,9 @@ def _episodes_report(
     for col in ("return mean ± std", "median", "min", "max", "mean length"):
         table.add_column(col, justify="right")
     table.add_row(
-        f"{_num(stats['return_mean'])} ± {_num(stats['return_std'])}",
-        _num(stats["return_median"]), _num(stats["return_min"]),
-        _num(stats["return_max"]), _num(stats["length_mean"]),
+        f"{shown(stats['return_mean'])} ± {shown(stats['return_std'])}",
+        shown(stats["return_median"]), shown(stats["return_min"]),
+        shown(stats["return_max"]), shown(stats["length_mean"]),
     )  # fmt: skip
     console = Console(soft_wrap=True)
     console.print(table)
@@ -485,7 +518,7 @@ def runs(
         table.add_row(
             str(info.path), info.status,
             f"{info.env_steps:,}" if info.env_steps is not None else "-",
-            f"{_num(final['return_mean'])} ± {_num(final['return_std'])}" if final else "-",
+            f"{shown(final['return_mean'])} ± {shown(final['return_std'])}" if final else "-",
             _short_time(info.started),
         )  # fmt: skip
     Console(soft_wrap=True).print(table)

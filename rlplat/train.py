@@ -39,6 +39,7 @@ from rlplat.config import ExperimentConfig
 from rlplat.data import Transitions
 from rlplat.evaluate import EvalResult, run_episodes
 from rlplat.rundir import record_resume, resume_changes, write_metadata
+from rlplat.text import shown
 
 
 @dataclass
@@ -248,7 +249,7 @@ class Trainer:
         progress = _progress(self.console, show_progress)
         task = progress.add_task(
             cfg.name, total=total, completed=state["env_steps"], sps=0.0,
-            ret=_shown(last_train_return), eval=_shown(last_eval),
+            ret=shown(last_train_return), eval=shown(last_eval),
         )  # fmt: skip
         with progress, stop.armed():
             while not stop.requested:
@@ -348,7 +349,7 @@ class Trainer:
                     tb.flush()
                     self._checkpoint(wall())
                 progress.update(
-                    task, completed=step, ret=_shown(last_train_return), eval=_shown(last_eval)
+                    task, completed=step, ret=shown(last_train_return), eval=shown(last_eval)
                 )
         if stop.requested:  # Ctrl-C or SIGTERM: finish the iteration, checkpoint, then stop
             tb.close()
@@ -420,8 +421,8 @@ class Trainer:
             self.state["first_threshold"] = {"env_steps": step, "wall_s": round(wall_s, 3)}
         label = "final eval" if final else "eval"
         self.console.print(
-            f"{label} @ {step:,} env steps ({wall_s:.0f}s): return {result.mean:.1f} "
-            f"± {result.std:.1f} over {episodes} episodes"
+            f"{label} @ {step:,} env steps ({wall_s:.0f}s): return {shown(result.mean)} "
+            f"± {shown(result.std)} over {episodes} episodes"
         )
         if final:
             (self.run_dir / "eval_final.json").write_text(
@@ -795,11 +796,6 @@ class StopOnSignals:
 
 def _stderr_line(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _shown(value: float) -> str:
-    """A return for the progress bar: a dash until there is one."""
-    return "—" if math.isnan(value) else f"{value:.1f}"
 
 
 def _next_multiple(value: int, every: int) -> int:

@@ -1,0 +1,14 @@
+"""How returns are printed, in every command alike."""
+
+from __future__ import annotations
+
+import math
+
+
+def shown(x: float) -> str:
+    """One decimal, never `-0.0` (a mean of -0.01 is no negative return worth a sign); a
+    dash for NaN (no value yet, e.g. before the first eval)."""
+    if math.isnan(x):
+        return "—"
+    text = f"{x:.1f}"
+    return "0.0" if text == "-0.0" else text
