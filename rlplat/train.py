@@ -440,6 +440,7 @@ def export_metadata(
     return {
         "name": cfg.name,
         "env": cfg.env.model_dump(mode="json"),
+        "env_module_dir": envs.module_dir(cfg.env.id),
         "observation_shape": list(spaces.observation.shape),
         "action_space": repr(spaces.action),
         "agent_type": cfg.agent.type,
