@@ -193,8 +193,15 @@ class CollectorActorBody:
     and are fetched only when their version changes (one `ray.put` per broadcast)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
+        import ray
+
         self._collector = Collector(*args, **kwargs)
         self._version = -1
+        # Where this collector runs, for ray.json (operators: which node holds which).
+        self._node = {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "ip": ray.util.get_node_ip_address(),
+        }
 
     def pid(self) -> int:
         return os.getpid()
@@ -209,6 +216,7 @@ class CollectorActorBody:
         fragment = self._collector.collect(steps, env_steps)
         fragment.version = version
         fragment.info["pid"] = os.getpid()
+        fragment.info["node"] = self._node
         return fragment
 
 
