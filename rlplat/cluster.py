@@ -147,9 +147,16 @@ def _join_auth_mode(address: str, gcs: str) -> str | None:
     ("Missing authorization header"). One unauthenticated call to the head tells.
     """
     import grpc
+
+    with grpc.insecure_channel(gcs) as channel:
+        return _set_auth_mode(address, channel.unary_unary(_PROBE_METHOD))
+
+
+def _set_auth_mode(address: str, probe: Any) -> str | None:
+    """The head's answers to `probe` without and with this machine's token decide."""
+    import grpc
     from ray._raylet import AuthenticationTokenLoader, Config
 
-    probe = grpc.insecure_channel(gcs).unary_unary(_PROBE_METHOD)
     try:
         mode = "disabled" if _answers(probe, ()) else "token"
         if mode == "token":
