@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import sysconfig
 from collections.abc import Callable
@@ -42,21 +43,15 @@ def add_module_dir(path: str | Path) -> None:
 
 
 def _import(module_name: str) -> ModuleType:
-    """Like `python -m` run from the working directory, with installed modules first:
-    import as is; if the top-level module is not found, look in the recorded
-    directories, then in the working directory, and put the one that has it on
-    sys.path (so its own sibling imports work, in this process and its children)."""
+    """Like `python -m` run from the working directory, with installed modules first: a
+    top-level module that plain import does not find is looked for in the recorded
+    directories, then in the working directory, and the one that has it goes on sys.path
+    (so its own sibling imports work, in this process and its children)."""
     top = module_name.partition(".")[0]
     _RESOLVED.add(top)
-    searched = [*_MODULE_DIRS, Path.cwd()]
-    folders = iter(searched)
-    while True:
-        try:
-            return importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != top:  # found, but something it imports is missing
-                raise ConfigError(f"env.id: cannot import module '{module_name}' ({exc})") from None
-        folder = next((f for f in folders if _holds(f, top)), None)
+    if importlib.util.find_spec(top) is None:
+        searched = [*_MODULE_DIRS, Path.cwd()]
+        folder = next((f for f in searched if _holds(f, top)), None)
         if folder is None:
             where = ", ".join(str(f) for f in dict.fromkeys(searched))
             raise ConfigError(
@@ -65,6 +60,10 @@ def _import(module_name: str) -> ModuleType:
             )
         sys.path.append(str(folder))
         importlib.invalidate_caches()
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:  # found, but it (or what it imports) is missing
+        raise ConfigError(f"env.id: cannot import module '{module_name}' ({exc})") from None
 
 
 def _holds(folder: Path, top: str) -> bool:

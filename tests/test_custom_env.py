@@ -54,6 +54,20 @@ def test_module_in_the_working_directory_is_found_and_shipped(
     assert envs.module_dir("CartPole-v1") is None
 
 
+def test_a_package_in_the_working_directory_is_recorded_and_shipped_whole(
+    isolated_path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    package = f"userpkg_{uuid.uuid4().hex[:8]}"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "cartpoles.py").write_text(ENV_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    env_id = f"{package}.cartpoles:MyCartPole"
+    assert envs.spaces(EnvConfig(id=env_id)).observation.shape == (4,)
+    assert envs.module_dir(env_id) == str(tmp_path.resolve())  # the package's parent
+    assert [m.__name__ for m in envs.user_modules()] == [package]
+
+
 def test_recorded_directory_is_searched_from_another_cwd(
     isolated_path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
