@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -205,3 +206,32 @@ def test_train_joins_a_cluster_without_auth_by_auto_despite_a_token_file(tmp_pat
         out = train(c, tmp_path / "job", "auto")
         assert out.returncode == 0, out.stderr[-3000:]
         assert_ran_on_both_nodes(tmp_path / "job" / "run", "disabled")
+
+
+@pytest.mark.slow
+def test_cpu_check_on_a_ray_this_process_started(caplog: pytest.LogCaptureFixture):
+    import ray
+
+    from rlplat import cluster
+    from rlplat.errors import UserError
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        with pytest.raises(UserError, match=r"collect.num_actors=3: each takes 1 CPU, and "):
+            cluster.start(None, 3)
+
+        @ray.remote(num_cpus=1)
+        class Holder:
+            def ready(self) -> bool:
+                return True
+
+        holder = Holder.remote()  # another job's actor holds one of the 2 CPUs
+        assert ray.get(holder.ready.remote(), timeout=60)
+        deadline = time.monotonic() + 30  # the cluster's resource view follows shortly
+        while ray.available_resources().get("CPU", 0) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with caplog.at_level(logging.WARNING, logger="rlplat.cluster"):
+            assert cluster.start(None, 2)["address"] == "existing"
+        assert "1 of 2 CPUs are free now; collect.num_actors=2 waits for 1 more" in caplog.text
+    finally:
+        ray.shutdown()
