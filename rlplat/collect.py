@@ -224,6 +224,17 @@ class CollectorDiedError(RuntimeError):
     """A collector actor kept dying without producing anything (a bug, not bad luck)."""
 
 
+def death_cause(err: Exception) -> str:
+    """Why a Ray actor died, in one line: for a failed set-up (e.g. an env that cannot be
+    made on that node), the exception its __init__ raised, not Ray's header about it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if getattr(err, "actor_init_failed", False):
+        return f"its set-up raised {lines[-1]}"
+    return lines[0]
+
+
 class RayCollectors:
     """N collector actors, each with its queue of `collect` requests.
 
@@ -306,7 +317,7 @@ class RayCollectors:
         if self._failures[index] > self._max_failures:
             raise CollectorDiedError(
                 f"collector actor {index} died {self._failures[index]} times in a row "
-                f"without returning data; last cause: {str(err).splitlines()[0]}"
+                f"without returning data; last cause: {death_cause(err)}"
             )
         self.restarts += 1
         self._generation[index] += 1

@@ -235,3 +235,23 @@ def test_cpu_check_on_a_ray_this_process_started(caplog: pytest.LogCaptureFixtur
         assert "1 of 2 CPUs are free now; collect.num_actors=2 waits for 1 more" in caplog.text
     finally:
         ray.shutdown()
+
+
+def test_a_collector_that_cannot_start_names_the_exception_not_rays_header():
+    from ray.exceptions import ActorDiedError, RayActorError
+
+    from rlplat.collect import death_cause
+
+    text = (
+        "The actor died because of an error raised in its creation task, "
+        "ray::CollectorActorBody.__init__() (pid=1, ip=10.0.0.2, actor_id=ab)\n"
+        '  File "envs/make.py", line 60, in _import\n'
+        "rlplat.errors.ConfigError: env.id: cannot import module 'myenvs' (not installed)"
+    )
+    err = RayActorError(error_msg=text, actor_init_failed=True)
+    assert death_cause(err) == (
+        "its set-up raised rlplat.errors.ConfigError: env.id: cannot import module 'myenvs' "
+        "(not installed)"
+    )
+    killed = ActorDiedError()  # SIGKILL, OOM, a lost node: Ray's own first line says it
+    assert death_cause(killed) == str(killed).splitlines()[0]
