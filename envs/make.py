@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -24,19 +29,87 @@ class EnvSpaces:
     action: gym.spaces.Space
 
 
+# Directories searched for a `module:Class` module that plain `import` does not find,
+# after the working directory: those recorded by a run (rlplat.rundir) or a model.
+_MODULE_DIRS: list[Path] = []
+_RESOLVED: set[str] = set()  # top-level modules of the `module:Class` envs made so far
+
+
+def add_module_dir(path: str | Path) -> None:
+    """Search `path` too for `module:Class` modules (a run's or model's recorded dir)."""
+    path = Path(path)
+    if path.is_dir() and path not in _MODULE_DIRS:
+        _MODULE_DIRS.append(path)
+
+
+def _import(module_name: str) -> ModuleType:
+    """Like `python -m` run from the working directory, with installed modules first: a
+    top-level module that plain import does not find is looked for in the recorded
+    directories, then in the working directory, and the one that has it goes on sys.path
+    (so its own sibling imports work, in this process and its children)."""
+    top = module_name.partition(".")[0]
+    _RESOLVED.add(top)
+    if importlib.util.find_spec(top) is None:
+        searched = [*_MODULE_DIRS, Path.cwd()]
+        folder = next((f for f in searched if _holds(f, top)), None)
+        if folder is None:
+            where = ", ".join(str(f) for f in dict.fromkeys(searched))
+            raise ConfigError(
+                f"env.id: cannot import module '{module_name}' (not installed, not on "
+                f"PYTHONPATH, not in {where})"
+            )
+        sys.path.append(str(folder))
+        importlib.invalidate_caches()
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:  # found, but it (or what it imports) is missing
+        raise ConfigError(f"env.id: cannot import module '{module_name}' ({exc})") from None
+
+
+def _holds(folder: Path, top: str) -> bool:
+    return (folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file()
+
+
 def _resolve(env_id: str) -> Callable[..., gym.Env] | str:
     """`module:Class` → the class; anything else is a Gymnasium registry id."""
     if ":" not in env_id:
         return env_id
     module_name, _, attr = env_id.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"env.id: cannot import module '{module_name}' ({exc})") from None
+    module = _import(module_name)
     try:
         return getattr(module, attr)
     except AttributeError:
         raise ConfigError(f"env.id: module '{module_name}' has no attribute '{attr}'") from None
+
+
+def module_dir(env_id: str) -> str | None:
+    """The absolute directory a `module:Class` env's top-level module was imported from
+    (what a run records so --resume, eval and Ray workers find it from anywhere)."""
+    if ":" not in env_id:
+        return None
+    top = env_id.partition(":")[0].partition(".")[0]
+    file = _import(top).__file__
+    if file is None:  # a namespace package: no one directory to record
+        return None
+    origin = Path(file).resolve()
+    return str(origin.parent.parent if origin.name == "__init__.py" else origin.parent)
+
+
+def user_modules() -> list[ModuleType]:
+    """The top-level modules of the `module:Class` envs found outside the installed
+    packages so far: what Ray workers get shipped (rlplat.cluster)."""
+    paths = sysconfig.get_paths()
+    installed = [Path(paths[k]).resolve() for k in ("purelib", "platlib", "stdlib")]
+    found = []
+    for name in sorted(_RESOLVED):
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None)
+        if module is None or file is None:
+            continue
+        path = Path(file).resolve()
+        if not any(path.is_relative_to(base) for base in installed):
+            found.append(module)
+    return found
 
 
 def make(

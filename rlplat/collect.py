@@ -193,8 +193,15 @@ class CollectorActorBody:
     and are fetched only when their version changes (one `ray.put` per broadcast)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
+        import ray
+
         self._collector = Collector(*args, **kwargs)
         self._version = -1
+        # Where this collector runs, for ray.json (operators: which node holds which).
+        self._node = {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "ip": ray.util.get_node_ip_address(),
+        }
 
     def pid(self) -> int:
         return os.getpid()
@@ -209,11 +216,23 @@ class CollectorActorBody:
         fragment = self._collector.collect(steps, env_steps)
         fragment.version = version
         fragment.info["pid"] = os.getpid()
+        fragment.info["node"] = self._node
         return fragment
 
 
 class CollectorDiedError(RuntimeError):
     """A collector actor kept dying without producing anything (a bug, not bad luck)."""
+
+
+def death_cause(err: Exception) -> str:
+    """Why a Ray actor died, in one line: for a failed set-up (e.g. an env that cannot be
+    made on that node), the exception its __init__ raised, not Ray's header about it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if getattr(err, "actor_init_failed", False):
+        return f"its set-up raised {lines[-1]}"
+    return lines[0]
 
 
 class RayCollectors:
@@ -298,7 +317,7 @@ class RayCollectors:
         if self._failures[index] > self._max_failures:
             raise CollectorDiedError(
                 f"collector actor {index} died {self._failures[index]} times in a row "
-                f"without returning data; last cause: {str(err).splitlines()[0]}"
+                f"without returning data; last cause: {death_cause(err)}"
             )
         self.restarts += 1
         self._generation[index] += 1

@@ -63,6 +63,8 @@ def _version_dir(path: Path) -> Path | None:
 def _from_saved_model(version_dir: Path, stochastic: bool) -> LoadedPolicy:
     import tensorflow as tf
 
+    import envs
+
     meta_path = version_dir / "assets.extra" / "rlplat.json"
     if not meta_path.is_file():
         raise UserError(
@@ -70,6 +72,8 @@ def _from_saved_model(version_dir: Path, stochastic: bool) -> LoadedPolicy:
             "unknown (export it with rlplat export)"
         )
     meta: dict[str, Any] = json.loads(meta_path.read_text())
+    if meta.get("env_module_dir"):  # a `module:Class` env, found from any cwd
+        envs.add_module_dir(meta["env_module_dir"])
     model = tf.saved_model.load(str(version_dir))
     name = "sample" if stochastic else "serving_default"
     if name not in model.signatures:

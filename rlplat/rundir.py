@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 
+import envs
 from rlplat import config as config_mod
 from rlplat.config import ExperimentConfig
 from rlplat.errors import UserError
@@ -47,6 +49,7 @@ def write_metadata(run_dir: Path, cfg: ExperimentConfig, argv: list[str] | None 
         "host": platform.node(),
         "git_commit": git_commit(),
         "packages": package_versions(),
+        "env_module_dir": envs.module_dir(cfg.env.id),  # for --resume/eval from anywhere
     }
     _write_atomically(run_dir / RUN_FILE, json.dumps(info, indent=2))
 
@@ -144,6 +147,10 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Experi
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no record: cwd only:
+        recorded = json.loads((run_dir / "run.json").read_text()).get("env_module_dir")
+        if recorded:
+            envs.add_module_dir(recorded)
     return config_mod.load(path, overrides)
 
 

@@ -182,13 +182,16 @@ class Trainer:
             self.cfg, self.agent, seed, self.ray_info, self.console, self._write_ray_json
         )
 
-    def _write_ray_json(self, collectors: dict[int, int], restarts: int) -> None:
-        """ray.json: the Ray session, collector and replay shard pids (for operators, and
-        for the fault-injection tests)."""
+    def _write_ray_json(
+        self, collectors: dict[int, int], restarts: int, nodes: dict[int, dict] | None = None
+    ) -> None:
+        """ray.json: the Ray session, collector and replay shard pids, and the node (id, IP)
+        each collector runs on (for operators, and for the fault-injection tests)."""
         shards = self.replay.pids() if hasattr(self.replay, "pids") else []
         record = {
             "ray": self.ray_info,
             "collectors": {str(k): v for k, v in sorted(collectors.items())},
+            "collector_nodes": {str(k): v for k, v in sorted((nodes or {}).items())},
             "collector_restarts": restarts,
             "replay_shards": shards,
         }
@@ -483,6 +486,7 @@ def export_metadata(
     return {
         "name": cfg.name,
         "env": cfg.env.model_dump(mode="json"),
+        "env_module_dir": envs.module_dir(cfg.env.id),
         "observation_shape": list(spaces.observation.shape),
         "action_space": repr(spaces.action),
         "agent_type": cfg.agent.type,
@@ -649,12 +653,13 @@ class _RaySource(_Source):
         seed: int,
         ray_info: dict[str, Any],
         console: Console,
-        report: Callable[[dict[int, int], int], None],
+        report: Callable[[dict[int, int], int, dict[int, dict]], None],
     ):
         c = cfg.collect
         self.num_envs, self.num_fragments = c.envs_per_actor, c.num_actors
         self._report = report
         self._pids: dict[int, int] = {}
+        self._nodes: dict[int, dict] = {}
         self._info = ray_info
         self._actors = ray_collectors(cfg, agent, seed)
         console.print(
@@ -699,9 +704,10 @@ class _RaySource(_Source):
             pid = f.info.get("pid")
             if pid is not None and self._pids.get(f.actor) != pid:
                 self._pids[f.actor] = pid
+                self._nodes[f.actor] = f.info.get("node")
                 changed = True
         if changed:
-            self._report(self._pids, self._actors.restarts)
+            self._report(self._pids, self._actors.restarts, self._nodes)
 
     def close(self) -> None:
         self._actors.close()

@@ -119,7 +119,7 @@ def serve(
     base = Path(model_base_path).resolve()
     if not base.is_dir():
         raise UserError(f"--model-base-path {model_base_path}: not a directory")
-    cluster.start(address, num_actors=replicas)
+    cluster.start(address, num_actors=replicas, what="--replicas")
     try:
         from ray.serve.config import gRPCOptions
 

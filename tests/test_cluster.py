@@ -1,0 +1,257 @@
+"""Joining a Ray cluster as Ray 2.60 ships it: token authentication on, and off.
+
+Each cluster here is two `ray start` nodes on this host (1 CPU each) in their own RAY_TMPDIR
+and HOME (so the token file, ~/.ray/auth_token, is theirs alone), stopped by killing only
+the processes of that temp dir: a bare `ray stop` would stop every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import RLPLAT, tiny_config, user_env
+
+RAY = str(Path(RLPLAT).with_name("ray"))
+PYTHON = str(Path(RLPLAT).with_name("python"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def processes_of(marker: str) -> list[int]:
+    """Live processes whose command line names `marker` (a Ray temp dir)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+    return found
+
+
+class Cluster:
+    """A head and a second node, as the README starts them, with their own HOME."""
+
+    def __init__(self, root: Path, auth: str):
+        self.home = root / "home"
+        (self.home / ".ray").mkdir(parents=True)
+        # A token file exists as soon as any local Ray ran once (`ray.init()` writes it):
+        # then a default `ray start --head` turns token authentication on.
+        (self.home / ".ray" / "auth_token").write_text(uuid.uuid4().hex)
+        self.tmp = tempfile.mkdtemp(prefix="rlc", dir="/tmp")  # socket paths stay short
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {**user_env(), "HOME": str(self.home), "RAY_TMPDIR": self.tmp}
+        self.env.pop("RAY_ADDRESS", None)
+        head_env = dict(self.env)
+        if auth == "disabled":
+            head_env["RAY_AUTH_MODE"] = "disabled"
+        self._ray("start", "--head", f"--port={self.port}", "--include-dashboard=false",
+                  env=head_env)  # fmt: skip
+        # Another node joins in the head's mode: Ray 2.60 does not find it out itself.
+        self._ray("start", f"--address={self.address}", env={**self.env, "RAY_AUTH_MODE": auth})
+        self._wait_for_cpus(2, auth)
+
+    def _ray(self, *args: str, env: dict) -> None:
+        out = subprocess.run(
+            [RAY, *args, "--num-cpus=1", "--disable-usage-stats"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+
+    def _wait_for_cpus(self, cpus: int, auth: str) -> None:
+        """A node that `ray start` reported may reach the head's resource view later."""
+        code = (
+            "import ray, sys, time; ray.init(address=sys.argv[1]); t = time.time() + 60\n"
+            "while ray.cluster_resources().get('CPU', 0) < float(sys.argv[2]):\n"
+            "    assert time.time() < t; time.sleep(0.2)"
+        )
+        out = subprocess.run(
+            [PYTHON, "-c", code, self.address, str(cpus)], capture_output=True, text=True,
+            env={**self.env, "RAY_AUTH_MODE": auth}, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+
+    def stop(self) -> None:
+        for _ in range(2):  # TERM first, as `ray stop` does; KILL what is left
+            for pid in processes_of(self.tmp):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while processes_of(self.tmp) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        for pid in processes_of(self.tmp):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def cluster(root: Path, auth: str) -> Iterator[Cluster]:
+    c = None
+    try:
+        c = Cluster(root, auth)
+        yield c
+    finally:
+        if c is not None:
+            c.stop()
+
+
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with cluster(tmp_path_factory.mktemp("token"), "token") as c:
+        yield c
+
+
+def experiment(folder: Path) -> Path:
+    """The tiny CartPole DQN with 2 collectors x 2 envs and a few hundred env steps."""
+    data = tiny_config(
+        collect={"num_actors": 2, "envs_per_actor": 2, "rollout_length": 16},
+        train={"env_steps": 400, "learning_starts": 100},
+        eval={"every_env_steps": 400, "episodes": 1},
+        checkpoint={"every_env_steps": 400},
+    )
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def train(c: Cluster, folder: Path, address: str, *extra: str, env: dict | None = None):
+    folder.mkdir(exist_ok=True)
+    return subprocess.run(
+        [RLPLAT, "train", str(experiment(folder)), "--run-dir", str(folder / "run"),
+         "--address", address, *extra],
+        cwd=folder, capture_output=True, text=True, env=env or c.env, timeout=400,
+    )  # fmt: skip
+
+
+def assert_ran_on_both_nodes(run_dir: Path, auth: str) -> None:
+    info = json.loads((run_dir / "ray.json").read_text())
+    assert info["ray"]["local"] is False and info["ray"]["auth"] == auth
+    nodes = info["collector_nodes"]
+    assert sorted(nodes) == ["0", "1"]
+    assert len({n["node_id"] for n in nodes.values()}) == 2  # one collector per node
+    assert all(n["ip"] for n in nodes.values())
+
+
+def last_line(out: subprocess.CompletedProcess) -> str:
+    return out.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_train_joins_a_token_cluster_by_address_with_collectors_on_both_nodes(
+    token_cluster: Cluster, tmp_path: Path
+):
+    # No RAY_AUTH_MODE in the user's shell: rlplat asks the head what it needs.
+    out = train(token_cluster, tmp_path, token_cluster.address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert_ran_on_both_nodes(tmp_path / "run", "token")
+
+
+@pytest.mark.slow
+def test_a_wrong_or_missing_token_is_one_line_naming_the_address(
+    token_cluster: Cluster, tmp_path: Path
+):
+    address = token_cluster.address
+    wrong = {**token_cluster.env, "RAY_AUTH_TOKEN": "not-the-cluster-token"}
+    out = train(token_cluster, tmp_path / "a", address, env=wrong)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert last_line(out).startswith(
+        f"error: --address {address}: the Ray cluster rejected the token from RAY_AUTH_TOKEN: "
+    )
+    assert "ray get-auth-token" in last_line(out) and "Traceback" not in out.stderr
+    (tmp_path / "empty").mkdir()
+    no_token = {**token_cluster.env, "HOME": str(tmp_path / "empty")}
+    out = train(token_cluster, tmp_path / "b", address, env=no_token)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert last_line(out).startswith(
+        f"error: --address {address}: the Ray cluster requires a token and this machine has none"
+    )
+
+
+@pytest.mark.slow
+def test_more_collectors_than_cluster_cpus_is_one_line_not_a_hang(
+    token_cluster: Cluster, tmp_path: Path
+):
+    out = train(token_cluster, tmp_path, token_cluster.address, "--set", "collect.num_actors=3")
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert last_line(out).startswith(
+        f"error: collect.num_actors=3: each takes 1 CPU, and the Ray cluster at "
+        f"{token_cluster.address} has 2 CPUs in all"
+    )
+
+
+@pytest.mark.slow
+def test_train_joins_a_cluster_without_auth_by_auto_despite_a_token_file(tmp_path: Path):
+    # The head runs with RAY_AUTH_MODE=disabled, the user's shell does not say so, and
+    # ~/.ray/auth_token exists: Ray's own "auto" then turns token mode on in the driver.
+    with cluster(tmp_path, "disabled") as c:
+        out = train(c, tmp_path / "job", "auto")
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert_ran_on_both_nodes(tmp_path / "job" / "run", "disabled")
+
+
+@pytest.mark.slow
+def test_cpu_check_on_a_ray_this_process_started(caplog: pytest.LogCaptureFixture):
+    import ray
+
+    from rlplat import cluster
+    from rlplat.errors import UserError
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        with pytest.raises(UserError, match=r"collect.num_actors=3: each takes 1 CPU, and "):
+            cluster.start(None, 3)
+
+        @ray.remote(num_cpus=1)
+        class Holder:
+            def ready(self) -> bool:
+                return True
+
+        holder = Holder.remote()  # another job's actor holds one of the 2 CPUs
+        assert ray.get(holder.ready.remote(), timeout=60)
+        deadline = time.monotonic() + 30  # the cluster's resource view follows shortly
+        while ray.available_resources().get("CPU", 0) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with caplog.at_level(logging.WARNING, logger="rlplat.cluster"):
+            assert cluster.start(None, 2)["address"] == "existing"
+        assert "1 of 2 CPUs are free now; collect.num_actors=2 waits for 1 more" in caplog.text
+    finally:
+        ray.shutdown()
+
+
+def test_a_collector_that_cannot_start_names_the_exception_not_rays_header():
+    from ray.exceptions import ActorDiedError, RayActorError
+
+    from rlplat.collect import death_cause
+
+    text = (
+        "The actor died because of an error raised in its creation task, "
+        "ray::CollectorActorBody.__init__() (pid=1, ip=10.0.0.2, actor_id=ab)\n"
+        '  File "envs/make.py", line 60, in _import\n'
+        "rlplat.errors.ConfigError: env.id: cannot import module 'myenvs' (not installed)"
+    )
+    err = RayActorError(error_msg=text, actor_init_failed=True)
+    assert death_cause(err) == (
+        "its set-up raised rlplat.errors.ConfigError: env.id: cannot import module 'myenvs' "
+        "(not installed)"
+    )
+    killed = ActorDiedError()  # SIGKILL, OOM, a lost node: Ray's own first line says it
+    assert death_cause(killed) == str(killed).splitlines()[0]
