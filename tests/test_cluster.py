@@ -163,6 +163,7 @@ def test_train_joins_a_token_cluster_by_address_with_collectors_on_both_nodes(
     out = train(token_cluster, tmp_path, token_cluster.address)
     assert out.returncode == 0, out.stderr[-3000:]
     assert_ran_on_both_nodes(tmp_path / "run", "token")
+    assert processes_of(token_cluster.tmp)  # leaving the cluster does not stop it
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -346,38 +345,6 @@ def test_dead_replay_shard_stops_the_run_clearly_and_resume_recovers(tmp_path: P
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     assert json.loads((run_dir / "summary.json").read_text())["env_steps"] >= 8000
-
-
-@pytest.mark.slow
-def test_train_joins_a_running_cluster_with_address(tmp_path: Path):
-    import socket
-    import tempfile
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    temp = tempfile.mkdtemp(prefix="rlr", dir="/tmp")  # Ray's socket paths must stay short
-    ray = str(Path(RLPLAT).with_name("ray"))
-    head = subprocess.run(
-        [ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-         "--disable-usage-stats", f"--temp-dir={temp}"],
-        capture_output=True, text=True, env=user_env(), timeout=120,
-    )  # fmt: skip
-    try:
-        assert head.returncode == 0, head.stderr
-        run_dir = tmp_path / "run"
-        path = ray_config(tmp_path, train={"env_steps": 4000})
-        proc = start_train(path, run_dir, "--address", f"127.0.0.1:{port}")
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        info = json.loads((run_dir / "ray.json").read_text())
-        assert info["ray"]["local"] is False and len(info["collectors"]) == 2
-        # Leaving the cluster does not stop it: its head is still there.
-        assert ray_processes(info["ray"]["session_dir"])
-    finally:
-        for pid in ray_processes(temp):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def test_unreachable_cluster_address_is_one_clear_line(tmp_path: Path):
