@@ -57,6 +57,13 @@ class ServingMetrics:
             registry=self.registry,
         )
 
+        self.refused = Counter(
+            "rlplat_serving_connections_refused",
+            "Connections closed on arrival because max_connections were already open.",
+            ["api"],
+            registry=self.registry,
+        )
+
     def state(self, model: str, version: int, available: bool) -> None:
         self.available.labels(model, str(version)).set(1 if available else 0)
 
