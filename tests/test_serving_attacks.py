@@ -139,7 +139,7 @@ def test_pipelined_requests_without_reading_are_not_read_without_bound(server):
 
 
 def test_pipelined_requests_are_all_answered_in_order_past_the_queue_bound(server):
-    n = 60  # far more than max_pending_per_connection: reading pauses and resumes
+    n = 400  # past max_pending_per_connection, and past one parsed slice (FEED_BYTES)
     status = b"GET /v1/models/cartpole HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     with connect(server, timeout=30) as s:
         s.sendall(PREDICT * n + status)

@@ -27,6 +27,7 @@ import orjson
 from rlplat.serving.config import ServingConfig
 from rlplat.serving.rest import RestApp
 
+FEED_BYTES = 16 * 1024  # parsed per step (see HttpProtocol._feed)
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -74,6 +75,8 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = False  # between a request's first byte and the end of its headers
         self.messages = 0
         self.paused: set[str] = set()  # why reading is paused: "write" and/or "queue"
+        self.reading_paused = False  # the transport's state
+        self.backlog = b""  # read while the queue was full, not parsed yet
         self.drained: asyncio.Future | None = None  # set when the client reads again
         self._reset()
 
@@ -98,6 +101,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.pending.clear()
+        self.backlog = b""
         for timer in (self.timer, self.head_timer):
             if timer is not None:
                 timer.cancel()
@@ -114,19 +118,42 @@ class HttpProtocol(asyncio.Protocol):
             self.drained.set_result(None)
 
     def _pause(self, reason: str) -> None:
-        if not self.paused and not self.transport.is_closing():
-            self.transport.pause_reading()
         self.paused.add(reason)
+        self._sync_reading()
 
     def _resume(self, reason: str) -> None:
         self.paused.discard(reason)
-        if not self.paused and not self.transport.is_closing():
+        if reason == "queue" and self.backlog:  # first what was read and not yet parsed
+            data, self.backlog = self.backlog, b""
+            self._feed(data)
+        self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        if self.transport.is_closing() or self.reading_paused == bool(self.paused):
+            return
+        self.reading_paused = bool(self.paused)
+        if self.reading_paused:
+            self.transport.pause_reading()
+        else:
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self._feed(data)
+        self._arm_idle()  # a body still arriving gets the idle timeout from its last byte
+
+    def _feed(self, data: bytes) -> None:
+        """Parses `data` a slice at a time, keeping the rest once too many requests wait:
+        one read of small pipelined requests is thousands of them."""
+        for start in range(0, len(data), FEED_BYTES):
+            if "queue" in self.paused or self.transport.is_closing():
+                self.backlog = data[start:]  # at most one read, parsed when the queue drains
+                return
+            self._feed_slice(data[start : start + FEED_BYTES])
+
+    def _feed_slice(self, data: bytes) -> None:
         in_head, messages = self.in_head, self.messages
         try:
             self.parser.feed_data(data)
@@ -136,12 +163,11 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(400, f"malformed HTTP request: {exc}")
         else:
             if in_head and self.in_head and messages == self.messages:
-                # The whole read belongs to one unfinished head (httptools holds a partial
+                # The whole slice belongs to one unfinished head (httptools holds a partial
                 # header itself, unseen by on_header): count it, so a header without end
                 # is refused too.
                 self.header_bytes += len(data)
                 self._head_too_big()
-            self._arm_idle()  # a body still arriving gets the idle timeout from its last byte
 
     def _arm_idle(self) -> None:
         if self.timer is None and not self.busy and not self.transport.is_closing():
