@@ -310,7 +310,7 @@ def attack_idle_connections(port: int, stop: threading.Event, ctx: dict) -> dict
         poll = select.poll()  # (select() cannot take descriptors past 1024)
         for s in socks:
             poll.register(s, select.POLLIN)
-        refused = len(poll.poll(0))  # answered (503) and closed by the server
+        closed = len(poll.poll(0))  # closed by the server (to make room, or refused)
         try:  # a new client, while the attacker holds its connections
             with connect(port, timeout=5) as s:
                 s.sendall(ctx["predict"])
@@ -322,7 +322,7 @@ def attack_idle_connections(port: int, stop: threading.Event, ctx: dict) -> dict
         for s in socks:
             s.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return {"opened": len(socks), "refused_by_server": refused,
+    return {"opened": len(socks), "closed_by_server": closed,
             "new_connection_served": new_served}  # fmt: skip
 
 

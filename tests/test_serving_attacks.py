@@ -153,39 +153,71 @@ def test_pipelined_requests_are_all_answered_in_order_past_the_queue_bound(serve
 # ---------------------------------------------------------------------- item 3: connections
 
 
-def test_connections_beyond_the_cap_are_refused_and_counted(server):
+def closed_by_server(socks: list[socket.socket], seconds: float) -> list[socket.socket]:
+    """Those the server closed within `seconds`."""
+    closed: list[socket.socket] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([s for s in socks if s not in closed], [], [], 0.2)
+        for s in ready:
+            assert read_answer(s) == b""  # an idle connection is closed without a word
+            closed.append(s)
+    return closed
+
+
+def over_cap(server: Server, action: str) -> float:
+    deadline = time.monotonic() + 10
+    while True:  # (the scrape needs a connection of its own)
+        try:
+            text = server.get("/metrics").text
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    name = "rlplat_serving_connections_over_cap_total"
+    m = re.search(rf'{name}\{{action="{action}",api="rest"\}} (\S+)', text)
+    return float(m[1]) if m else 0.0
+
+
+def test_at_the_connection_cap_the_longest_idle_connection_makes_room(server):
     cap = LIMITS["max_connections"]
-    keep = connect(server)
-    keep.sendall(PREDICT)
-    assert keep.recv(65536).startswith(b"HTTP/1.1 200")
-    idle = [connect(server) for _ in range(cap + 6)]  # well over the cap, all idle
+    before = over_cap(server, "closed_idle")
+    idle = [connect(server) for _ in range(cap + 6)]  # nothing sent: all idle
     try:
-        answered: set[socket.socket] = set()  # refused ones answer (503) and close at once
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and len(answered) < 6:
-            ready, _, _ = select.select([s for s in idle if s not in answered], [], [], 0.5)
-            for s in ready:
-                answer = read_answer(s)
-                assert answer.startswith(b"HTTP/1.1 503") or answer == b"", answer[:100]
-                answered.add(s)
-        assert len(answered) >= 6
-        keep.sendall(PREDICT)  # an open connection is still served
-        assert keep.recv(65536).startswith(b"HTTP/1.1 200")
-        metrics = server.get("/metrics")  # (a connection of its own: may be refused)
-    except requests.ConnectionError:
-        metrics = None
+        closed = closed_by_server(idle, 2)
+        assert len(closed) >= 3 and idle[-1] not in closed
+        assert serves(server)  # a new client gets in
     finally:
         for s in idle:
             s.close()
-        keep.close()
-    deadline = time.monotonic() + 10
-    while metrics is None or metrics.status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-        metrics = server.get("/metrics")
-    count = re.search(rb'rlplat_serving_connections_refused_total\{api="rest"\} (\S+)',
-                      metrics.content)  # fmt: skip
-    assert count and float(count[1]) >= 6
+    assert over_cap(server, "closed_idle") >= before + 6
+
+
+def test_at_the_connection_cap_with_none_idle_new_connections_are_refused(server):
+    cap = LIMITS["max_connections"]
+    before = over_cap(server, "refused")
+    # A status request, then a request cut in the middle of its body: once the status is
+    # answered, the connection is busy (not closed to make room), until the idle timeout.
+    busy = (b"GET /v1/models/cartpole HTTP/1.1\r\n\r\n"
+            b"POST /v1/models/x:predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")  # fmt: skip
+    socks, answer = [], b""
+    try:
+        for _ in range(cap + 10):
+            s = connect(server)
+            socks.append(s)
+            try:
+                s.sendall(busy)
+                answer = s.recv(65536)
+            except ConnectionResetError:
+                answer = b""
+            if not answer.startswith(b"HTTP/1.1 200"):
+                break
+        assert answer.startswith(b"HTTP/1.1 503") or answer == b"", answer[:100]
+        assert len(socks) > cap  # refused only once the cap was reached
+    finally:
+        for s in socks:
+            s.close()
+    assert over_cap(server, "refused") >= before + 1
     assert serves(server)
 
 

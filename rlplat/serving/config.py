@@ -87,7 +87,7 @@ class ServingConfig(Strict):
     max_header_bytes: int = Field(64 * 1024, ge=1024)  # all headers together: 431, then close
     header_timeout_seconds: float = Field(10.0, gt=0)  # first byte to end of headers, or close
     idle_timeout_seconds: float = Field(30.0, gt=0)  # no request (or reply unread) this long
-    max_connections: int = Field(1000, ge=1)  # open connections per API; beyond: 503 + close
+    max_connections: int = Field(1000, ge=1)  # per API; at it the longest-idle one is closed
     max_pending_per_connection: int = Field(32, ge=1)  # pipelined requests read, unanswered
     session_inter_op_threads: int = -1  # -1: run ops in the calling thread (fastest here)
     session_intra_op_threads: int = Field(1, ge=0)

@@ -49,6 +49,40 @@ class _Request:
         self.body, self.keep_alive, self.error = body, keep_alive, error
 
 
+class Connections:
+    """The open connections, and which of them are idle (oldest first): at max_connections
+    a new connection closes the longest-idle one, as nginx reuses keep-alive connections,
+    so idle connections cannot lock new clients out; with none idle it is refused."""
+
+    def __init__(self, limit: int, metrics) -> None:
+        self.limit, self.metrics = limit, metrics
+        self.open: set[HttpProtocol] = set()
+        self.idle: dict[HttpProtocol, None] = {}  # insertion order: the oldest idle first
+
+    def admit(self, conn: HttpProtocol) -> bool:
+        if len(self.open) >= self.limit:
+            if not self.idle:
+                self.metrics.over_cap.labels("rest", "refused").inc()
+                return False
+            oldest = next(iter(self.idle))
+            self.drop(oldest)
+            oldest.close()
+            self.metrics.over_cap.labels("rest", "closed_idle").inc()
+        self.open.add(conn)
+        return True
+
+    def now_idle(self, conn: HttpProtocol) -> None:
+        self.idle.pop(conn, None)
+        self.idle[conn] = None
+
+    def now_busy(self, conn: HttpProtocol) -> None:
+        self.idle.pop(conn, None)
+
+    def drop(self, conn: HttpProtocol) -> None:
+        self.open.discard(conn)
+        self.idle.pop(conn, None)
+
+
 class _Refused(Exception):
     """Raised from a parser callback after answering: stops parsing the rest of the read."""
 
@@ -61,7 +95,7 @@ class HttpProtocol(asyncio.Protocol):
     time to finish the headers, the number of open connections and of pipelined requests.
     """
 
-    def __init__(self, app: RestApp, limits: Limits, connections: set) -> None:
+    def __init__(self, app: RestApp, limits: Limits, connections: Connections) -> None:
         self.app = app
         self.limits = limits
         self.connections = connections
@@ -73,6 +107,7 @@ class HttpProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None  # idle (or reply unread) timeout
         self.head_timer: asyncio.TimerHandle | None = None  # time to finish the headers
         self.in_head = False  # between a request's first byte and the end of its headers
+        self.in_message = False  # between a request's first byte and its last
         self.messages = 0
         self.paused: set[str] = set()  # why reading is paused: "write" and/or "queue"
         self.reading_paused = False  # the transport's state
@@ -91,15 +126,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        if len(self.connections) >= self.limits.max_connections:
-            self.app.metrics.refused.labels("rest").inc()
+        if not self.connections.admit(self):
             self._reject(503, f"too many open connections ({self.limits.max_connections})")
             return
-        self.connections.add(self)
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.discard(self)
+        self.connections.drop(self)
         self.pending.clear()
         self.backlog = b""
         for timer in (self.timer, self.head_timer):
@@ -172,6 +205,8 @@ class HttpProtocol(asyncio.Protocol):
     def _arm_idle(self) -> None:
         if self.timer is None and not self.busy and not self.transport.is_closing():
             self.timer = self.loop.call_later(self.limits.idle_timeout, self.close)
+            if not self.in_message:
+                self.connections.now_idle(self)
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -200,8 +235,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reset()
+        self.connections.now_busy(self)
         self.messages += 1
-        self.in_head = True
+        self.in_head = self.in_message = True
         self.head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -241,6 +277,7 @@ class HttpProtocol(asyncio.Protocol):
         self.body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self.in_message = False
         if self.transport.is_closing():
             return
         method = self.parser.get_method().decode("ascii", "replace")
@@ -339,7 +376,7 @@ class Limits:
 async def serve_http(app: RestApp, sock, stop: asyncio.Event, limits: Limits = Limits()) -> None:
     """Serve on a bound, listening socket until `stop` is set."""
     loop = asyncio.get_running_loop()
-    connections: set[HttpProtocol] = set()
+    connections = Connections(limits.max_connections, app.metrics)
     server = await loop.create_server(
         lambda: HttpProtocol(app, limits, connections), sock=sock, backlog=2048
     )
@@ -347,5 +384,5 @@ async def serve_http(app: RestApp, sock, stop: asyncio.Event, limits: Limits = L
         await stop.wait()
     finally:
         server.close()
-        for conn in list(connections):
+        for conn in list(connections.open):
             conn.close()

@@ -57,10 +57,11 @@ class ServingMetrics:
             registry=self.registry,
         )
 
-        self.refused = Counter(
-            "rlplat_serving_connections_refused",
-            "Connections closed on arrival because max_connections were already open.",
-            ["api"],
+        self.over_cap = Counter(
+            "rlplat_serving_connections_over_cap",
+            "New connections at max_connections: the longest-idle one closed for it "
+            "(closed_idle), or, with none idle, the new one refused (refused).",
+            ["api", "action"],
             registry=self.registry,
         )
 
