@@ -216,9 +216,10 @@ class HttpProtocol(asyncio.Protocol):
         """Answer now and close: the stream cannot be trusted (or is not worth reading)."""
         if self.transport.is_closing():
             return
-        body = orjson.dumps({"error": message})
-        self.transport.write(_head(status, [(b"content-type", b"application/json")],
-                                   len(body), True) + body)  # fmt: skip
+        if not self.busy:  # (else an earlier pipelined request's answer is owed first: close)
+            body = orjson.dumps({"error": message})
+            self.transport.write(_head(status, [(b"content-type", b"application/json")],
+                                       len(body), True) + body)  # fmt: skip
         self.transport.close()
 
     def _head_timeout(self) -> None:
