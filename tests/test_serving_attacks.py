@@ -75,8 +75,27 @@ def send_until_closed(s: socket.socket, chunk: bytes, max_bytes: int, pause: flo
     return sent
 
 
-def serves(server: Server) -> bool:
-    return server.post("/v1/models/cartpole:predict", BODY).status_code == 200
+def serves(server: Server, seconds: float = 10) -> bool:
+    """Whether a new client is served within `seconds` (connections an attack test just
+    closed may hold the cap for a moment)."""
+    return get_ok(server, seconds, "post") is not None
+
+
+def get_ok(server: Server, seconds: float, method: str = "get") -> requests.Response | None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if method == "post":
+                r = server.post("/v1/models/cartpole:predict", BODY)
+            else:
+                r = server.get("/metrics")
+            if r.status_code == 200:
+                return r
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
 
 
 def rss_mb(pid: int) -> float:
@@ -166,14 +185,7 @@ def closed_by_server(socks: list[socket.socket], seconds: float) -> list[socket.
 
 
 def over_cap(server: Server, action: str) -> float:
-    deadline = time.monotonic() + 10
-    while True:  # (the scrape needs a connection of its own)
-        try:
-            text = server.get("/metrics").text
-            break
-        except requests.ConnectionError:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    text = get_ok(server, 10).text  # (a connection of its own: wait for room)
     name = "rlplat_serving_connections_over_cap_total"
     m = re.search(rf'{name}\{{action="{action}",api="rest"\}} (\S+)', text)
     return float(m[1]) if m else 0.0
