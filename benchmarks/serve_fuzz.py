@@ -192,7 +192,8 @@ def connect(port: int, timeout: float = 2.0) -> socket.socket:
 
 
 def attack_long_url(port: int, stop: threading.Event, ctx: dict) -> dict:
-    """`GET /` then endless 64 KiB chunks of `a`, on one connection after another."""
+    """`GET /` then endless 64 KiB chunks of `a`, on one connection after another (what
+    is sent per connection is mostly what the socket buffers take before the close)."""
     sent, per_conn, conns = 0, [], 0
     while not stop.is_set():
         conns, n = conns + 1, 0
@@ -234,7 +235,8 @@ def attack_slow_headers(port: int, stop: threading.Event, ctx: dict, n: int = 50
 
 
 def attack_pipelining(port: int, stop: threading.Event, ctx: dict) -> dict:
-    """Pipelined predicts on one socket, never reading a reply."""
+    """Pipelined predicts on one socket, never reading a reply. What was sent is what the
+    socket buffers took before the server stopped reading (each read answered or queued)."""
     batch, sent = ctx["predict"] * 500, 0
     with connect(port, timeout=1.0) as s:
         while not stop.is_set():
@@ -245,7 +247,7 @@ def attack_pipelining(port: int, stop: threading.Event, ctx: dict) -> dict:
                 continue  # the server stopped reading: try again until the end
             except OSError:
                 break
-    return {"requests_accepted": sent // len(ctx["predict"]), "mib_accepted": sent >> 20}
+    return {"requests_sent": sent // len(ctx["predict"]), "mib_sent": sent >> 20}
 
 
 def attack_oversized_rows(port: int, stop: threading.Event, ctx: dict) -> dict:
