@@ -32,6 +32,15 @@ def latest_version(model_base_path: Path, model: str) -> tuple[Path, dict]:
 @contextlib.contextmanager
 def running_server(model_base_path: Path, model: str, *args: str) -> Iterator[str]:
     """Yields the base URL once `model` answers its status endpoint; SIGINT at the end."""
+    with running_server_process(model_base_path, model, *args) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def running_server_process(
+    model_base_path: Path, model: str, *args: str
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """running_server, also yielding the server's process (for its memory)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -43,7 +52,7 @@ def running_server(model_base_path: Path, model: str, *args: str) -> Iterator[st
         url = f"http://127.0.0.1:{port}"
         try:
             _wait(url, model, server, log)
-            yield url
+            yield url, server
         finally:
             os.killpg(server.pid, signal.SIGINT)
             server.wait(timeout=30)

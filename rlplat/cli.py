@@ -371,7 +371,7 @@ def serve(
     config: Annotated[
         Path | None,
         typer.Option(
-            help="serving.yaml: models, versions, labels (re-read when edited), batching."
+            help="serving.yaml: models, versions, labels (re-read when edited), batching, limits."
         ),
     ] = None,
     token_file: Annotated[

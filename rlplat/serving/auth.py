@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 from pathlib import Path
 
@@ -22,3 +23,11 @@ def read_token(token_file: Path | None) -> str | None:
             raise UserError(f"--token-file {token_file}: empty")
         return token
     return os.environ.get(TOKEN_ENV) or None
+
+
+def bearer_matches(authorization: bytes, token: str) -> bool:
+    """Whether an Authorization header carries `token` with the Bearer scheme, whose name is
+    case-insensitive (RFC 7235); compared in constant time."""
+    scheme, _, credentials = authorization.partition(b" ")
+    ok_scheme = scheme.lower() == b"bearer"
+    return hmac.compare_digest(credentials.lstrip(b" "), token.encode()) and ok_scheme

@@ -81,6 +81,14 @@ class ServingConfig(Strict):
     batching: BatchingConfig = BatchingConfig()
     poll_seconds: float = Field(0.2, gt=0, le=60)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Connection limits (REST; gRPC gets max_connections and the idle timeout). All apply
+    # before the token is checked, so an unauthenticated client is held to them too.
+    max_request_line_bytes: int = Field(8 * 1024, ge=256)  # longer URL: 414, then close
+    max_header_bytes: int = Field(64 * 1024, ge=1024)  # all headers together: 431, then close
+    header_timeout_seconds: float = Field(10.0, gt=0)  # first byte to end of headers, or close
+    idle_timeout_seconds: float = Field(30.0, gt=0)  # no request (or reply unread) this long
+    max_connections: int = Field(1000, ge=1)  # per API; at it the longest-idle one is closed
+    max_pending_per_connection: int = Field(32, ge=1)  # pipelined requests read, unanswered
     session_inter_op_threads: int = -1  # -1: run ops in the calling thread (fastest here)
     session_intra_op_threads: int = Field(1, ge=0)
 

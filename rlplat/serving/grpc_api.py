@@ -7,7 +7,7 @@ REST requests' batch queues on the event loop.
 
 from __future__ import annotations
 
-import hmac
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -26,11 +26,13 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from rlplat.serving.auth import bearer_matches
 from rlplat.serving.errors import InvalidArgument, ServingError
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager
 from rlplat.serving.rest import signature_def_map
 
+log = logging.getLogger("rlplat.serve")
 _STATE = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -49,7 +51,10 @@ def _to_array(proto: tensor_pb2.TensorProto, max_bytes: int) -> np.ndarray:
     dims = [d.size for d in proto.tensor_shape.dim]
     if any(d < 0 for d in dims):
         raise InvalidArgument(f"malformed TensorProto: negative dimension in {dims}")
-    itemsize = max(tf.dtypes.as_dtype(proto.dtype).size, 1) if proto.dtype else 1
+    try:
+        itemsize = max(tf.dtypes.as_dtype(proto.dtype).size, 1) if proto.dtype else 1
+    except TypeError:  # not a DataType enum value
+        raise InvalidArgument(f"malformed TensorProto: unknown dtype {proto.dtype}") from None
     if math.prod(dims) * itemsize > max_bytes:
         raise InvalidArgument(f"tensor of shape {dims} is larger than {max_bytes} bytes")
     try:
@@ -67,6 +72,7 @@ class Handlers:
     def call(self, method: str, request: Any, context: grpc.ServicerContext, fn: Callable) -> Any:
         started = time.perf_counter()
         name, version_label = request.model_spec.name, [""]
+        code = "UNKNOWN"  # set before anything can raise: the finally reads it
         try:
             response = fn(request, version_label)
             code = "OK"
@@ -74,6 +80,10 @@ class Handlers:
         except ServingError as exc:
             code = exc.grpc_code.name
             context.abort(exc.grpc_code, str(exc))
+        except Exception as exc:  # a bug: INTERNAL with its name, counted, and logged
+            code = "INTERNAL"
+            log.exception("gRPC %s failed", method)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             model = name if self.manager.known(name) else "(unknown)"
             self.metrics.observe(
@@ -148,7 +158,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 class _BearerToken(grpc.ServerInterceptor):
     def __init__(self, token: str) -> None:
-        self._want = f"Bearer {token}".encode()
+        self._token = token
 
         def deny(request, context):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
@@ -157,7 +167,7 @@ class _BearerToken(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, details):
         given = dict(details.invocation_metadata).get("authorization", "")
-        if hmac.compare_digest(given.encode(), self._want):
+        if bearer_matches(given.encode(), self._token):
             return continuation(details)
         return self._deny
 
@@ -169,8 +179,11 @@ def make_server(
     max_message_bytes: int,
     token: str | None = None,
     workers: int = 16,
+    max_connections: int = 1000,
+    idle_timeout: float = 30.0,
 ) -> grpc.Server:
-    """A started-on-demand gRPC server bound to `address` (raises if it cannot bind)."""
+    """A started-on-demand gRPC server bound to `address` (raises if it cannot bind).
+    Beyond `max_connections` gRPC itself refuses new connections; idle ones close."""
     handlers = Handlers(manager, metrics)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlplat-grpc"),
@@ -178,6 +191,8 @@ def make_server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_allowed_incoming_connections", max_connections),
+            ("grpc.max_connection_idle_ms", int(idle_timeout * 1000)),
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(

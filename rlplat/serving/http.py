@@ -7,13 +7,16 @@ most of its time; `benchmarks/serve_load.py --http uvicorn` measures the differe
 `rlplat serve --http uvicorn` keeps uvicorn available, and Ray Serve runs the same RestApp
 through ASGI. What this front end does: keep-alive and HTTP/1.0, pipelined requests answered
 in order, `Expect: 100-continue`, chunked request bodies (httptools decodes them), a body
-limit enforced while reading (413, then the connection closes), a header-size limit, an
-idle timeout, and backpressure (stop reading while the client is not reading).
+limit enforced while reading (413, then the connection closes), limits on the URL, the
+headers, the time to finish them and the open connections, an idle timeout, and
+backpressure (stop reading while the client does not read its replies or has too many
+pipelined requests waiting).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import urllib.parse
 from collections import deque
 from http import HTTPStatus
@@ -21,9 +24,10 @@ from http import HTTPStatus
 import httptools
 import orjson
 
+from rlplat.serving.config import ServingConfig
 from rlplat.serving.rest import RestApp
 
-MAX_HEADER_BYTES = 64 * 1024
+FEED_BYTES = 16 * 1024  # parsed per step (see HttpProtocol._feed)
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -45,19 +49,70 @@ class _Request:
         self.body, self.keep_alive, self.error = body, keep_alive, error
 
 
-class HttpProtocol(asyncio.Protocol):
-    """One client connection."""
+class Connections:
+    """The open connections, and which of them are idle (oldest first): at max_connections
+    a new connection closes the longest-idle one, as nginx reuses keep-alive connections,
+    so idle connections cannot lock new clients out; with none idle it is refused."""
 
-    def __init__(self, app: RestApp, idle_timeout: float, connections: set) -> None:
+    def __init__(self, limit: int, metrics) -> None:
+        self.limit, self.metrics = limit, metrics
+        self.open: set[HttpProtocol] = set()
+        self.idle: dict[HttpProtocol, None] = {}  # insertion order: the oldest idle first
+
+    def admit(self, conn: HttpProtocol) -> bool:
+        if len(self.open) >= self.limit:
+            if not self.idle:
+                self.metrics.over_cap.labels("rest", "refused").inc()
+                return False
+            oldest = next(iter(self.idle))
+            self.drop(oldest)
+            oldest.close()
+            self.metrics.over_cap.labels("rest", "closed_idle").inc()
+        self.open.add(conn)
+        return True
+
+    def now_idle(self, conn: HttpProtocol) -> None:
+        self.idle.pop(conn, None)
+        self.idle[conn] = None
+
+    def now_busy(self, conn: HttpProtocol) -> None:
+        self.idle.pop(conn, None)
+
+    def drop(self, conn: HttpProtocol) -> None:
+        self.open.discard(conn)
+        self.idle.pop(conn, None)
+
+
+class _Refused(Exception):
+    """Raised from a parser callback after answering: stops parsing the rest of the read."""
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection.
+
+    Every limit holds before the request reaches RestApp (so before the token is checked):
+    the URL, the headers (per read: a header that never ends is refused by its size), the
+    time to finish the headers, the number of open connections and of pipelined requests.
+    """
+
+    def __init__(self, app: RestApp, limits: Limits, connections: Connections) -> None:
         self.app = app
-        self.idle_timeout = idle_timeout
+        self.limits = limits
         self.connections = connections
         self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.pending: deque[_Request] = deque()
         self.busy = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # idle (or reply unread) timeout
+        self.head_timer: asyncio.TimerHandle | None = None  # time to finish the headers
+        self.in_head = False  # between a request's first byte and the end of its headers
+        self.in_message = False  # between a request's first byte and its last
+        self.messages = 0
+        self.paused: set[str] = set()  # why reading is paused: "write" and/or "queue"
+        self.reading_paused = False  # the transport's state
+        self.backlog = b""  # read while the queue was full, not parsed yet
+        self.drained: asyncio.Future | None = None  # set when the client reads again
         self._reset()
 
     def _reset(self) -> None:
@@ -66,31 +121,73 @@ class HttpProtocol(asyncio.Protocol):
         self.header_bytes = 0
         self.body: list[bytes] = []
         self.size = 0
-        self.error: tuple[int, str] | None = None
 
     # -------------------------------------------------------------- connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.connections.add(self)
+        if not self.connections.admit(self):
+            self._reject(503, f"too many open connections ({self.limits.max_connections})")
+            return
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.discard(self)
+        self.connections.drop(self)
         self.pending.clear()
-        if self.timer is not None:
-            self.timer.cancel()
+        self.backlog = b""
+        for timer in (self.timer, self.head_timer):
+            if timer is not None:
+                timer.cancel()
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)  # _serve wakes up, sees the close and stops
 
     def pause_writing(self) -> None:  # the client is not reading: stop reading from it
-        self.transport.pause_reading()
+        self._pause("write")
+        self.drained = self.loop.create_future()
 
     def resume_writing(self) -> None:
-        self.transport.resume_reading()
+        self._resume("write")
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+    def _pause(self, reason: str) -> None:
+        self.paused.add(reason)
+        self._sync_reading()
+
+    def _resume(self, reason: str) -> None:
+        self.paused.discard(reason)
+        if reason == "queue" and self.backlog:  # first what was read and not yet parsed
+            data, self.backlog = self.backlog, b""
+            self._feed(data)
+        self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        if self.transport.is_closing() or self.reading_paused == bool(self.paused):
+            return
+        self.reading_paused = bool(self.paused)
+        if self.reading_paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self._feed(data)
+        self._arm_idle()  # a body still arriving gets the idle timeout from its last byte
+
+    def _feed(self, data: bytes) -> None:
+        """Parses `data` a slice at a time, keeping the rest once too many requests wait:
+        one read of small pipelined requests is thousands of them."""
+        for start in range(0, len(data), FEED_BYTES):
+            if "queue" in self.paused or self.transport.is_closing():
+                self.backlog = data[start:]  # at most one read, parsed when the queue drains
+                return
+            self._feed_slice(data[start : start + FEED_BYTES])
+
+    def _feed_slice(self, data: bytes) -> None:
+        in_head, messages = self.in_head, self.messages
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -98,11 +195,18 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
         else:
-            self._arm_idle()  # a request still arriving gets the idle timeout from its last byte
+            if in_head and self.in_head and messages == self.messages:
+                # The whole slice belongs to one unfinished head (httptools holds a partial
+                # header itself, unseen by on_header): count it, so a header without end
+                # is refused too.
+                self.header_bytes += len(data)
+                self._head_too_big()
 
     def _arm_idle(self) -> None:
-        if self.timer is None and not self.busy:
-            self.timer = self.loop.call_later(self.idle_timeout, self.close)
+        if self.timer is None and not self.busy and not self.transport.is_closing():
+            self.timer = self.loop.call_later(self.limits.idle_timeout, self.close)
+            if not self.in_message:
+                self.connections.now_idle(self)
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -112,43 +216,69 @@ class HttpProtocol(asyncio.Protocol):
         """Answer now and close: the stream cannot be trusted (or is not worth reading)."""
         if self.transport.is_closing():
             return
-        body = orjson.dumps({"error": message})
-        self.transport.write(_head(status, [(b"content-type", b"application/json")],
-                                   len(body), True) + body)  # fmt: skip
+        if not self.busy:  # (else an earlier pipelined request's answer is owed first: close)
+            body = orjson.dumps({"error": message})
+            self.transport.write(_head(status, [(b"content-type", b"application/json")],
+                                       len(body), True) + body)  # fmt: skip
         self.transport.close()
+
+    def _head_timeout(self) -> None:
+        limit = self.limits.header_timeout
+        self._reject(408, f"request headers not complete within {limit:g} s")
+
+    def _head_too_big(self) -> bool:
+        if self.header_bytes <= self.limits.max_header_bytes:
+            return False
+        self._reject(431, f"request headers larger than {self.limits.max_header_bytes} bytes")
+        return True
 
     # -------------------------------------------------------------- parser callbacks
 
     def on_message_begin(self) -> None:
         self._reset()
+        self.connections.now_busy(self)
+        self.messages += 1
+        self.in_head = self.in_message = True
+        self.head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timeout)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > self.limits.max_request_line_bytes:
+            self._reject(414, f"request URL longer than {self.limits.max_request_line_bytes} "
+                              "bytes")  # fmt: skip
+            raise _Refused
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value)
-        if self.header_bytes > MAX_HEADER_BYTES:
-            self._reject(431, f"request headers larger than {MAX_HEADER_BYTES} bytes")
-            return
+        self.header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self._head_too_big():
+            raise _Refused
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         limit = self.app.max_body_bytes
-        for name, value in self.headers:
+        expect = False
+        for name, value in self.headers:  # all of them first: no 100 Continue before a 413
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 self._reject(413, f"request body larger than {limit} bytes")
-                return
+                raise _Refused
             if name == b"expect" and value.lower() == b"100-continue":
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                expect = True
+        if expect:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.app.max_body_bytes:  # chunked, or lying about its length
             self._reject(413, f"request body larger than {self.app.max_body_bytes} bytes")
-            return
+            raise _Refused
         self.body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self.in_message = False
         if self.transport.is_closing():
             return
         method = self.parser.get_method().decode("ascii", "replace")
@@ -161,6 +291,8 @@ class HttpProtocol(asyncio.Protocol):
                            self.parser.should_keep_alive(), error)  # fmt: skip
         if self.busy:
             self.pending.append(request)  # pipelined: answered in order
+            if len(self.pending) >= self.limits.max_pending:
+                self._pause("queue")  # read no more until the queue is half empty
         else:
             self.busy = True
             self.loop.create_task(self._serve(request))
@@ -184,11 +316,27 @@ class HttpProtocol(asyncio.Protocol):
             if close:
                 self.transport.close()
                 return
+            if not await self._drain():
+                return
             if not self.pending:
                 break
             request = self.pending.popleft()
+            if len(self.pending) <= self.limits.max_pending // 2:
+                self._resume("queue")
         self.busy = False
         self._arm_idle()
+
+    async def _drain(self) -> bool:
+        """Waits while the client is not reading its replies (so at most one reply beyond the
+        transport's high-water mark is held); closes it after the idle timeout. False once
+        the connection is closed."""
+        if "write" in self.paused and not self.transport.is_closing():
+            timer = self.loop.call_later(self.limits.idle_timeout, self.close)
+            try:
+                await self.drained
+            finally:
+                timer.cancel()
+        return not self.transport.is_closing()
 
 
 class _Body:
@@ -203,16 +351,39 @@ class _Body:
         return self.data
 
 
-async def serve_http(app: RestApp, sock, stop: asyncio.Event, idle_timeout: float = 30.0) -> None:
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one HTTP connection may hold; ServingConfig's settings of the same meaning."""
+
+    max_request_line_bytes: int = 8 * 1024
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    max_connections: int = 1000
+    max_pending: int = 32
+
+    @classmethod
+    def of(cls, cfg: ServingConfig, max_connections: int | None = None) -> Limits:
+        return cls(
+            cfg.max_request_line_bytes,
+            cfg.max_header_bytes,
+            cfg.header_timeout_seconds,
+            cfg.idle_timeout_seconds,
+            max_connections or cfg.max_connections,
+            cfg.max_pending_per_connection,
+        )
+
+
+async def serve_http(app: RestApp, sock, stop: asyncio.Event, limits: Limits = Limits()) -> None:
     """Serve on a bound, listening socket until `stop` is set."""
     loop = asyncio.get_running_loop()
-    connections: set[HttpProtocol] = set()
+    connections = Connections(limits.max_connections, app.metrics)
     server = await loop.create_server(
-        lambda: HttpProtocol(app, idle_timeout, connections), sock=sock, backlog=2048
+        lambda: HttpProtocol(app, limits, connections), sock=sock, backlog=2048
     )
     try:
         await stop.wait()
     finally:
         server.close()
-        for conn in list(connections):
+        for conn in list(connections.open):
             conn.close()

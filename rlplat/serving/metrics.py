@@ -58,6 +58,13 @@ class ServingMetrics:
             ["model", "version"],
             registry=self.registry,
         )
+        self.over_cap = Counter(
+            "rlplat_serving_connections_over_cap",
+            "New connections at max_connections: the longest-idle one closed for it "
+            "(closed_idle), or, with none idle, the new one refused (refused).",
+            ["api", "action"],
+            registry=self.registry,
+        )
 
     def state(self, model: str, version: int, state: str) -> None:
         """Follow a version's state (a TF Serving ModelVersionStatus.State name)."""

@@ -11,7 +11,6 @@ model base path must be readable at the same path on every node.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import threading
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from rlplat.errors import UserError
+from rlplat.serving.auth import bearer_matches
 
 log = logging.getLogger("rlplat.serve")
 APP_NAME = "rlplat"
@@ -36,7 +36,7 @@ class ModelServer:
             Path(model_base_path), Path(config_path) if config_path else None, token
         )
         self._grpc = Handlers(self.manager, metrics)
-        self._auth = f"Bearer {token}" if token else None
+        self._token = token
         self.manager.start()
 
     def __serve_build_asgi_app__(self):  # noqa: N807  (Ray Serve's hook name)
@@ -56,9 +56,9 @@ class ModelServer:
 
     def _rpc(self, method: str, request, grpc_context):
         context = _RayContext(grpc_context)
-        if self._auth is not None:
+        if self._token is not None:
             given = dict(grpc_context.invocation_metadata()).get("authorization", "")
-            if not hmac.compare_digest(given.encode(), self._auth.encode()):
+            if not bearer_matches(given.encode(), self._token):
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         return self._grpc.call(method, request, context, getattr(self._grpc, method))
 

@@ -8,7 +8,6 @@ arrays into bytes). Uvicorn runs it (`rlplat serve`), and so does Ray Serve (`--
 
 from __future__ import annotations
 
-import hmac
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from rlplat.export import parse_version
+from rlplat.serving.auth import bearer_matches
 from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager, Servable, Signature
@@ -142,7 +142,7 @@ class RestApp:
         self.manager = manager
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
-        self._auth = f"Bearer {token}".encode() if token else None
+        self._token = token
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         """ASGI: how uvicorn (`--http uvicorn`) and Ray Serve call it."""
@@ -198,9 +198,9 @@ class RestApp:
     async def _handle(
         self, method: str, path: str, headers: list, read_body: Any, labels: list
     ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-        if self._auth is not None:
+        if self._token is not None:
             given = next((v for k, v in headers if k == b"authorization"), b"")
-            if not hmac.compare_digest(given, self._auth):
+            if not bearer_matches(given, self._token):
                 raise HttpError(
                     401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")]
                 )

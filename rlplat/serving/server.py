@@ -1,20 +1,29 @@
-"""`rlplat serve`: REST (uvicorn) and gRPC over one ModelManager, in one process."""
+"""`rlplat serve`: REST (rlplat.serving.http, or uvicorn) and gRPC over one ModelManager, in
+one process."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
 import signal
 import socket
 from pathlib import Path
 
 from rlplat.errors import UserError
 from rlplat.serving import config as serving_config
+from rlplat.serving.http import Limits, serve_http
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager
 from rlplat.serving.rest import RestApp
 
 log = logging.getLogger("rlplat.serve")
+
+
+def hostport(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 address in brackets (as URLs and gRPC want it)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -30,10 +39,29 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(addr)
     except OSError as exc:
         sock.close()
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise UserError(f"cannot listen on {hostport(host, port)}: {exc.strerror}") from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+def connection_cap(wanted: int, reserve: int = 256) -> int:
+    """max_connections for each API, within the process's file descriptors: raise the soft
+    limit towards the hard one if needed, else lower the cap (and say so), so connections
+    can never use up the descriptors models and logs need."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * wanted + reserve  # REST and gRPC each, and the rest of the process
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    cap = max(1, (soft - reserve) // 2)
+    log.warning("max_connections %d lowered to %d: only %d file descriptors (ulimit -n)",
+                wanted, cap, soft)  # fmt: skip
+    return cap
 
 
 def build(
@@ -62,16 +90,20 @@ def serve(
     from rlplat.serving.grpc_api import make_server
 
     manager, metrics, app = build(model_base_path, config_path, token)
+    cfg = manager.cfg
+    limits = Limits.of(cfg, connection_cap(cfg.max_connections))
     sock = bind(host, port)
     grpc_server = None
     if grpc_port is not None:
         try:
             grpc_server = make_server(
-                manager, metrics, f"{host}:{grpc_port}", manager.cfg.max_body_bytes, token
-            )
+                manager, metrics, hostport(host, grpc_port), cfg.max_body_bytes, token,
+                max_connections=limits.max_connections, idle_timeout=limits.idle_timeout,
+            )  # fmt: skip
         except (OSError, RuntimeError):
             sock.close()
-            raise UserError(f"cannot listen on {host}:{grpc_port} (gRPC): in use?") from None
+            why = _bind_error(host, grpc_port)
+            raise UserError(f"cannot listen on {hostport(host, grpc_port)} (gRPC): {why}") from None
 
     async def main() -> None:
         manager.loop = asyncio.get_running_loop()
@@ -81,19 +113,17 @@ def serve(
         if grpc_server is not None:
             grpc_server.start()
         rest_port = sock.getsockname()[1]
-        log.info("REST on http://%s:%d/v1/models/NAME, gRPC on %s, metrics at "
-                 "/monitoring/prometheus/metrics", host, rest_port,
-                 f"{host}:{grpc_port}" if grpc_server else "off")  # fmt: skip
+        log.info("REST on http://%s/v1/models/NAME, gRPC on %s, metrics at "
+                 "/monitoring/prometheus/metrics", hostport(host, rest_port),
+                 hostport(host, grpc_port) if grpc_server else "off")  # fmt: skip
         if http == "uvicorn":
-            await _uvicorn(app).serve(sockets=[sock])
+            await _uvicorn(app, limits).serve(sockets=[sock])
         else:
-            from rlplat.serving.http import serve_http
-
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            await serve_http(app, sock, stop)
+            await serve_http(app, sock, stop, limits)
 
     try:
         uvloop.run(main())
@@ -104,7 +134,16 @@ def serve(
         sock.close()
 
 
-def _uvicorn(app: RestApp):
+def _bind_error(host: str, port: int) -> str:
+    """Why gRPC could not bind (it does not say): the OS's answer to the same bind."""
+    try:
+        bind(host, port).close()
+    except UserError as exc:
+        return str(exc).rsplit(": ", 1)[-1]
+    return "gRPC could not bind it"
+
+
+def _uvicorn(app: RestApp, limits: Limits):
     import uvicorn
 
     return uvicorn.Server(
@@ -115,7 +154,8 @@ def _uvicorn(app: RestApp):
             lifespan="off",
             access_log=False,
             log_level="warning",
-            timeout_keep_alive=30,
+            timeout_keep_alive=int(limits.idle_timeout),
+            limit_concurrency=limits.max_connections,
             server_header=False,
             proxy_headers=False,  # no X-Forwarded-* rewriting on the hot path
         )
