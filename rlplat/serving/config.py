@@ -81,6 +81,7 @@ class ServingConfig(Strict):
     batching: BatchingConfig = BatchingConfig()
     poll_seconds: float = Field(0.2, gt=0, le=60)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_rows_per_request: int = Field(8192, ge=1)  # the batch dimension; beyond: 400
     session_inter_op_threads: int = -1  # -1: run ops in the calling thread (fastest here)
     session_intra_op_threads: int = Field(1, ge=0)
 
