@@ -1,5 +1,6 @@
 """rlplat serve under big requests and at saturation: the rows-per-request cap (REST and
-gRPC), big bodies decoded off the event loop with bounded memory (issue 13, item 6)."""
+gRPC), big bodies decoded off the event loop with bounded memory, and the frozen heap that
+keeps full garbage collections off the request path (issue 13, items 6 and 10)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from test_serving import PPO, Server, export_tiny
 from rlplat.serving.config import ServingConfig
 from rlplat.serving.decode import split_predict
 from rlplat.serving.errors import InvalidArgument
+from rlplat.serving.heap import HeapFreezer
 
 CAP = 100
 PREDICT = "/v1/models/pg:predict"
@@ -148,3 +150,28 @@ def test_big_bodies_do_not_stall_other_clients_or_grow_the_server(served):
     # Relative, not absolute: inline, a small request waits out a whole big parse.
     assert max(small_latencies) < slowest_big / 3, (max(small_latencies), slowest_big)
     assert peak_rss[0] - before < 100, (before, peak_rss[0])  # the big ones are parsed elsewhere
+
+
+class _Manager:
+    def __init__(self) -> None:
+        self.states = {1: "AVAILABLE"}
+
+    def names(self) -> list[str]:
+        return ["m"]
+
+    def status(self, name: str) -> list:
+        return [(v, type("S", (), {"state": s})) for v, s in sorted(self.states.items())]
+
+
+def test_the_heap_is_frozen_after_loading_and_again_after_each_model_change():
+    manager = _Manager()
+    freezer = HeapFreezer(manager)
+    try:
+        assert freezer.check() and gc.get_freeze_count() > 1000
+        assert not freezer.check()  # nothing changed: no full collection
+        manager.states[2] = "LOADING"
+        assert not freezer.check()  # a load under way: wait for it
+        manager.states = {1: "END", 2: "AVAILABLE"}
+        assert freezer.check()
+    finally:
+        gc.unfreeze()

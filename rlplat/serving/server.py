@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rlplat.errors import UserError
 from rlplat.serving import config as serving_config
+from rlplat.serving.heap import HeapFreezer
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager
 from rlplat.serving.rest import RestApp
@@ -76,6 +77,7 @@ def serve(
     async def main() -> None:
         manager.loop = asyncio.get_running_loop()
         await asyncio.to_thread(manager.start)
+        _keep_heap_frozen(manager)
         summary = ", ".join(f"{n} {_versions(manager, n)}" for n in manager.names())
         log.info("serving from %s: %s", manager.base_path, summary or "no models yet")
         if grpc_server is not None:
@@ -102,6 +104,18 @@ def serve(
             grpc_server.stop(grace=1).wait()
         manager.stop()
         sock.close()
+
+
+def _keep_heap_frozen(manager: ModelManager) -> None:
+    """Freeze the heap now and after each model change (rlplat/serving/heap.py)."""
+    freezer = HeapFreezer(manager)
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:
+        freezer.check()
+        loop.call_later(1.0, tick)
+
+    tick()
 
 
 def _uvicorn(app: RestApp):
