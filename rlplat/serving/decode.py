@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -101,7 +102,23 @@ def decode(raw: bytes, cap: int) -> Split:
     return split_predict(body, cap)
 
 
-def _encode(payload: Any) -> bytes:
+def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: the server shuts the pool down, quietly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def encode_predict(outputs: list[np.ndarray], keys: list[str], rows: bool) -> bytes:
+    """A :predict answer's JSON: `predictions` (one value or object per row) for the row
+    format, `outputs` for the columnar one."""
+    if not rows:
+        payload = {
+            "outputs": outputs[0] if len(keys) == 1 else dict(zip(keys, outputs, strict=True))
+        }
+    elif len(keys) == 1:
+        payload = {"predictions": outputs[0]}
+    else:
+        named = list(zip(keys, outputs, strict=True))
+        payload = {"predictions": [{k: out[i] for k, out in named} for i in range(len(outputs[0]))]}
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -126,8 +143,9 @@ class Offload:
                 if self._pool is None:
                     ctx = multiprocessing.get_context("spawn")  # never fork a process with TF
                     self._pool = ProcessPoolExecutor(
-                        self.workers, mp_context=ctx, max_tasks_per_child=64
-                    )  # a fresh worker now and then: what a big body took is returned
+                        self.workers, mp_context=ctx, initializer=_worker_init,
+                        max_tasks_per_child=64,  # a fresh worker now and then: memory returned
+                    )  # fmt: skip
                 pool = self._pool
                 return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         except BrokenProcessPool:  # a worker died (killed for memory?): start afresh next time
@@ -140,8 +158,8 @@ class Offload:
     async def decode(self, raw: bytes, cap: int) -> Split:
         return await self.run(decode, raw, cap)
 
-    async def encode(self, payload: Any) -> bytes:
-        return await self.run(_encode, payload)
+    async def encode(self, outputs: list[np.ndarray], keys: list[str], rows: bool) -> bytes:
+        return await self.run(encode_predict, outputs, keys, rows)
 
     def close(self) -> None:
         if self._pool is not None:

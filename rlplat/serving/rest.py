@@ -19,7 +19,7 @@ import orjson
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from rlplat.serving.decode import Offload, Split, decode
+from rlplat.serving.decode import Offload, Split, decode, encode_predict
 from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager, Servable, Signature
@@ -31,10 +31,9 @@ ROUTE = re.compile(
 )
 METRICS_PATHS = ("/monitoring/prometheus/metrics", "/metrics")
 JSON_HEADERS = [(b"content-type", b"application/json")]
-_DUMP = orjson.OPT_SERIALIZE_NUMPY
-# Bodies above this are decoded, and answers of more than OFFLOAD_VALUES numbers encoded, in worker
-# processes (rlplat/serving/decode.py): inline they would hold the event loop for
-# milliseconds per 64 KiB; below it a worker's round trip costs more than the work.
+# Bodies above OFFLOAD_BYTES are decoded, and answers of more than OFFLOAD_VALUES numbers
+# encoded, in worker processes (rlplat/serving/decode.py): inline they would hold the event
+# loop for milliseconds; below them a worker's round trip costs more than the work.
 OFFLOAD_BYTES = 64 * 1024
 OFFLOAD_VALUES = 16384
 
@@ -58,16 +57,6 @@ def bind_predict(split: Split, sig: Signature) -> list[np.ndarray]:
         raise InvalidArgument(f"{what}: signature '{sig.name}' takes named inputs {names}{hint}")
     values = {names[0] if k is None else k: v for k, v in split.values.items()}
     return sig.coerce(values, what)
-
-
-def format_predict(outputs: list[np.ndarray], sig: Signature, rows: bool) -> dict[str, Any]:
-    keys = list(sig.outputs)
-    if not rows:
-        return {"outputs": outputs[0] if len(keys) == 1 else dict(zip(keys, outputs, strict=True))}
-    if len(keys) == 1:
-        return {"predictions": outputs[0]}
-    named = list(zip(keys, outputs, strict=True))
-    return {"predictions": [{k: out[i] for k, out in named} for i in range(len(outputs[0]))]}
 
 
 def status_json(items: list) -> dict[str, Any]:
@@ -223,10 +212,10 @@ class RestApp:
                 raise InvalidArgument("'signature_name' must be a string")
             sig = servable.signature(sig_name)
             outputs = await servable.predict(sig, bind_predict(split, sig))
-        answer = format_predict(outputs, sig, split.rows)
+        keys = list(sig.outputs)
         if max(out.size for out in outputs) > OFFLOAD_VALUES:
-            return await self.offload.encode(answer), JSON_HEADERS
-        return orjson.dumps(answer, option=_DUMP), JSON_HEADERS
+            return await self.offload.encode(outputs, keys, split.rows), JSON_HEADERS
+        return encode_predict(outputs, keys, split.rows), JSON_HEADERS
 
     async def _asgi_body(self, headers: list, receive: Any) -> bytes:
         limit = self.max_body_bytes
@@ -254,4 +243,4 @@ def _allow(method: str, allowed: str) -> None:
         )
 
 
-__all__ = ["RestApp", "NotFound", "format_predict", "bind_predict", "metadata_json", "status_json"]
+__all__ = ["RestApp", "NotFound", "bind_predict", "metadata_json", "status_json"]

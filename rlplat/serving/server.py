@@ -103,6 +103,7 @@ def serve(
         if grpc_server is not None:
             grpc_server.stop(grace=1).wait()
         manager.stop()
+        app.offload.close()
         sock.close()
 
 
