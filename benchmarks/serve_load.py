@@ -10,6 +10,8 @@ asyncio HTTP/1.1 keep-alive client (one connection per simulated client, each se
 next request as soon as the previous answer is in, as wrk does): a Python HTTP library adds
 more client time per request than the server spends. Each answer is checked: HTTP 200 and
 a `predictions` body; anything else, a timeout or a dropped connection is an error.
+A level with one client beside four connections posting 4 MiB bodies (`big_bodies`)
+measures what a big request costs everyone else (p99, the server's RSS growth).
 The second client is wrk (C, one thread: `wrk_levels`), which sends requests faster than
 this client can and so shows the server's tail at saturation; without wrk on the PATH the
 JSON line says so and only the Python client runs.
@@ -37,6 +39,7 @@ import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 
 TARGETS = {
     "c1_p50_ms": 1.0, "c1_p99_ms": 5.0, "c64_rps": 3000.0, "errors": 0, "c64_wrk_p99_ms": 50.0,
+    "big_body_client_p99_ms": 50.0, "big_body_rss_growth_mb": 100.0,
 }  # fmt: skip
 
 # wrk posts the body and reports, from its `done` hook, one JSON object (latencies in us).
@@ -232,6 +235,15 @@ def wrk_round(wrk: str, script: str, url: str, concurrency: int, seconds: float,
     }
 
 
+def summarize_big(rounds: list[dict]) -> dict:
+    statuses: dict[str, int] = {}
+    for r in rounds:
+        for k, n in r.pop("big_statuses").items():
+            statuses[k] = statuses.get(k, 0) + n
+    growth = max(r.pop("rss_growth_mb") for r in rounds)
+    return {**summarize(1, rounds), "big_statuses": statuses, "rss_growth_mb_max": growth}
+
+
 def summarize_wrk(concurrency: int, rounds: list[dict]) -> dict:
     """wrk gives percentiles per run, not latencies: the median round's, and the worst p99."""
     seconds = sum(r["seconds"] for r in rounds)
@@ -247,6 +259,66 @@ def summarize_wrk(concurrency: int, rounds: list[dict]) -> dict:
         "errors": sum(r["errors"] for r in rounds),
         "rounds": rounds,
     }
+
+
+def server_pid(port: int) -> int:
+    """The `rlplat serve` child listening on `port` (for its RSS)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                if (
+                    b"serve" in argv
+                    and b"--port" in argv
+                    and (argv[argv.index(b"--port") + 1] == str(port).encode())
+                ):
+                    return int(proc.name)
+    raise RuntimeError(f"no rlplat serve process on port {port}")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def big_body_round(
+    port: int, path: str, seconds: float, obs: np.ndarray, attackers: int = 4
+) -> dict:
+    """One well-behaved client (batch 1, as in `load`) while `attackers` connections post
+    bodies just under the 4 MiB limit back to back (~230k rows: over the rows cap, but all
+    of it must be parsed to know); the client's latency and the server's peak RSS growth."""
+    row = b"[" + b",".join([b"0"] * obs.shape[-1]) + b"],"
+    body = b'{"instances":[' + row * ((4 * 1024 * 1024 - 64) // len(row)) + row[:-1] + b"]}"
+    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+    pid = server_pid(port)
+    before = peak = rss_mb(pid)
+    deadline = time.perf_counter() + seconds
+    statuses: dict[str, int] = {}
+
+    async def attack() -> None:
+        while time.perf_counter() < deadline:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            answer = await reader.read()  # (the server closes: Connection: close)
+            writer.close()
+            status = answer[9:12].decode() or "dropped"
+            statuses[status] = statuses.get(status, 0) + 1
+
+    async def sample() -> None:
+        nonlocal peak
+        while time.perf_counter() < deadline:
+            peak = max(peak, rss_mb(pid))
+            await asyncio.sleep(0.01)
+
+    client, *_ = await asyncio.gather(
+        load(port, path, 1, seconds, obs), sample(), *(attack() for _ in range(attackers))
+    )
+    client["big_statuses"] = statuses
+    client["rss_growth_mb"] = round(peak - before, 1)
+    return client
 
 
 def main() -> None:
@@ -269,6 +341,12 @@ def main() -> None:
         "--baseline",
         type=Path,
         help="also serve from this checkout (e.g. the main branch), interleaved: before/after",
+    )
+    ap.add_argument(
+        "--no-big-body",
+        dest="big_body",
+        action="store_false",
+        help="skip the level with 4 connections posting 4 MiB bodies beside one client",
     )
     args = ap.parse_args()
 
@@ -300,7 +378,13 @@ def main() -> None:
                 uvloop.run(load(port, path, c, args.warmup_seconds, obs))  # warm, not counted
         rounds = {(h, c): [] for h in ports for c in args.concurrency}
         wrk_rounds = {(h, c): [] for h in ports for c in args.concurrency}
+        big_rounds = {h: [] for h in ports}
         for _ in range(args.rounds):  # interleaved: this machine's speed drifts
+            for http, port in ports.items():
+                if args.big_body:
+                    big_rounds[http].append(
+                        uvloop.run(big_body_round(port, path, args.seconds, obs))
+                    )
             for c in args.concurrency:
                 for http, port in ports.items():
                     rounds[http, c].append(uvloop.run(load(port, path, c, args.seconds, obs)))
@@ -310,6 +394,7 @@ def main() -> None:
                             wrk_round(wrk, script.name, url, c, args.seconds, wrk_body)
                         )
     by_http = {h: [summarize(c, rounds[h, c]) for c in args.concurrency] for h in ports}
+    by_big = {h: summarize_big(big_rounds[h]) if args.big_body else None for h in ports}
     by_wrk = {
         h: [summarize_wrk(c, wrk_rounds[h, c]) for c in args.concurrency] if wrk else None
         for h in ports
@@ -324,16 +409,18 @@ def main() -> None:
         "http": first,
         "levels": levels,
         "wrk_levels": by_wrk[first] if wrk else "wrk is not installed: Python client only",
-        **({"other_front_ends": {h: {"levels": by_http[h], "wrk_levels": by_wrk[h]}
+        "big_bodies": by_big[first],
+        **({"other_front_ends": {h: {"levels": by_http[h], "wrk_levels": by_wrk[h],
+                                     "big_bodies": by_big[h]}
                                  for h in ports if h != first}}
            if len(ports) > 1 else {}),
         **({"baseline": str(args.baseline)} if args.baseline else {}),
         "targets": TARGETS,
-        "met": judge(levels, by_wrk[first]),
+        "met": judge(levels, by_wrk[first], by_big[first]),
     }))  # fmt: skip
 
 
-def judge(levels: list[dict], wrk_levels: list[dict] | None) -> dict:
+def judge(levels: list[dict], wrk_levels: list[dict] | None, big: dict | None) -> dict:
     by_c = {lv["concurrency"]: lv for lv in levels}
     met = {}
     if 1 in by_c:
@@ -342,6 +429,11 @@ def judge(levels: list[dict], wrk_levels: list[dict] | None) -> dict:
     if 64 in by_c:
         met["c64_rps"] = by_c[64]["requests_per_s"] >= 3000
     met["errors"] = all(lv["errors"] == 0 for lv in [*levels, *(wrk_levels or [])])
+    if big is not None:
+        met["big_body_client_p99_ms"] = big["p99_ms"] <= TARGETS["big_body_client_p99_ms"]
+        met["big_body_rss_growth_mb"] = (
+            big["rss_growth_mb_max"] <= TARGETS["big_body_rss_growth_mb"]
+        )
     wrk_64 = [lv for lv in wrk_levels or [] if lv["concurrency"] == 64]
     if wrk_64:
         met["c64_wrk_p99_ms"] = wrk_64[0]["p99_ms"] <= TARGETS["c64_wrk_p99_ms"]
