@@ -152,6 +152,35 @@ def test_big_bodies_do_not_stall_other_clients_or_grow_the_server(served):
     assert peak_rss[0] - before < 100, (before, peak_rss[0])  # the big ones are parsed elsewhere
 
 
+def test_bodies_of_closed_connections_are_freed_at_once(served):
+    """Each connection's parser and protocol form a cycle: a body kept on it lived until the
+    next full collection (four clients posting 4 MiB bodies grew RSS by ~450 MB)."""
+    body = big_body()
+    peak, stop = [0.0], threading.Event()
+
+    def sample_rss() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mb(served.proc.pid))
+            time.sleep(0.01)
+
+    def post(n: int) -> None:
+        for _ in range(n):  # a new connection each time, closed after the answer
+            r = requests.post(served.base + "/v1/models/pg:classify", data=body, timeout=60)
+            assert r.status_code == 400
+
+    before = rss_mb(served.proc.pid)
+    sampler = threading.Thread(target=sample_rss)
+    sampler.start()
+    posters = [threading.Thread(target=post, args=(25,)) for _ in range(4)]
+    for t in posters:
+        t.start()
+    for t in posters:
+        t.join()
+    stop.set()
+    sampler.join()
+    assert peak[0] - before < 100, (before, peak[0])
+
+
 class _Manager:
     def __init__(self) -> None:
         self.states = {1: "AVAILABLE"}
