@@ -4,6 +4,7 @@ keeps full garbage collections off the request path (issue 13, items 6 and 10)."
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 import time
@@ -11,13 +12,14 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import orjson
 import pytest
 import requests
 from test_serving import PPO, Server, export_tiny
 
 from rlplat.serving.config import ServingConfig
-from rlplat.serving.decode import split_predict
-from rlplat.serving.errors import InvalidArgument
+from rlplat.serving.decode import Offload, decode, split_predict
+from rlplat.serving.errors import InvalidArgument, Unavailable
 from rlplat.serving.heap import HeapFreezer
 
 CAP = 100
@@ -88,6 +90,26 @@ def test_the_rows_cap_has_a_default_and_is_checked_on_the_lists():
     for body in ({"instances": rows(cap + 1)}, {"inputs": {"x": rows(cap + 1)}}):
         with pytest.raises(InvalidArgument, match="max_rows_per_request"):
             split_predict(body, cap)
+
+
+def test_worker_decoding_matches_inline_and_is_bounded():
+    raw = orjson.dumps({"instances": rows(3), "signature_name": "sample"})
+    offload = Offload(workers=1)
+
+    async def scenario() -> list:
+        return await asyncio.gather(
+            *(offload.decode(raw, CAP) for _ in range(5)), return_exceptions=True
+        )
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        offload.close()
+    inline = decode(raw, CAP)
+    for split in results[:4]:
+        assert (split.signature_name, split.rows) == ("sample", True)
+        np.testing.assert_array_equal(split.values[None], inline.values[None])
+    assert isinstance(results[4], Unavailable)  # more than 4 waiting per worker: 503
 
 
 def big_body(limit: int = 4 * 1024 * 1024) -> bytes:
