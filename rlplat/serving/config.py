@@ -89,6 +89,7 @@ class ServingConfig(Strict):
     idle_timeout_seconds: float = Field(30.0, gt=0)  # no request (or reply unread) this long
     max_connections: int = Field(1000, ge=1)  # per API; at it the longest-idle one is closed
     max_pending_per_connection: int = Field(32, ge=1)  # pipelined requests read, unanswered
+    max_rows_per_request: int = Field(8192, ge=1)  # the batch dimension; beyond: 400
     session_inter_op_threads: int = -1  # -1: run ops in the calling thread (fastest here)
     session_intra_op_threads: int = Field(1, ge=0)
 

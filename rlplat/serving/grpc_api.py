@@ -45,7 +45,7 @@ def _spec(request: Any) -> tuple[str, int | None, str | None]:
     return spec.name, version, label
 
 
-def _to_array(proto: tensor_pb2.TensorProto, max_bytes: int) -> np.ndarray:
+def _to_array(proto: tensor_pb2.TensorProto, max_bytes: int, max_rows: int) -> np.ndarray:
     """A TensorProto as numpy, refusing shapes larger than a request may be: one repeated
     value may stand for any number of elements, and make_ndarray would allocate them all."""
     dims = [d.size for d in proto.tensor_shape.dim]
@@ -57,6 +57,10 @@ def _to_array(proto: tensor_pb2.TensorProto, max_bytes: int) -> np.ndarray:
         raise InvalidArgument(f"malformed TensorProto: unknown dtype {proto.dtype}") from None
     if math.prod(dims) * itemsize > max_bytes:
         raise InvalidArgument(f"tensor of shape {dims} is larger than {max_bytes} bytes")
+    if dims and dims[0] > max_rows:
+        raise InvalidArgument(
+            f"inputs: {dims[0]} rows in one request; the limit is {max_rows} (max_rows_per_request)"
+        )
     try:
         return tf.make_ndarray(proto)
     except Exception as exc:  # noqa: BLE001  (any malformed TensorProto is the client's)
@@ -95,8 +99,11 @@ class Handlers:
         with self.manager.use(name, version, label) as servable:
             version_out[0] = str(servable.version)
             sig = servable.signature(request.model_spec.signature_name or None)
-            limit = self.manager.cfg.max_body_bytes
-            values = {k: _to_array(v, limit) for k, v in request.inputs.items()}
+            cfg = self.manager.cfg
+            values = {
+                k: _to_array(v, cfg.max_body_bytes, cfg.max_rows_per_request)
+                for k, v in request.inputs.items()
+            }
             arrays = sig.coerce(values, "inputs")
             keys = list(sig.outputs)
             wanted = list(request.output_filter) or keys

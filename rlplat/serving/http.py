@@ -135,6 +135,9 @@ class HttpProtocol(asyncio.Protocol):
         self.connections.drop(self)
         self.pending.clear()
         self.backlog = b""
+        # The parser and this object form a cycle, freed only by a full collection: drop
+        # a body now (kept, four clients posting 4 MiB bodies grew RSS by ~450 MB).
+        self.body = []
         for timer in (self.timer, self.head_timer):
             if timer is not None:
                 timer.cancel()
@@ -289,6 +292,7 @@ class HttpProtocol(asyncio.Protocol):
             path, error = "", "malformed request URL"
         request = _Request(method, path, self.headers, b"".join(self.body),
                            self.parser.should_keep_alive(), error)  # fmt: skip
+        self.body = []  # (not kept until the next request: see connection_lost)
         if self.busy:
             self.pending.append(request)  # pipelined: answered in order
             if len(self.pending) >= self.limits.max_pending:

@@ -20,6 +20,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 
 from rlplat.export import parse_version
 from rlplat.serving.auth import bearer_matches
+from rlplat.serving.decode import Offload, Split, decode, encode_predict
 from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager, Servable, Signature
@@ -31,7 +32,11 @@ ROUTE = re.compile(
 )
 METRICS_PATHS = ("/monitoring/prometheus/metrics", "/metrics")
 JSON_HEADERS = [(b"content-type", b"application/json")]
-_DUMP = orjson.OPT_SERIALIZE_NUMPY
+# Bodies above OFFLOAD_BYTES are decoded, and answers of more than OFFLOAD_VALUES numbers
+# encoded, in worker processes (rlplat/serving/decode.py): inline they would hold the event
+# loop for milliseconds; below them a worker's round trip costs more than the work.
+OFFLOAD_BYTES = 64 * 1024
+OFFLOAD_VALUES = 16384
 
 
 class HttpError(ServingError):
@@ -44,53 +49,15 @@ class HttpError(ServingError):
 # ---------------------------------------------------------------------- JSON <-> tensors
 
 
-def parse_predict(body: Any, sig: Signature) -> tuple[list[np.ndarray], bool]:
-    """Request JSON -> input arrays in `sig` order, and whether it was the row format."""
-    if not isinstance(body, dict):
-        raise InvalidArgument("request body must be a JSON object")
-    has_rows, has_cols = "instances" in body, "inputs" in body
-    if has_rows == has_cols:
-        raise InvalidArgument(
-            "request must have exactly one of 'instances' (row format) or 'inputs' (columnar)"
-        )
+def bind_predict(split: Split, sig: Signature) -> list[np.ndarray]:
+    """A decoded body's values as `sig`'s inputs (the part that needs the model)."""
     names = list(sig.inputs)
-    if has_rows:
-        rows = body["instances"]
-        if not isinstance(rows, list) or not rows:
-            raise InvalidArgument("'instances' must be a non-empty list")
-        if all(isinstance(r, dict) for r in rows):
-            values = {}
-            for key in {k for r in rows for k in r}:
-                if not all(key in r for r in rows):
-                    raise InvalidArgument(f"instances: input '{key}' is missing in some rows")
-                values[key] = [r[key] for r in rows]
-        elif len(names) == 1 and not any(isinstance(r, dict) for r in rows):
-            values = {names[0]: rows}
-        else:
-            raise InvalidArgument(
-                f"instances: signature '{sig.name}' takes named inputs {names}; "
-                "give each instance as an object"
-            )
-    else:
-        cols = body["inputs"]
-        if isinstance(cols, dict):
-            values = cols
-        elif len(names) == 1:
-            values = {names[0]: cols}
-        else:
-            raise InvalidArgument(f"inputs: signature '{sig.name}' takes named inputs {names}")
-    what = "instances" if has_rows else "inputs"
-    return sig.coerce(values, what), has_rows
-
-
-def format_predict(outputs: list[np.ndarray], sig: Signature, rows: bool) -> dict[str, Any]:
-    keys = list(sig.outputs)
-    if not rows:
-        return {"outputs": outputs[0] if len(keys) == 1 else dict(zip(keys, outputs, strict=True))}
-    if len(keys) == 1:
-        return {"predictions": outputs[0]}
-    named = list(zip(keys, outputs, strict=True))
-    return {"predictions": [{k: out[i] for k, out in named} for i in range(len(outputs[0]))]}
+    what = "instances" if split.rows else "inputs"
+    if split.mixed or (None in split.values and len(names) != 1):
+        hint = "; give each instance as an object" if split.rows else ""
+        raise InvalidArgument(f"{what}: signature '{sig.name}' takes named inputs {names}{hint}")
+    values = {names[0] if k is None else k: v for k, v in split.values.items()}
+    return sig.coerce(values, what)
 
 
 def status_json(items: list) -> dict[str, Any]:
@@ -143,6 +110,7 @@ class RestApp:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self._token = token
+        self.offload = Offload()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         """ASGI: how uvicorn (`--http uvicorn`) and Ray Serve call it."""
@@ -235,19 +203,20 @@ class RestApp:
         _allow(method, "POST")
         labels[2] = "predict"
         raw = await read_body()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidArgument(f"malformed JSON body: {exc}") from None
+        cap = self.manager.cfg.max_rows_per_request
+        big = len(raw) > OFFLOAD_BYTES
+        split = await self.offload.decode(raw, cap) if big else decode(raw, cap)
         with self.manager.use(name, version, label) as servable:
             labels[1] = str(servable.version)
-            sig_name = body.get("signature_name") if isinstance(body, dict) else None
+            sig_name = split.signature_name
             if sig_name is not None and not isinstance(sig_name, str):
                 raise InvalidArgument("'signature_name' must be a string")
             sig = servable.signature(sig_name)
-            arrays, rows = parse_predict(body, sig)
-            outputs = await servable.predict(sig, arrays)
-            return orjson.dumps(format_predict(outputs, sig, rows), option=_DUMP), JSON_HEADERS
+            outputs = await servable.predict(sig, bind_predict(split, sig))
+        keys = list(sig.outputs)
+        if max(out.size for out in outputs) > OFFLOAD_VALUES:
+            return await self.offload.encode(outputs, keys, split.rows), JSON_HEADERS
+        return encode_predict(outputs, keys, split.rows), JSON_HEADERS
 
     async def _asgi_body(self, headers: list, receive: Any) -> bytes:
         limit = self.max_body_bytes
@@ -275,4 +244,4 @@ def _allow(method: str, allowed: str) -> None:
         )
 
 
-__all__ = ["RestApp", "NotFound", "format_predict", "metadata_json", "parse_predict", "status_json"]
+__all__ = ["RestApp", "NotFound", "bind_predict", "metadata_json", "status_json"]

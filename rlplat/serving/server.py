@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rlplat.errors import UserError
 from rlplat.serving import config as serving_config
+from rlplat.serving.heap import HeapFreezer
 from rlplat.serving.http import Limits, serve_http
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager
@@ -108,6 +109,7 @@ def serve(
     async def main() -> None:
         manager.loop = asyncio.get_running_loop()
         await asyncio.to_thread(manager.start)
+        _keep_heap_frozen(manager)
         summary = ", ".join(f"{n} {_versions(manager, n)}" for n in manager.names())
         log.info("serving from %s: %s", manager.base_path, summary or "no models yet")
         if grpc_server is not None:
@@ -131,7 +133,20 @@ def serve(
         if grpc_server is not None:
             grpc_server.stop(grace=1).wait()
         manager.stop()
+        app.offload.close()
         sock.close()
+
+
+def _keep_heap_frozen(manager: ModelManager) -> None:
+    """Freeze the heap now and after each model change (rlplat/serving/heap.py)."""
+    freezer = HeapFreezer(manager)
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:
+        freezer.check()
+        loop.call_later(1.0, tick)
+
+    tick()
 
 
 def _bind_error(host: str, port: int) -> str:
