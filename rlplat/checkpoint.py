@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from agents import Agent
 from rlplat.errors import UserError
-from rlplat.replay import UniformReplay
+from rlplat.replay import Replay
 
 _PREFIX = "ckpt-"
 MANIFEST = "manifest.json"
@@ -34,7 +34,7 @@ _UNREADABLE = (
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, agent: Agent, replay: UniformReplay | None, keep: int):
+    def __init__(self, directory: Path, agent: Agent, replay: Replay | None, keep: int):
         self.directory = directory
         self._agent = agent
         self._replay = replay

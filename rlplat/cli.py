@@ -193,17 +193,21 @@ def _run_training(
     dashboard: bool,
 ) -> TrainSummary:
     from rlplat.runs import training_lock
+    from rlplat.train import Interrupted, start_cluster
+    from rlplat.train import train as run_training
 
     try:
-        with training_lock(target):  # held while training: `rlplat runs` says "running"
-            err.print(f"run directory: {target}", highlight=False)
-            from rlplat.train import Interrupted
-            from rlplat.train import train as run_training
-
-            return run_training(
-                cfg, target, resume=resuming, show_progress=progress, address=address,
-                dashboard=dashboard,
-            )  # fmt: skip
+        # Ray before the lock makes the run directory: a cluster that cannot be joined
+        # leaves none behind.
+        cluster = start_cluster(cfg, address, dashboard)
+        try:
+            with training_lock(target):  # held while training: `rlplat runs` says "running"
+                err.print(f"run directory: {target}", highlight=False)
+                return run_training(
+                    cfg, target, resume=resuming, show_progress=progress, cluster=cluster
+                )
+        finally:
+            cluster.close()
     except KeyboardInterrupt as exc:  # SIGINT: 130, SIGTERM: 143, as shells report them
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         raise typer.Exit(128 + signum) from None
@@ -221,7 +225,7 @@ def export(
     Layout: MODEL_BASE_PATH/<name>/<version>/ as TensorFlow Serving expects it.
     """
     with _user_errors():
-        from rlplat.train import export_run
+        from rlplat.run_export import export_run
 
         path = export_run(run_dir, model_base_path)
     typer.echo(str(path))

@@ -27,7 +27,7 @@ import envs
 from agents.actors import ActorPolicy
 from rlplat.config import EnvConfig, ExperimentConfig
 from rlplat.data import EpisodeStats, Transitions
-from rlplat.replay import NStepAssembler
+from rlplat.nstep import NStepAssembler
 
 
 @dataclass
@@ -149,12 +149,13 @@ class RolloutGather:
 
     PPO's "old" log-probabilities are the current policy's, so a fragment collected with
     older weights would be silently off-policy: it is dropped and counted, never mixed.
+    `stale_dropped` is the run's count (a resumed run passes in the count so far).
     """
 
-    def __init__(self, num_fragments: int):
+    def __init__(self, num_fragments: int, stale_dropped: int = 0):
         self.num_fragments = num_fragments
         self.version = 0
-        self.stale_dropped = 0
+        self.stale_dropped = stale_dropped
         self._parts: dict[int, Fragment] = {}
 
     def add(self, fragment: Fragment) -> bool:

@@ -15,7 +15,7 @@ class Transitions:
     From collectors, `discount` is 0.0 where the episode terminated (no bootstrap) and
     1.0 otherwise, including time-limit truncation, where `next_obs` is the final
     observation and the value of that state is bootstrapped; `last` marks any episode end.
-    In replay (after `replay.NStepAssembler`), `discount` is the whole multiplier of the
+    In replay (after `nstep.NStepAssembler`), `discount` is the whole multiplier of the
     bootstrapped value: gamma^n, or 0 after a termination.
     """
 

@@ -1,7 +1,10 @@
-"""TensorBoard scalars (x axis: env steps) and the event-file trim that makes resume exact."""
+"""TensorBoard scalars (x axis: env steps), the metrics window averaged between two log
+points, and the event-file trim that makes resume exact."""
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,45 @@ class TensorBoardLogger:
 
     def close(self) -> None:
         self._writer.close()
+
+
+class MetricsWindow:
+    """Averages train metrics and measures rates between two log points."""
+
+    def __init__(self, env_steps: int, train_steps: int):
+        # Each key is averaged over its own count: train metrics arrive once per phase,
+        # collector metrics (weight lag) once per fragment.
+        self._sums: dict[str, float] = defaultdict(float)
+        self._counts: dict[str, int] = defaultdict(int)
+        self._min: float | None = None
+        self._t, self._env, self._train = time.perf_counter(), env_steps, train_steps
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self._sums[k] += v
+            self._counts[k] += 1
+
+    def add_is_weights(self, weights: np.ndarray) -> None:
+        """Prioritized replay's importance weights: mean (averaged like metrics) and min."""
+        self.add({"replay/is_weight_mean": float(weights.mean())})
+        low = float(weights.min())
+        self._min = low if self._min is None else min(self._min, low)
+
+    def flush(self, env_steps: int, train_steps: int) -> dict[str, float]:
+        """The window's averages and rates; the next window starts now."""
+        now = time.perf_counter()
+        dt = max(now - self._t, 1e-9)
+        out = {k: v / self._counts[k] for k, v in self._sums.items()}
+        if self._min is not None:
+            out["replay/is_weight_min"] = self._min
+            self._min = None
+        out["charts/SPS"] = (env_steps - self._env) / dt
+        out["charts/updates_per_s"] = (train_steps - self._train) / dt
+        out["charts/train_steps"] = float(train_steps)
+        self._sums.clear()
+        self._counts.clear()
+        self._t, self._env, self._train = now, env_steps, train_steps
+        return out
 
 
 def truncate_events(logdir: Path, max_step: int) -> int:

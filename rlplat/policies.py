@@ -11,12 +11,16 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rlplat.config import EnvConfig
+from rlplat.config import EnvConfig, ExperimentConfig
 from rlplat.errors import UserError
+
+if TYPE_CHECKING:
+    from agents import Agent
+    from envs import EnvSpaces
 
 
 @dataclass
@@ -96,26 +100,46 @@ def _from_saved_model(version_dir: Path, stochastic: bool) -> LoadedPolicy:
     )
 
 
-def _from_checkpoint(run_dir: Path, stochastic: bool, seed: int) -> LoadedPolicy:
+@dataclass
+class RestoredRun:
+    """A run's agent with its newest intact checkpoint restored (no replay)."""
+
+    cfg: ExperimentConfig
+    spaces: EnvSpaces
+    agent: Agent
+    checkpoint: Path
+    state: dict[str, Any]
+
+
+def restore_run(
+    run_dir: Path, overrides: list[str] | None = None, seed: int | None = None
+) -> RestoredRun:
+    """`run_dir`'s config (with `overrides`) and agent (built with `seed`, default the run's),
+    restored from its newest intact checkpoint; a damaged newer one is named on stderr."""
     import agents
     import envs
     from rlplat.checkpoint import Checkpointer, restore_latest
     from rlplat.rundir import load_run_config
 
-    cfg = load_run_config(run_dir)
-    agent = agents.build(cfg.agent, envs.spaces(cfg.env), seed=seed)
+    cfg = load_run_config(run_dir, overrides or [])
+    spaces = envs.spaces(cfg.env)
+    agent = agents.build(cfg.agent, spaces, seed=cfg.seed if seed is None else seed)
     checkpointer = Checkpointer(run_dir / "checkpoints", agent, None, cfg.checkpoint.keep)
-    # A damaged newest checkpoint is named on stderr and an older intact one is used.
-    ckpt, _ = restore_latest(run_dir, checkpointer, _warn, with_replay=False)
-    policy = agent.actor_policy(0, 1, seed)
-    policy.set_weights(agent.get_weights())
+    path, state = restore_latest(run_dir, checkpointer, _warn, with_replay=False)
+    return RestoredRun(cfg, spaces, agent, path, state)
+
+
+def _from_checkpoint(run_dir: Path, stochastic: bool, seed: int) -> LoadedPolicy:
+    run = restore_run(run_dir, seed=seed)
+    policy = run.agent.actor_policy(0, 1, seed)
+    policy.set_weights(run.agent.get_weights())
     # Exploration at the end of training (e.g. DQN's final epsilon) when sampling.
-    policy.update(cfg.train.env_steps)
+    policy.update(run.cfg.train.env_steps)
     return LoadedPolicy(
         act=lambda obs: policy.act(obs, explore=stochastic),
-        env=cfg.env,
-        name=cfg.name,
-        source=f"checkpoint {ckpt}",
+        env=run.cfg.env,
+        name=run.cfg.name,
+        source=f"checkpoint {run.checkpoint}",
         out_dir=run_dir / "eval",
     )
 

@@ -1,7 +1,9 @@
-"""Experience replay in numpy: uniform and prioritized ring buffers, and n-step assembly.
+"""Experience replay: uniform and prioritized ring buffers in numpy, and the same buffers
+split over Ray actors (`ShardedReplay`).
 
-Both buffers share one interface (`add`, `sample`, `update_priorities`, `anneal`,
-`save`/`load`), so the training loop never knows which one it drives.
+All of them implement `Replay`, so the training loop and the checkpointer never know which
+one they drive. (n-step transitions are assembled before they get here, by the collectors:
+rlplat/nstep.py.)
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -29,6 +31,39 @@ class Sample:
     indices: np.ndarray
     weights: np.ndarray | None  # importance-sampling weights; None for uniform replay
     priorities: np.ndarray | None = None  # of the sampled items (for histograms)
+
+
+class Replay(Protocol):
+    """What the training loop and the checkpointer need of a replay buffer."""
+
+    def __len__(self) -> int: ...
+
+    def add(self, t: Transitions, td_errors: np.ndarray | None = None) -> None:
+        """Store `t`; `td_errors`: initial priorities' |TD| (prioritized; else ignored)."""
+
+    def sample(self, batch_size: int, num_batches: int = 1) -> Sample:
+        """`num_batches` minibatches at once: arrays are [num_batches, batch_size, ...]."""
+        ...
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        """New |TD| errors for sampled `indices` (a no-op without priorities)."""
+
+    def anneal(self, progress: float) -> dict[str, float]:
+        """Move schedules (prioritized: beta) to `progress` in [0, 1]; returns values to log."""
+        ...
+
+    def save(self, path: Path) -> None:
+        """Write the buffer (with its RNG state) into checkpoint directory `path`."""
+
+    def load(self, path: Path) -> None:
+        """Read what `save` wrote into `path`."""
+
+    def pids(self) -> list[int]:
+        """Processes holding the data outside this one (Ray shards), for ray.json."""
+        ...
+
+    def close(self) -> None:
+        """Release what the buffer holds outside this process."""
 
 
 class UniformReplay:
@@ -77,7 +112,7 @@ class UniformReplay:
         if self._size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         idx = self._rng.integers(0, self._size, size=(num_batches, batch_size))
-        return Sample(self._gather(idx), idx, None)
+        return Sample(self.rows(idx), idx, None)
 
     def draw(self, n: int) -> tuple[np.ndarray, None]:
         """`n` uniform draws: (indices, None)."""
@@ -96,8 +131,15 @@ class UniformReplay:
         """Move schedules (prioritized: beta) to `progress` in [0, 1]; returns values to log."""
         return {}
 
-    def _gather(self, idx: np.ndarray) -> Transitions:
+    def rows(self, idx: np.ndarray) -> Transitions:
+        """The stored items at `idx` (any shape): what `draw` picked, for a shard's reply."""
         return Transitions(*(self._data[f][idx] for f in self._FIELDS))
+
+    def pids(self) -> list[int]:
+        return []  # all in this process
+
+    def close(self) -> None:
+        pass
 
     # -------------------------------------------------------------- checkpoints
     def save(self, path: Path) -> None:
@@ -183,7 +225,7 @@ class PrioritizedReplay(UniformReplay):
         weights = is_weights(prios, total, low, self.beta).astype(np.float32)
         shape = (num_batches, batch_size)
         return Sample(
-            self._gather(idx.reshape(shape)),
+            self.rows(idx.reshape(shape)),
             idx.reshape(shape),
             weights.reshape(shape),
             prios.reshape(shape),
@@ -255,78 +297,6 @@ class PrioritizedReplay(UniformReplay):
         self.beta = meta["beta"]
 
 
-class NStepAssembler:
-    """Turns each env's stream of one-step transitions into n-step transitions.
-
-    Output rows: obs_t, a_t, R = sum_{k<m} gamma^k r_{t+k}, next_obs = obs_{t+m}, and
-    `discount` = gamma^m if the episode goes on after t+m-1, 0 if it terminated inside the
-    window. The sum stops at any episode end; termination also stops the bootstrap, while
-    time-limit truncation keeps it (discount gamma^m, next_obs = the final observation).
-    With n = 1 this is just discount = gamma * (not terminated).
-    Input rows are ordered (step, env) as collectors return them, with `last` flags; a
-    start whose window is not complete yet waits for the next call (at most n - 1 rows per
-    env are carried). Vectorised over (time, env): it runs in every collector's hot path,
-    where a per-row Python loop was a visible share of a LunarLander collector's time.
-    """
-
-    _FIELDS = ("obs", "action", "reward", "next_obs", "discount", "last")
-
-    def __init__(self, n: int, gamma: float, num_envs: int):
-        self.n, self.gamma, self.num_envs = n, gamma, num_envs
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget partial windows (after a resume the envs start new episodes)."""
-        self._carry: dict[str, np.ndarray] | None = None
-        self._carry_pending: np.ndarray | None = None
-
-    def add(self, t: Transitions) -> Transitions | None:
-        if t.last is None:
-            raise ValueError("n-step assembly needs `last` flags on the transitions")
-        n_env = self.num_envs
-        steps = len(t) // n_env
-        data = {f: getattr(t, f).reshape(steps, n_env, *getattr(t, f).shape[1:])
-                for f in self._FIELDS}  # fmt: skip
-        pending = np.ones((steps, n_env), bool)
-        if self._carry is not None:
-            data = {f: np.concatenate([self._carry[f], data[f]]) for f in self._FIELDS}
-            pending = np.concatenate([self._carry_pending, pending])
-        length = len(pending)
-        start = np.arange(length)[:, None]
-        cols = np.arange(n_env)[None, :]
-        ret = np.zeros((length, n_env), np.float64)
-        end = np.broadcast_to(start, (length, n_env)).copy()
-        alive = np.ones((length, n_env), bool)  # window still open
-        closed = np.zeros((length, n_env), bool)  # window ended by an episode end
-        for k in range(self.n):
-            pos = start + k
-            inside = pos < length
-            pos = np.minimum(pos, length - 1)
-            take = alive & inside
-            ret += np.where(take, self.gamma**k * data["reward"][pos, cols], 0.0)
-            end = np.where(take, pos, end)
-            ended = take & data["last"][pos, cols]
-            closed |= ended
-            alive &= inside & ~ended
-        complete = closed | alive  # alive after n in-range steps: a full window
-        emit = pending & complete
-        keep = min(self.n - 1, length)
-        self._carry = {f: a[length - keep :] for f, a in data.items()}
-        self._carry_pending = (pending & ~complete)[length - keep :]
-        rows, envs_ = np.nonzero(emit)  # (time, env) order
-        if len(rows) == 0:
-            return None
-        ends = end[rows, envs_]
-        scale = self.gamma ** (ends - rows + 1).astype(np.float64)
-        return Transitions(
-            obs=data["obs"][rows, envs_],
-            action=data["action"][rows, envs_],
-            reward=ret[rows, envs_].astype(np.float32),
-            next_obs=data["next_obs"][ends, envs_],
-            discount=(scale * data["discount"][ends, envs_]).astype(np.float32),
-        )
-
-
 def anneal_beta(start: float, end: float, progress: float) -> float:
     """The importance-sampling exponent, linear from `start` to `end` over the run."""
     return start + (end - start) * min(1.0, progress)
@@ -337,8 +307,16 @@ def is_weights(prios: np.ndarray, total: float, low: float, beta: float) -> np.n
     return ((prios / total) / (low / total)) ** -beta
 
 
+def make(cfg: ReplayConfig, spaces: EnvSpaces, seed: int) -> Replay:
+    """The replay an experiment's `replay:` section asks for: split over Ray actors when
+    `shards` > 0 (Ray must be up), else in this process."""
+    if cfg.shards:
+        return ShardedReplay(cfg, spaces, seed)
+    return build(cfg, spaces, seed)
+
+
 def build(cfg: ReplayConfig, spaces: EnvSpaces, seed: int) -> UniformReplay:
-    """The replay buffer an experiment's `replay:` section asks for."""
+    """The in-process buffer `cfg` asks for (also each shard's)."""
     common = dict(
         capacity=cfg.capacity,
         obs_shape=spaces.observation.shape,
@@ -372,7 +350,7 @@ class _ReplayShardBody:
 
     def draw(self, n: int) -> tuple:
         idx, prios = self.replay.draw(n)
-        return (self.replay._gather(idx), idx, prios, *self.replay.mass())
+        return (self.replay.rows(idx), idx, prios, *self.replay.mass())
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         self.replay.update_priorities(indices, td_errors)

@@ -359,12 +359,13 @@ def test_unreachable_cluster_address_is_one_clear_line(tmp_path: Path):
         .splitlines()[-1]
         .startswith("error: --address 127.0.0.1:1: nothing answers there")
     )
+    assert not (tmp_path / "runs").exists()  # Ray first: no half-made run directory
 
 
 def test_log_window_averages_each_metric_over_its_own_count():
-    from rlplat.train import _Window
+    from rlplat.logging import MetricsWindow
 
-    window = _Window(0, 0)
+    window = MetricsWindow(0, 0)
     window.add({"losses/td_loss": 1.0})
     window.add({"losses/td_loss": 3.0})
     for lag in (10.0, 20.0, 30.0):  # one per fragment, more often than train phases

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from rlplat.data import Transitions
-from rlplat.replay import NStepAssembler, PrioritizedReplay
+from rlplat.nstep import NStepAssembler
+from rlplat.replay import PrioritizedReplay
 
 
 def rows(n: int, start: int = 0) -> Transitions:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -38,7 +39,12 @@ from rlplat.serving.batching import Batcher
 from rlplat.serving.config import NAME_RE, ModelEntry, ServingConfig
 from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
 
+if TYPE_CHECKING:
+    from rlplat.serving.metrics import ServingMetrics
+
 log = logging.getLogger("rlplat.serve")
+# A signature's name -> what its batcher calls with each batch's size (metrics).
+BatchHooks = Callable[[str], Callable[[int], None]]
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 _ACCEPTS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}  # value kinds each dtype kind takes
@@ -165,13 +171,16 @@ class Servable:
             raise
 
     def enable_batching(
-        self, cfg: ServingConfig, loop: asyncio.AbstractEventLoop | None, on_batch_for: object
+        self,
+        cfg: ServingConfig,
+        loop: asyncio.AbstractEventLoop | None,
+        on_batch_for: BatchHooks | None,
     ) -> None:
         if not cfg.batching.enabled:
             return
         for sig in self.signatures.values():
             if sig.batchable and sig.method_name == PREDICT_METHOD:
-                hook = on_batch_for(sig.name) if callable(on_batch_for) else None
+                hook = on_batch_for(sig.name) if on_batch_for is not None else None
                 run = lambda arrays, sig=sig: self.run(sig, arrays)  # noqa: E731
                 sig.batcher = Batcher(run, cfg.batching, hook)
                 if loop is not None:
@@ -340,7 +349,7 @@ class ModelManager:
         base_path: Path,
         cfg: ServingConfig,
         config_path: Path | None = None,
-        metrics: object | None = None,
+        metrics: ServingMetrics | None = None,
     ) -> None:
         self.base_path = Path(base_path).resolve()
         self.cfg = cfg

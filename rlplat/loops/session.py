@@ -1,0 +1,194 @@
+"""What both training loops share within one session of a run (from start or resume to the
+end of the loop): the run's counters, TensorBoard, the metrics window, the progress bar,
+and the periodic logs, evals and checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+import agents
+from agents.base import TrainResult
+from rlplat.collect import Fragment
+from rlplat.config import ExperimentConfig
+from rlplat.data import Transitions
+from rlplat.logging import MetricsWindow, TensorBoardLogger
+from rlplat.replay import Replay
+from rlplat.sources import Source
+from rlplat.text import shown
+
+
+class WeightVersions:
+    """The learner step each broadcast weight version was taken at, so a fragment's weight
+    lag (in updates) is known when it arrives."""
+
+    KEEP = 100  # versions remembered; an older one counts from the last sync
+
+    def __init__(self, train_steps: int):
+        self.steps = {0: train_steps}
+        self.synced_at = train_steps
+
+    @property
+    def latest(self) -> int:
+        return max(self.steps)
+
+    def lag(self, version: int, train_steps: int) -> int:
+        return train_steps - self.steps.get(version, self.synced_at)
+
+    def only(self, version: int, train_steps: int) -> None:
+        """On-policy: older versions' fragments are dropped anyway."""
+        self.steps = {version: train_steps}
+
+    def next(self, train_steps: int) -> int:
+        """A new version taken at `train_steps`; returns its number."""
+        self.synced_at = train_steps
+        version = self.latest + 1
+        self.steps[version] = train_steps
+        self.steps.pop(version - self.KEEP, None)
+        return version
+
+
+@dataclass
+class Session:
+    """One session's shared state and steps. `evaluate(step)` runs a periodic eval and
+    returns its mean; `checkpoint()` saves one (both belong to the Trainer)."""
+
+    cfg: ExperimentConfig
+    agent: agents.Agent
+    state: dict[str, Any]  # the run's counters, checkpointed (rlplat.train.Trainer.state)
+    replay: Replay | None
+    tb: TensorBoardLogger
+    progress: Progress
+    device: str  # where the learner trains (rlplat.learner.Placement)
+    distributed: bool  # Ray collectors
+    evaluate: Callable[[int], float]
+    checkpoint: Callable[[], Path]
+    window: MetricsWindow = field(init=False)
+    versions: WeightVersions = field(init=False)
+
+    def __post_init__(self) -> None:
+        state, train_steps = self.state, self.agent.train_steps
+        self.window = MetricsWindow(state["env_steps"], train_steps)
+        self.versions = WeightVersions(train_steps)
+        self.last_return = float("nan")
+        self.last_eval = state["evals"][-1]["return_mean"] if state["evals"] else float("nan")
+        self._restarts0 = state["actor_restarts"]
+        self._next_log = _next_multiple(state["env_steps"], self.cfg.train.log_every)
+        self._next_eval = _next_multiple(state["env_steps"], self.cfg.eval.every_env_steps)
+        self._next_ckpt = _next_multiple(state["env_steps"], self.cfg.checkpoint.every_env_steps)
+        self._task: TaskID = self.progress.add_task(
+            self.cfg.name, total=self.cfg.train.env_steps, completed=state["env_steps"],
+            sps=0.0, ret=shown(self.last_return), eval=shown(self.last_eval),
+        )  # fmt: skip
+
+    def schedules(self, env_steps: int) -> dict[str, float]:
+        """Move the agent's (and replay's) schedules to `env_steps`; returns them to log."""
+        progress = min(1.0, env_steps / self.cfg.train.env_steps)
+        schedules = self.agent.update_schedules(env_steps, progress)
+        if self.replay is not None:
+            schedules.update(self.replay.anneal(progress))
+        return schedules
+
+    def record(self, f: Fragment) -> None:
+        """Count a fragment's env steps and log its episodes (each at the step it ended)."""
+        state = self.state
+        for ep in f.episodes:
+            state["episodes"] += 1
+            self.last_return = ep.ret
+            self.tb.scalars(
+                {"charts/episodic_return": ep.ret, "charts/episodic_length": ep.length},
+                state["env_steps"] + ep.index + 1,
+            )
+        state["env_steps"] += f.env_steps
+        if self.distributed:
+            lag = self.versions.lag(f.version, self.agent.train_steps)
+            self.window.add({"collect/weight_lag_updates": float(lag)})
+
+    def count_restarts(self, source: Source) -> None:
+        self.state["actor_restarts"] = self._restarts0 + source.restarts
+
+    def train(self, batch: Transitions, weights: np.ndarray | None = None) -> TrainResult:
+        """One training phase on the learner's device; its metrics go to the window."""
+        import tensorflow as tf
+
+        with tf.device(self.device):
+            result = self.agent.train(batch, weights)
+        self.window.add(result.metrics)
+        self.state["train_phases"] += 1
+        return result
+
+    def log_due(self, step: int) -> bool:
+        return step >= self._next_log
+
+    def log(
+        self,
+        step: int,
+        schedules: dict[str, float],
+        collect: dict[str, float],
+        histograms: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """The window's metrics, `schedules`, replay and collection figures (distributed:
+        with restarts and weight version, and `collect`) at `step`."""
+        self._next_log = _next_multiple(step, self.cfg.train.log_every)
+        scalars = self.window.flush(step, self.agent.train_steps)
+        scalars.update(schedules)
+        if self.replay is not None:
+            scalars["charts/replay_size"] = len(self.replay)
+            scalars["charts/replay_ratio"] = (
+                self.agent.train_steps * self.cfg.train.batch_size / max(step, 1)
+            )
+        if self.distributed:
+            scalars["collect/actor_restarts"] = float(self.state["actor_restarts"])
+            scalars["collect/weight_version"] = float(self.versions.latest)
+            scalars.update(collect)
+        self.tb.scalars(scalars, step)
+        if histograms is not None:
+            self.tb.histograms(histograms, step)
+        self.progress.update(self._task, sps=scalars["charts/SPS"])
+
+    def evaluate_and_checkpoint(self, step: int) -> None:
+        """Periodic evals and checkpoints when due (the final ones are the Trainer's)."""
+        total = self.cfg.train.env_steps
+        if step >= self._next_eval and step < total:
+            self._next_eval = _next_multiple(step, self.cfg.eval.every_env_steps)
+            self.last_eval = self.evaluate(step)
+        if step >= self._next_ckpt and step < total:
+            self._next_ckpt = _next_multiple(step, self.cfg.checkpoint.every_env_steps)
+            self.tb.flush()
+            self.checkpoint()
+        self.progress.update(
+            self._task, completed=step, ret=shown(self.last_return), eval=shown(self.last_eval)
+        )
+
+
+def progress_bar(console: Console, show: bool | None) -> Progress:
+    """The live bar (`show` None: on a terminal only)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("env steps  {task.fields[sps]:,.0f}/s"),
+        TextColumn("train {task.fields[ret]}"),
+        TextColumn("eval {task.fields[eval]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not (console.is_terminal if show is None else show),
+        transient=False,
+    )
+
+
+def _next_multiple(value: int, every: int) -> int:
+    return (value // every + 1) * every
