@@ -26,7 +26,7 @@ from agents.actors import StochasticPolicy
 from agents.advantages import gae
 from agents.base import Agent, TrainResult
 from agents.configs import PPOConfig
-from agents.networks import ACTIVATIONS
+from agents.networks import ACTIVATIONS, named_variables
 from envs import EnvSpaces
 from rlplat.data import Transitions
 
@@ -75,6 +75,15 @@ class PPOAgent(Agent):
             *self._critic.trainable_variables,
         ]
         self._optimizer.build(self._vars)
+        self._weights = {
+            **named_variables(
+                "actor", [*self._torso.trainable_variables, *self._head.trainable_variables]
+            ),
+            **({} if self._discrete else {"log_std": self._log_std}),
+            **named_variables("critic", self._critic.trainable_variables),
+            "obs/mean": self._obs_mean,
+            "obs/var": self._obs_var,
+        }
         self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
         self._clip = cfg.clip_range
         sig = dict(autograph=False, reduce_retracing=True)
@@ -109,10 +118,9 @@ class PPOAgent(Agent):
         return logp, entropy
 
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> StochasticPolicy:
-        n_policy = len(self._torso.trainable_variables) + len(self._head.trainable_variables)
         return StochasticPolicy(
-            self.cfg.network.activation, n_policy, self._discrete, self._action_space.shape,
-            self.cfg.normalize_observations, seed,
+            self.weight_spec(), self.cfg.network.activation, self._discrete,
+            self._action_space.shape, self.cfg.normalize_observations, seed,
         )  # fmt: skip
 
     def update_schedules(self, env_steps: int, progress: float) -> dict[str, float]:
@@ -234,13 +242,8 @@ class PPOAgent(Agent):
         return int(self._train_step.numpy())
 
     # ------------------------------------------------------- weights and saving
-    def get_weights(self) -> list[np.ndarray]:
-        return [v.numpy() for v in (*self._vars, self._obs_mean, self._obs_var)]
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        for var, value in zip((*self._vars, self._obs_mean, self._obs_var), weights, strict=True):
-            var.assign(value)
-        self._policy_stale = True
+    def weight_variables(self) -> dict[str, tf.Variable]:
+        return self._weights
 
     def checkpoint_items(self) -> dict[str, Any]:
         return {
