@@ -1,4 +1,5 @@
-"""The one seam between the platform and the algorithms (see DESIGN.md).
+"""The one seam between the platform and the algorithms: rlplat/ asks an algorithm only
+what `Agent` declares.
 
 Nothing here imports TensorFlow, so `rlplat` can load configs and print errors fast.
 """

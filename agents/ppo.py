@@ -33,12 +33,20 @@ from rlplat.data import Transitions
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def normalize(obs: tf.Tensor, mean: tf.Variable, var: tf.Variable) -> tf.Tensor:
+    """Observations scaled by running statistics and clipped to [-10, 10] (the learner's
+    graphs and the exported one; agents.actors.StochasticPolicy is its numpy twin)."""
+    return tf.clip_by_value((obs - mean) / tf.sqrt(var + 1e-8), -10.0, 10.0)
+
+
 class PPOAgent(Agent):
     on_policy = True
-    uses_values = True
 
-    def __init__(self, cfg: PPOConfig, spaces: EnvSpaces, seed: int = 0):
+    def __init__(self, cfg: PPOConfig, spaces: EnvSpaces, seed: int = 0, uses_values: bool = True):
+        """`uses_values=False` (REINFORCE without a baseline): advantages are Monte-Carlo
+        returns; the critic is never evaluated."""
         self.cfg = cfg
+        self.uses_values = uses_values
         self.gamma = cfg.gamma
         self._discrete = isinstance(spaces.action, gym.spaces.Discrete)
         self._obs_shape = tuple(spaces.observation.shape)
@@ -98,7 +106,7 @@ class PPOAgent(Agent):
     def _normalize(self, obs: tf.Tensor) -> tf.Tensor:
         if not self.cfg.normalize_observations:
             return obs
-        return tf.clip_by_value((obs - self._obs_mean) / tf.sqrt(self._obs_var + 1e-8), -10.0, 10.0)
+        return normalize(obs, self._obs_mean, self._obs_var)
 
     def _policy_out(self, nobs: tf.Tensor) -> tf.Tensor:
         """Logits (Discrete) or Gaussian means (Box) for normalised observations."""
@@ -294,7 +302,7 @@ class _PolicyServing(tf.Module):
     def _out(self, observations: tf.Tensor) -> tf.Tensor:
         x = observations
         if self._normalize_on:
-            x = tf.clip_by_value((x - self.obs_mean) / tf.sqrt(self.obs_var + 1e-8), -10.0, 10.0)
+            x = normalize(x, self.obs_mean, self.obs_var)
         hidden, _ = self.torso(x)
         return self.head(hidden)
 
