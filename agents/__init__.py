@@ -11,7 +11,7 @@ from rlplat import _bootstrap  # noqa: F401  (before any TensorFlow import)
 
 if TYPE_CHECKING:
     from envs import EnvSpaces
-    from rlplat.config import AgentConfig
+    from rlplat.config_base import AgentConfig
 
 # type -> (config class, "module:Agent class"); modules import TensorFlow, so load lazily.
 _REGISTRY = {

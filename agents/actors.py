@@ -2,17 +2,57 @@
 
 A collector (in the learner's process or in a Ray actor on another machine) acts with one
 of these, fed the learner's `Agent.get_weights()`. Keeping them free of TensorFlow makes a
-collector process light (no TF import, no GPU claim) and fast: perf-notes measured a
-TF-Agents policy call at ~440 us at batch 1 against ~17 us for the same MLP in numpy.
+collector process light (no TF import, no GPU claim) and fast at the small batches
+collectors act on, where a TF call's fixed cost outweighs the arithmetic
+(benchmarks/collect_throughput.py measures collection).
+
+Weights travel as a mapping from a stable variable name (`q/layer0/kernel`, `obs/mean`)
+to a numpy array, and every `set_weights` checks names, shapes and dtypes against the
+network's `WeightSpec`: a changed network is refused by name, never loaded by position.
 """
 
 from __future__ import annotations
 
 import abc
+import itertools
+from collections.abc import Mapping
 
 import numpy as np
 
 from rlplat.data import Transitions
+
+Weights = dict[str, np.ndarray]
+# name -> (shape, numpy dtype name): what a network's weights must look like.
+WeightSpec = dict[str, tuple[tuple[int, ...], str]]
+
+
+class WeightsError(ValueError):
+    """Weights that do not fit the network they are loaded into."""
+
+
+def weight_spec(weights: Mapping[str, np.ndarray]) -> WeightSpec:
+    """The spec these weights have."""
+    return {name: (tuple(np.shape(w)), np.asarray(w).dtype.name) for name, w in weights.items()}
+
+
+def check_weights(weights: Mapping[str, np.ndarray], spec: WeightSpec) -> None:
+    """Raise WeightsError, naming the variable, unless `weights` has exactly the names,
+    shapes and dtypes of `spec`."""
+    if not isinstance(weights, Mapping):
+        raise WeightsError(
+            f"weights: expected a mapping of variable name to array, got {type(weights).__name__}"
+        )
+    missing = [name for name in spec if name not in weights]
+    extra = [name for name in weights if name not in spec]
+    if missing or extra:
+        parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""]
+        raise WeightsError(f"weights do not match the network: {'; '.join(p for p in parts if p)}")
+    for name, (shape, dtype) in spec.items():
+        got = (tuple(np.shape(weights[name])), np.asarray(weights[name]).dtype.name)
+        if got != (shape, dtype):
+            raise WeightsError(
+                f"weights: '{name}' is {got[0]} {got[1]}, the network's is {shape} {dtype}"
+            )
 
 
 class ActorPolicy(abc.ABC):
@@ -23,8 +63,8 @@ class ActorPolicy(abc.ABC):
         """Actions for a batch of observations; `explore=False` is the deterministic policy."""
 
     @abc.abstractmethod
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        """Load `Agent.get_weights()` from the learner."""
+    def set_weights(self, weights: Weights) -> None:
+        """Load `Agent.get_weights()` from the learner (checked: `check_weights`)."""
 
     def update(self, env_steps: int) -> None:
         """Move exploration schedules to the run's global env step count."""
@@ -35,25 +75,30 @@ class ActorPolicy(abc.ABC):
 
 
 class NumpyMLP:
-    """An MLP's forward pass in numpy, from its [W1, b1, ..., W, b] variable list.
+    """An MLP's forward pass in numpy, from the weights `{prefix}/layer{i}/kernel` and
+    `.../bias`, i = 0, 1, ... (agents.networks.named_variables names them).
 
     Plain: hidden Dense layers then a linear output (Q values, logits or action means).
-    Dueling: the last two (W, b) pairs are the value and advantage heads of
+    Dueling: the last two layers are the value and advantage heads of
     agents.networks.DuelingQNetwork. Q = V + A - mean(A) is linear in the last hidden
     layer, so the two heads fold into one (W, b) when weights are set: one matmul less
     per call (small-batch numpy is bound by per-operation overhead).
     """
 
-    def __init__(self, activation: str = "relu", dueling: bool = False):
+    def __init__(self, prefix: str, activation: str = "relu", dueling: bool = False):
+        self.prefix = prefix
         self.activation = activation
         self._dueling = dueling
         self._layers: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        layers = [
-            (np.asarray(weights[i], np.float32), np.asarray(weights[i + 1], np.float32))
-            for i in range(0, len(weights), 2)
-        ]
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        layers = []
+        for i in itertools.count():
+            name = f"{self.prefix}/layer{i}"
+            if f"{name}/kernel" not in weights:
+                break
+            w, b = weights[f"{name}/kernel"], weights[f"{name}/bias"]
+            layers.append((np.asarray(w, np.float32), np.asarray(b, np.float32)))
         if self._dueling:
             (wv, bv), (wa, ba) = layers[-2:]
             w = wv + wa - wa.mean(axis=1, keepdims=True)
@@ -91,12 +136,15 @@ def apex_epsilon(base: float, index: int, num_actors: int, exponent: float) -> f
 class EpsilonGreedyQ(ActorPolicy):
     """Epsilon-greedy on a numpy Q network; Ape-X epsilons per actor; TD priorities."""
 
-    def __init__(self, cfg, num_actions: int, index: int, num_actors: int, seed: int):
+    def __init__(
+        self, cfg, spec: WeightSpec, num_actions: int, index: int, num_actors: int, seed: int
+    ):
         # cfg: agents.configs.DQNConfig (pydantic; pickles with the policy)
         self.cfg = cfg
+        self.spec = spec
         self.index, self.num_actors = index, num_actors
         self._num_actions = num_actions
-        self._q = NumpyMLP(cfg.network.activation, cfg.dueling)
+        self._q = NumpyMLP("q", cfg.network.activation, cfg.dueling)
         self.rng = np.random.default_rng(seed)
         self.epsilon = self._epsilon_at(0)
 
@@ -107,7 +155,8 @@ class EpsilonGreedyQ(ActorPolicy):
     def update(self, env_steps: int) -> None:
         self.epsilon = self._epsilon_at(env_steps)
 
-    def set_weights(self, weights: list[np.ndarray]) -> None:
+    def set_weights(self, weights: Weights) -> None:
+        check_weights(weights, self.spec)
         self._q.set_weights(weights)
 
     def q_values(self, observations: np.ndarray) -> np.ndarray:
@@ -143,21 +192,22 @@ class StochasticPolicy(ActorPolicy):
     """A categorical (logits) or diagonal-Gaussian (means + log std) policy on a numpy MLP,
     with the learner's running observation normalisation.
 
-    Weight layout (PPOAgent.get_weights): actor torso + head, then log std (Box only),
-    then the critic, then the observation mean and variance.
+    Weights (PPOAgent.get_weights): `actor/layer{i}/...` (torso, then the head),
+    `log_std` (Box only), `obs/mean` and `obs/var`; the critic's `critic/...` come along
+    and go unused.
     """
 
     def __init__(
         self,
+        spec: WeightSpec,
         activation: str,
-        n_policy_weights: int,
         discrete: bool,
         action_shape: tuple[int, ...],
         normalize: bool,
         seed: int,
     ):
-        self._mlp = NumpyMLP(activation)
-        self._n = n_policy_weights
+        self.spec = spec
+        self._mlp = NumpyMLP("actor", activation)
         self._discrete = discrete
         self._action_shape = action_shape
         self._normalize = normalize
@@ -165,12 +215,13 @@ class StochasticPolicy(ActorPolicy):
         self._log_std = np.zeros(1, np.float32)
         self._mean = self._std = None
 
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        self._mlp.set_weights(weights[: self._n])
+    def set_weights(self, weights: Weights) -> None:
+        check_weights(weights, self.spec)
+        self._mlp.set_weights(weights)
         if not self._discrete:
-            self._log_std = weights[self._n]
-        self._mean = weights[-2]
-        self._std = np.sqrt(weights[-1] + 1e-8)
+            self._log_std = weights["log_std"]
+        self._mean = weights["obs/mean"]
+        self._std = np.sqrt(weights["obs/var"] + 1e-8)
 
     def outputs(self, observations: np.ndarray) -> np.ndarray:
         """Logits (Discrete) or Gaussian means (Box) for raw observations."""

@@ -33,17 +33,3 @@ def gae(
         running = deltas[t] + gamma * lam * not_last[t] * running
         adv[t] = running
     return adv.astype(np.float32), (adv + values).astype(np.float32)
-
-
-def discounted_returns(
-    rewards: np.ndarray,
-    next_values: np.ndarray,
-    terminated: np.ndarray,
-    last: np.ndarray,
-    gamma: float,
-) -> np.ndarray:
-    """Monte-Carlo returns-to-go; episodes cut by truncation or by the rollout's end are
-    completed with the bootstrapped value (pass next_values = 0 for pure Monte Carlo)."""
-    zeros = np.zeros_like(rewards, dtype=np.float64)
-    _, returns = gae(rewards, zeros, next_values, terminated, last, gamma, 1.0)
-    return returns

@@ -1,4 +1,5 @@
-"""The one seam between the platform and the algorithms (see DESIGN.md).
+"""The one seam between the platform and the algorithms: rlplat/ asks an algorithm only
+what `Agent` declares.
 
 Nothing here imports TensorFlow, so `rlplat` can load configs and print errors fast.
 """
@@ -6,12 +7,13 @@ Nothing here imports TensorFlow, so `rlplat` can load configs and print errors f
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from agents.actors import ActorPolicy
+from agents.actors import ActorPolicy, Weights, WeightSpec, check_weights
 from rlplat.data import Transitions
 
 
@@ -27,8 +29,9 @@ class Agent(abc.ABC):
     """What the platform may ask of an algorithm. Batches in and out are numpy."""
 
     on_policy: bool
-    # Off-policy agents: replay assembles n-step returns with this discount, and hands the
-    # agent `discount` = gamma^n (0 after a termination) as the bootstrap multiplier.
+    # Off-policy agents: the collector (rlplat/collect.py) assembles n-step returns with
+    # this discount, and the agent gets `discount` = gamma^n (0 after a termination) as the
+    # bootstrap multiplier.
     gamma: float = 0.99
     n_step: int = 1
 
@@ -77,11 +80,26 @@ class Agent(abc.ABC):
         """Gradient steps taken so far (restored with checkpoints)."""
 
     @abc.abstractmethod
-    def get_weights(self) -> list[np.ndarray]:
-        """The acting policy's weights: what collectors receive."""
+    def weight_variables(self) -> Mapping[str, Any]:
+        """The acting policy's TF variables by stable name (agents.networks.named_variables):
+        what `get_weights` reads and `set_weights` assigns."""
 
-    @abc.abstractmethod
-    def set_weights(self, weights: list[np.ndarray]) -> None: ...
+    def weight_spec(self) -> WeightSpec:
+        """Names, shapes and dtypes of `get_weights()` (what actor policies check against)."""
+        return {n: (tuple(v.shape), v.dtype.name) for n, v in self.weight_variables().items()}
+
+    def get_weights(self) -> Weights:
+        """The acting policy's weights as numpy arrays by name: what collectors receive."""
+        return {name: var.numpy() for name, var in self.weight_variables().items()}
+
+    def set_weights(self, weights: Weights) -> None:
+        """Assign `get_weights()` of an agent with the same network; anything else (a name
+        missing or extra, a shape or dtype changed) raises WeightsError naming it."""
+        variables = self.weight_variables()
+        check_weights(weights, self.weight_spec())
+        for name, var in variables.items():
+            var.assign(weights[name])
+        self._policy_stale = True
 
     @abc.abstractmethod
     def checkpoint_items(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from rlplat.config import AgentConfig, PosInt, Strict
+from rlplat.config_base import AgentConfig, PosInt, Strict
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 

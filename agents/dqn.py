@@ -1,9 +1,9 @@
 """DQN on TF-Agents: fixed Q targets (hard or Polyak), Double (DdqnAgent), Dueling
 (agents.networks.DuelingQNetwork), n-step returns and prioritized-replay IS weights.
 
-n-step returns are assembled by the replay side (rlplat.replay.NStepAssembler), which
-hands over `discount` = gamma^n (0 after a termination); so TF-Agents gets gamma = 1 and
-the bootstrap is reward + discount * Q_target(next_obs, .).
+n-step returns are assembled by the collector (rlplat/collect.py), which hands over
+`discount` = gamma^n (0 after a termination); so TF-Agents gets gamma = 1 and the
+bootstrap is reward + discount * Q_target(next_obs, .).
 
 Acting happens in numpy from the Q network's weights (agents.actors.EpsilonGreedyQ: epsilon
 greedy, Ape-X epsilons per collector actor, |n-step TD| initial priorities); learning is one
@@ -26,7 +26,7 @@ from tf_agents.utils import common
 from agents.actors import EpsilonGreedyQ
 from agents.base import Agent, TrainResult
 from agents.configs import DQNConfig
-from agents.networks import q_net
+from agents.networks import named_variables, q_net
 from envs import EnvSpaces
 from envs.tf_agents_adapter import tensor_specs
 from rlplat.data import Transitions
@@ -69,6 +69,7 @@ class DQNAgent(Agent):
             train_step_counter=self._train_step,
         )
         self._agent.initialize()
+        self._weights = named_variables("q", self._q.trainable_variables)
         # Slots exist before any restore, so a checkpoint's Adam moments load eagerly.
         self._optimizer.build(self._q.trainable_variables)
         # autograph=False: TF-Agents' Python control flow is static, and autograph-converting
@@ -81,7 +82,8 @@ class DQNAgent(Agent):
 
     # ------------------------------------------------------------------ acting
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> EpsilonGreedyQ:
-        return EpsilonGreedyQ(self.cfg, self._num_actions, index, num_actors, seed)
+        spec = self.weight_spec()
+        return EpsilonGreedyQ(self.cfg, spec, self._num_actions, index, num_actors, seed)
 
     def q_values(self, observations: np.ndarray) -> np.ndarray:
         return self.policy.q_values(observations)
@@ -163,13 +165,8 @@ class DQNAgent(Agent):
         return int(self._train_step.numpy())
 
     # ------------------------------------------------------- weights and saving
-    def get_weights(self) -> list[np.ndarray]:
-        return [v.numpy() for v in self._q.trainable_variables]
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        for var, value in zip(self._q.trainable_variables, weights, strict=True):
-            var.assign(value)
-        self._policy_stale = True
+    def weight_variables(self) -> dict[str, tf.Variable]:
+        return self._weights
 
     def checkpoint_items(self) -> dict[str, Any]:
         return {

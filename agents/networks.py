@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tensorflow as tf
 from tf_agents.networks import encoding_network, network, q_network
 
@@ -47,3 +49,18 @@ def q_net(observation_spec, action_spec, cfg: MLPConfig, dueling: bool = False) 
     )
     net.create_variables()
     return net
+
+
+def named_variables(prefix: str, variables: Sequence[tf.Variable]) -> dict[str, tf.Variable]:
+    """Variables by names that are the same in every process and every agent:
+    `{prefix}/layer{i}/{kernel|bias}`, i numbering the layers in order (what
+    agents.actors.NumpyMLP reads). Keras' own names carry process-wide counters: a layer's
+    `dense_7/kernel` in one process is `dense/kernel` in another."""
+    layers: dict[str, int] = {}
+    named = {}
+    for var in variables:
+        scope, _, leaf = var.name.partition(":")[0].rpartition("/")
+        named[f"{prefix}/layer{layers.setdefault(scope, len(layers))}/{leaf}"] = var
+    if len(named) != len(variables):  # two variables of one layer with one leaf name
+        raise ValueError(f"{prefix}: variable names are not unique: {[v.name for v in variables]}")
+    return named

@@ -26,19 +26,27 @@ from agents.actors import StochasticPolicy
 from agents.advantages import gae
 from agents.base import Agent, TrainResult
 from agents.configs import PPOConfig
-from agents.networks import ACTIVATIONS
+from agents.networks import ACTIVATIONS, named_variables
 from envs import EnvSpaces
 from rlplat.data import Transitions
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def normalize(obs: tf.Tensor, mean: tf.Variable, var: tf.Variable) -> tf.Tensor:
+    """Observations scaled by running statistics and clipped to [-10, 10] (the learner's
+    graphs and the exported one; agents.actors.StochasticPolicy is its numpy twin)."""
+    return tf.clip_by_value((obs - mean) / tf.sqrt(var + 1e-8), -10.0, 10.0)
+
+
 class PPOAgent(Agent):
     on_policy = True
-    uses_values = True
 
-    def __init__(self, cfg: PPOConfig, spaces: EnvSpaces, seed: int = 0):
+    def __init__(self, cfg: PPOConfig, spaces: EnvSpaces, seed: int = 0, uses_values: bool = True):
+        """`uses_values=False` (REINFORCE without a baseline): advantages are Monte-Carlo
+        returns; the critic is never evaluated."""
         self.cfg = cfg
+        self.uses_values = uses_values
         self.gamma = cfg.gamma
         self._discrete = isinstance(spaces.action, gym.spaces.Discrete)
         self._obs_shape = tuple(spaces.observation.shape)
@@ -75,6 +83,15 @@ class PPOAgent(Agent):
             *self._critic.trainable_variables,
         ]
         self._optimizer.build(self._vars)
+        self._weights = {
+            **named_variables(
+                "actor", [*self._torso.trainable_variables, *self._head.trainable_variables]
+            ),
+            **({} if self._discrete else {"log_std": self._log_std}),
+            **named_variables("critic", self._critic.trainable_variables),
+            "obs/mean": self._obs_mean,
+            "obs/var": self._obs_var,
+        }
         self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
         self._clip = cfg.clip_range
         sig = dict(autograph=False, reduce_retracing=True)
@@ -89,7 +106,7 @@ class PPOAgent(Agent):
     def _normalize(self, obs: tf.Tensor) -> tf.Tensor:
         if not self.cfg.normalize_observations:
             return obs
-        return tf.clip_by_value((obs - self._obs_mean) / tf.sqrt(self._obs_var + 1e-8), -10.0, 10.0)
+        return normalize(obs, self._obs_mean, self._obs_var)
 
     def _policy_out(self, nobs: tf.Tensor) -> tf.Tensor:
         """Logits (Discrete) or Gaussian means (Box) for normalised observations."""
@@ -109,10 +126,9 @@ class PPOAgent(Agent):
         return logp, entropy
 
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> StochasticPolicy:
-        n_policy = len(self._torso.trainable_variables) + len(self._head.trainable_variables)
         return StochasticPolicy(
-            self.cfg.network.activation, n_policy, self._discrete, self._action_space.shape,
-            self.cfg.normalize_observations, seed,
+            self.weight_spec(), self.cfg.network.activation, self._discrete,
+            self._action_space.shape, self.cfg.normalize_observations, seed,
         )  # fmt: skip
 
     def update_schedules(self, env_steps: int, progress: float) -> dict[str, float]:
@@ -234,13 +250,8 @@ class PPOAgent(Agent):
         return int(self._train_step.numpy())
 
     # ------------------------------------------------------- weights and saving
-    def get_weights(self) -> list[np.ndarray]:
-        return [v.numpy() for v in (*self._vars, self._obs_mean, self._obs_var)]
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        for var, value in zip((*self._vars, self._obs_mean, self._obs_var), weights, strict=True):
-            var.assign(value)
-        self._policy_stale = True
+    def weight_variables(self) -> dict[str, tf.Variable]:
+        return self._weights
 
     def checkpoint_items(self) -> dict[str, Any]:
         return {
@@ -291,7 +302,7 @@ class _PolicyServing(tf.Module):
     def _out(self, observations: tf.Tensor) -> tf.Tensor:
         x = observations
         if self._normalize_on:
-            x = tf.clip_by_value((x - self.obs_mean) / tf.sqrt(self.obs_var + 1e-8), -10.0, 10.0)
+            x = normalize(x, self.obs_mean, self.obs_var)
         hidden, _ = self.torso(x)
         return self.head(hidden)
 

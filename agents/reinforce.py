@@ -16,6 +16,4 @@ from envs import EnvSpaces
 
 class ReinforceAgent(PPOAgent):
     def __init__(self, cfg: ReinforceConfig, spaces: EnvSpaces, seed: int = 0):
-        self.uses_values = cfg.baseline
-        super().__init__(cfg.as_ppo(), spaces, seed)
-        self.reinforce_cfg = cfg
+        super().__init__(cfg.as_ppo(), spaces, seed, uses_values=cfg.baseline)

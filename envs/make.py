@@ -18,7 +18,7 @@ import numpy as np
 from rlplat.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rlplat.config import EnvConfig
+    from rlplat.config_base import EnvConfig
 
 
 @dataclass(frozen=True)

@@ -11,31 +11,16 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from rlplat.config_base import AgentConfig, EnvConfig, NonNegInt, PosInt, Strict
 from rlplat.errors import ConfigError
 
 if TYPE_CHECKING:
     from envs import EnvSpaces
-
-
-class Strict(BaseModel):
-    """Unknown keys are errors; configs are immutable once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-PosInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-
-
-class EnvConfig(Strict):
-    id: str = Field(description="Gymnasium id (CartPole-v1) or `module:Class`")
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    max_episode_steps: PosInt | None = None
 
 
 class CollectConfig(Strict):
@@ -131,16 +116,6 @@ class ExportConfig(Strict):
             if data.pop("enabled") is False:
                 data.setdefault("when", "never")
         return data
-
-
-class AgentConfig(Strict):
-    """Base of every algorithm's config; `agents.CONFIGS` maps `type` to the subclass."""
-
-    type: str
-    on_policy: ClassVar[bool | None] = None  # each algorithm's config class sets it
-    # The gymnasium action-space classes the algorithm can act in (checked before a run
-    # starts, so a mismatch is a config error, not a failure after TensorFlow loaded).
-    action_spaces: ClassVar[tuple[str, ...]] = ("Discrete", "Box")
 
 
 class ExperimentConfig(Strict):

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+from mc_returns import discounted_returns
 
-from agents.advantages import discounted_returns, gae
+from agents.advantages import gae
 
 
 def col(*xs):
@@ -44,14 +45,33 @@ def test_envs_are_independent_columns():
     np.testing.assert_allclose(adv[:, 1], [10.0, 5.0])
 
 
+def returns_to_go(rewards, next_values, terminated, last, gamma):
+    """What REINFORCE trains on: GAE with lambda = 1 and no baseline."""
+    _, returns = gae(rewards, np.zeros_like(rewards), next_values, terminated, last, gamma, 1.0)
+    return returns
+
+
 def test_returns_to_go_restart_at_episode_ends():
     r = col(1, 1, 1, 1)
     zeros = np.zeros_like(r)
     term = col(0, 1, 0, 0)
     last = col(0, 1, 0, 0)
-    ret = discounted_returns(r, zeros, term, last, 0.5)
+    ret = returns_to_go(r, zeros, term, last, 0.5)
     np.testing.assert_allclose(ret[:, 0], [1.5, 1.0, 1.5, 1.0])
     # A truncated episode is completed with the bootstrapped value.
-    ret = discounted_returns(r, col(0, 0, 0, 4), col(0, 0, 0, 0), col(0, 0, 0, 1), 0.5)
+    ret = returns_to_go(r, col(0, 0, 0, 4), col(0, 0, 0, 0), col(0, 0, 0, 1), 0.5)
     np.testing.assert_allclose(ret[:, 0], [1 + 0.5 + 0.25 + 0.125 * 3, 1 + 0.5 + 0.25 * 3,
                                            1 + 0.5 * 3, 3.0])  # fmt: skip
+
+
+def test_returns_to_go_match_the_written_out_reference():
+    # tests/mc_returns.py is what test_ppo checks REINFORCE against.
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(50, 3))
+    last = rng.random((50, 3)) < 0.1
+    term = last & (rng.random((50, 3)) < 0.5)
+    nv = np.where(last, rng.normal(size=(50, 3)), 0.0)
+    nv[-1] = rng.normal(size=3)  # the rollout's end bootstraps too
+    np.testing.assert_allclose(
+        returns_to_go(r, nv, term, last, 0.9), discounted_returns(r, nv, term, last, 0.9), rtol=1e-5
+    )

@@ -16,7 +16,7 @@ from conftest import RLPLAT, tiny_config, user_env
 
 import agents
 import envs
-from agents.actors import EpsilonGreedyQ, apex_epsilon
+from agents.actors import EpsilonGreedyQ, apex_epsilon, weight_spec
 from rlplat import config
 from rlplat.collect import Fragment, RolloutGather
 from rlplat.data import Transitions
@@ -37,7 +37,7 @@ def test_apex_epsilons_per_actor():
     assert apex_epsilon(0.4, 3, 4, 0.0) == 0.4  # exponent 0: Ape-X spread off
     # The actor policies the agent hands out follow the schedule, spread per actor.
     cfg = dqn_cfg(epsilon={"start": 1.0, "end": 0.4, "decay_env_steps": 100})
-    policies = [EpsilonGreedyQ(cfg, 2, i, 3, seed=i) for i in range(3)]
+    policies = [EpsilonGreedyQ(cfg, {}, 2, i, 3, seed=i) for i in range(3)]
     for p in policies:
         p.update(0)
     assert [p.epsilon for p in policies] == [1.0, 1.0, 1.0]  # 1^x = 1: all random at first
@@ -48,10 +48,12 @@ def test_apex_epsilons_per_actor():
 
 def test_actor_priorities_are_n_step_td_errors():
     cfg = dqn_cfg(network={"hidden": [3]})
-    policy = EpsilonGreedyQ(cfg, 2, 0, 1, seed=0)
     rng = np.random.default_rng(0)
     w = [rng.normal(size=s).astype(np.float32) for s in [(4, 3), (3,), (3, 2), (2,)]]
-    policy.set_weights(w)
+    names = ["q/layer0/kernel", "q/layer0/bias", "q/layer1/kernel", "q/layer1/bias"]
+    weights = dict(zip(names, w, strict=True))
+    policy = EpsilonGreedyQ(cfg, weight_spec(weights), 2, 0, 1, seed=0)
+    policy.set_weights(weights)
 
     def q(x):
         return np.maximum(x @ w[0] + w[1], 0) @ w[2] + w[3]

@@ -6,7 +6,7 @@ import pytest
 
 import envs
 from agents.actors import ActorPolicy
-from envs.tf_agents_adapter import GymnasiumPyEnvironment, tensor_specs
+from envs.tf_agents_adapter import tensor_specs
 from rlplat.collect import Collector
 from rlplat.config import EnvConfig
 from rlplat.errors import ConfigError
@@ -18,7 +18,7 @@ class _Always(ActorPolicy):
     def __init__(self, action: int):
         self.action = action
 
-    def set_weights(self, weights: list[np.ndarray]) -> None:
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         pass
 
     def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
@@ -42,26 +42,6 @@ class Corridor(gym.Env):
         self.pos = max(0, self.pos + (1 if action == 1 else -1))
         done = self.pos >= self.length
         return np.array([self.pos], np.float32), float(done), done, False, {}
-
-
-def test_termination_and_truncation_are_different_time_steps():
-    # Pushing CartPole one way terminates (pole falls) well before 500 steps.
-    env = GymnasiumPyEnvironment(envs.make(EnvConfig(id="CartPole-v1")), seed=0)
-    env.reset()
-    step = env.step(np.int64(0))
-    while not step.is_last():
-        step = env.step(np.int64(0))
-    assert float(step.discount) == 0.0  # termination: no bootstrap
-    # A time limit truncates: LAST step, but discount 1 so targets bootstrap.
-    env = GymnasiumPyEnvironment(
-        envs.make(EnvConfig(id="CartPole-v1", max_episode_steps=3)), seed=0
-    )
-    env.reset()
-    steps = [env.step(np.int64(i % 2)) for i in range(3)]
-    assert [bool(s.is_last()) for s in steps] == [False, False, True]
-    assert float(steps[-1].discount) == 1.0
-    # Auto-reset after LAST.
-    assert bool(env.step(np.int64(0)).is_first())
 
 
 def test_specs_for_discrete_and_box():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_config
+from mc_returns import discounted_returns
 
 import agents
 import envs
@@ -133,8 +134,6 @@ def test_reinforce_is_one_full_batch_policy_gradient_step():
     obs = batch.obs.reshape(-1, 4)
     actions = batch.action.ravel()
     # Hand-made REINFORCE gradient: normalised Monte-Carlo returns-to-go x grad log pi.
-    from agents.advantages import discounted_returns
-
     returns = discounted_returns(
         batch.reward, np.zeros_like(batch.reward), batch.discount == 0, batch.last, 0.99
     ).ravel()
@@ -156,3 +155,15 @@ def test_reinforce_is_one_full_batch_policy_gradient_step():
     assert expected_norm > 0 and agree > 0.99
     for b, v in zip(critic_before, agent._critic.trainable_variables, strict=True):
         np.testing.assert_array_equal(b, v.numpy())  # no baseline: the critic is unused
+
+
+def test_reinforce_with_a_baseline_trains_its_critic():
+    data = ppo_config()
+    data["agent"] = {"type": "reinforce", "network": {"hidden": [16]}, "baseline": True}
+    cfg = config.parse(data)
+    agent = agents.build(cfg.agent, envs.spaces(cfg.env), seed=0)
+    critic_before = [v.numpy().copy() for v in agent._critic.trainable_variables]
+    agent.train(rollout(cfg, agent))
+    moved = [not np.array_equal(b, v.numpy()) for b, v in
+             zip(critic_before, agent._critic.trainable_variables, strict=True)]  # fmt: skip
+    assert all(moved)
