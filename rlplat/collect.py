@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from agents.actors import ActorPolicy
+from agents.actors import ActorPolicy, Weights
 from rlplat.config import EnvConfig, ExperimentConfig
 from rlplat.data import EpisodeStats, Transitions
 from rlplat.nstep import NStepAssembler
@@ -272,7 +272,7 @@ class RayCollectors:
         options = {"runtime_env": self._runtime_env} if self._runtime_env else {}
         return self._remote.options(**options).remote(*args, **kwargs)
 
-    def broadcast(self, weights: list[np.ndarray], version: int) -> None:
+    def broadcast(self, weights: Weights, version: int) -> None:
         self._weights_ref = self._ray.put(weights)
         self.version = version
 

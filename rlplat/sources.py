@@ -14,7 +14,7 @@ import numpy as np
 from rich.console import Console
 
 import agents
-from agents.actors import ActorPolicy
+from agents.actors import ActorPolicy, Weights
 from rlplat.collect import Collector, Fragment, ray_collectors
 from rlplat.config import ExperimentConfig
 from rlplat.data import Transitions
@@ -54,7 +54,7 @@ class Source(Protocol):
         little for one). Fragments carry the weight version last broadcast."""
         ...
 
-    def broadcast(self, weights: list[np.ndarray], version: int) -> None:
+    def broadcast(self, weights: Weights, version: int) -> None:
         """New learner weights for the collectors (tagged `version`)."""
 
     def close(self) -> None: ...
@@ -84,7 +84,7 @@ class AgentPolicy(ActorPolicy):
     def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
         return self._agent.policy.act(observations, explore)
 
-    def set_weights(self, weights: list[np.ndarray]) -> None:
+    def set_weights(self, weights: Weights) -> None:
         self._agent.set_weights(weights)
 
     def update(self, env_steps: int) -> None:
@@ -121,7 +121,7 @@ class LocalSource:
         fragment.version = self._version
         return [fragment]
 
-    def broadcast(self, weights: list[np.ndarray], version: int) -> None:
+    def broadcast(self, weights: Weights, version: int) -> None:
         self._version = version
 
     def close(self) -> None:
@@ -176,7 +176,7 @@ class RaySource:
         self._note_pids(fragments)
         return fragments
 
-    def broadcast(self, weights: list[np.ndarray], version: int) -> None:
+    def broadcast(self, weights: Weights, version: int) -> None:
         self._actors.broadcast(weights, version)
 
     def _note_pids(self, fragments: list[Fragment]) -> None:
