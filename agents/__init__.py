@@ -5,19 +5,25 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from agents.base import Agent, TrainResult
-from agents.configs import DQNConfig, PPOConfig, ReinforceConfig
-from rlplat import _bootstrap  # noqa: F401  (before any TensorFlow import)
+if __name__ != "rlplat.agents":  # one module, one name: a registry imported twice would split
+    raise ModuleNotFoundError(
+        f"{__file__}: rlplat's agents/ folder is the package rlplat.agents, not a top-level "
+        "`agents` (is an rlplat source checkout on sys.path ahead of your own `agents` package?)",
+        name=__name__,
+    )
+
+from rlplat.agents.base import Agent, TrainResult
+from rlplat.agents.configs import DQNConfig, PPOConfig, ReinforceConfig
 
 if TYPE_CHECKING:
-    from envs import EnvSpaces
     from rlplat.config_base import AgentConfig
+    from rlplat.envs import EnvSpaces
 
 # type -> (config class, "module:Agent class"); modules import TensorFlow, so load lazily.
 _REGISTRY = {
-    "dqn": (DQNConfig, "agents.dqn:DQNAgent"),
-    "ppo": (PPOConfig, "agents.ppo:PPOAgent"),
-    "reinforce": (ReinforceConfig, "agents.reinforce:ReinforceAgent"),
+    "dqn": (DQNConfig, "rlplat.agents.dqn:DQNAgent"),
+    "ppo": (PPOConfig, "rlplat.agents.ppo:PPOAgent"),
+    "reinforce": (ReinforceConfig, "rlplat.agents.reinforce:ReinforceAgent"),
 }
 CONFIGS = {name: cfg for name, (cfg, _) in _REGISTRY.items()}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.actors import ActorPolicy, Weights, WeightSpec, check_weights
+from rlplat.agents.actors import ActorPolicy, Weights, WeightSpec, check_weights
 from rlplat.data import Transitions
 
 

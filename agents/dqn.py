@@ -23,13 +23,13 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 from tf_agents.utils import common
 
-from agents.actors import EpsilonGreedyQ
-from agents.base import Agent, TrainResult
-from agents.configs import DQNConfig
-from agents.networks import named_variables, q_net
-from envs import EnvSpaces
-from envs.tf_agents_adapter import tensor_specs
+from rlplat.agents.actors import EpsilonGreedyQ
+from rlplat.agents.base import Agent, TrainResult
+from rlplat.agents.configs import DQNConfig
+from rlplat.agents.networks import named_variables, q_net
 from rlplat.data import Transitions
+from rlplat.envs import EnvSpaces
+from rlplat.envs.tf_agents_adapter import tensor_specs
 from rlplat.errors import ConfigError
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 from tf_agents.networks import encoding_network, network, q_network
 
-from agents.configs import MLPConfig
+from rlplat.agents.configs import MLPConfig
 
 ACTIVATIONS = {"relu": tf.keras.activations.relu, "tanh": tf.keras.activations.tanh}
 

@@ -22,13 +22,13 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.networks import encoding_network, value_network
 
-from agents.actors import StochasticPolicy
-from agents.advantages import gae
-from agents.base import Agent, TrainResult
-from agents.configs import PPOConfig
-from agents.networks import ACTIVATIONS, named_variables
-from envs import EnvSpaces
+from rlplat.agents.actors import StochasticPolicy
+from rlplat.agents.advantages import gae
+from rlplat.agents.base import Agent, TrainResult
+from rlplat.agents.configs import PPOConfig
+from rlplat.agents.networks import ACTIVATIONS, named_variables
 from rlplat.data import Transitions
+from rlplat.envs import EnvSpaces
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

@@ -9,9 +9,9 @@ the critic is never evaluated or trained.
 
 from __future__ import annotations
 
-from agents.configs import ReinforceConfig
-from agents.ppo import PPOAgent
-from envs import EnvSpaces
+from rlplat.agents.configs import ReinforceConfig
+from rlplat.agents.ppo import PPOAgent
+from rlplat.envs import EnvSpaces
 
 
 class ReinforceAgent(PPOAgent):

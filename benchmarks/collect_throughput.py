@@ -60,9 +60,7 @@ def collector_rates(
     compares numbers taken seconds apart; the raw rate is measured while the collectors
     sit idle.
     """
-    import agents
-    import envs
-    from rlplat import cluster
+    from rlplat import agents, cluster, envs
     from rlplat import config as config_mod
     from rlplat.collect import ray_collectors
 
@@ -116,8 +114,7 @@ def _drive(pool, agent, state, fragment, envs_per_actor, depth, seconds) -> floa
 
 def in_process_rate(envs_per_actor: int, fragment: int, seconds: float) -> float:
     """One collector in this process with the same policy: what one core gives."""
-    import agents
-    import envs
+    from rlplat import agents, envs
     from rlplat import config as config_mod
     from rlplat.collect import Collector
 

@@ -11,10 +11,8 @@ import time
 
 import numpy as np
 
-import agents
-import envs
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
-from rlplat import config
+from rlplat import agents, config, envs
 from rlplat.data import Transitions
 
 BATCH, K = 64, 128

@@ -1,6 +1,14 @@
 """Environments: Gymnasium ids or `module:Class`, vector envs, and the TF-Agents adapter."""
 
-from envs.make import (
+if __name__ != "rlplat.envs":  # one module, one name: a registry imported twice would split
+    raise ModuleNotFoundError(
+        f"{__file__}: rlplat's envs/ folder is the package rlplat.envs, not a top-level "
+        "`envs` (is an rlplat source checkout on sys.path ahead of your own `envs` package?)",
+        name=__name__,
+    )
+
+
+from rlplat.envs.make import (
     EnvSpaces,
     add_module_dir,
     make,
@@ -9,7 +17,6 @@ from envs.make import (
     spaces,
     user_modules,
 )
-from rlplat import _bootstrap  # noqa: F401  (before any TensorFlow import)
 
 __all__ = [
     "EnvSpaces", "add_module_dir", "make", "make_vec", "module_dir", "spaces", "user_modules",

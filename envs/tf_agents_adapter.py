@@ -11,7 +11,7 @@ import numpy as np
 from tf_agents.specs import array_spec, tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from envs.make import EnvSpaces
+from rlplat.envs.make import EnvSpaces
 
 
 def array_specs(spaces: EnvSpaces) -> tuple[array_spec.ArraySpec, array_spec.BoundedArraySpec]:

@@ -1,6 +1,7 @@
 """Process set-up that must happen before TensorFlow or TF-Agents is imported.
 
-Imported first by the `rlplat`, `agents` and `envs` packages, so any entry point gets it.
+Imported first by the `rlplat` package (rlplat.agents and rlplat.envs included), so any
+entry point gets it.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from agents import Agent
+from rlplat.agents import Agent
 from rlplat.errors import UserError
 from rlplat.replay import Replay
 

@@ -465,7 +465,7 @@ def play(
             from rlplat import media
 
             media.require_display()
-        import envs
+        from rlplat import envs
         from rlplat.config import EnvConfig
         from rlplat.play import recorded_env, remote_policy
         from rlplat.serving.auth import read_token

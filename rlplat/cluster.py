@@ -13,8 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import envs
-from rlplat import _bootstrap
+from rlplat import _bootstrap, envs
 from rlplat.errors import UserError
 
 COLLECTOR_ENV = {**_bootstrap.ENV_VARS, "CUDA_VISIBLE_DEVICES": ""}
@@ -29,7 +28,7 @@ def start(
     address None: a local Ray inside this command, sized so every collector gets a CPU
     slot even when there are more collectors than cores. "auto" or "HOST:PORT": join a
     running cluster (`ray start --head`), in the cluster's authentication mode;
-    "ray://HOST:10001": Ray Client. On a cluster the rlplat packages travel with the job
+    "ray://HOST:10001": Ray Client. On a cluster the rlplat package travels with the job
     (runtime_env py_modules), and so, everywhere, do the modules of `module:Class` envs
     that are not installed packages. `num_actors` Ray actors of 1 CPU each (`what` says
     which setting asks for them) must fit in the cluster, or this says what is missing.
@@ -84,10 +83,7 @@ def _init_kwargs(
         kwargs["num_cpus"] = max(os.cpu_count() or 1, num_actors + 1)
         kwargs["num_gpus"] = 0  # the learner is this process; collectors never take a GPU
     else:
-        import agents
-        import rlplat
-
-        shipped = [agents, envs, rlplat, *shipped]
+        shipped = [str(_package_tree()), *shipped]
         if not address.startswith("ray://"):  # Ray Client has its own handshake
             gcs = _gcs_address(address)
             _join_auth_mode(address, gcs)
@@ -97,6 +93,30 @@ def _init_kwargs(
         runtime_env["py_modules"] = shipped
     kwargs["runtime_env"] = runtime_env
     return kwargs, where
+
+
+def _package_tree() -> Path:
+    """The rlplat package laid out as a wheel installs it (agents/ and envs/ inside rlplat/),
+    for a cluster job's py_modules: installed, its own folder; from a source checkout or an
+    editable install, a temporary copy with the two folders moved in (rlplat/__init__.py)."""
+    import atexit
+    import shutil
+    import sys
+    import tempfile
+
+    import rlplat
+
+    here = Path(rlplat.__file__).parent
+    if (here / "agents").is_dir():
+        return here
+    tree = Path(tempfile.mkdtemp(prefix="rlplat-ship-")) / "rlplat"
+    atexit.register(shutil.rmtree, tree.parent, ignore_errors=True)
+    skip = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(here, tree, ignore=skip)
+    for name in ("agents", "envs"):
+        folder = Path(sys.modules[f"rlplat.{name}"].__file__).parent
+        shutil.copytree(folder, tree / name, ignore=skip)
+    return tree
 
 
 def require_cpus(num_actors: int, what: str, where: str) -> None:

@@ -23,8 +23,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import envs
-from agents.actors import ActorPolicy, Weights
+from rlplat import envs
+from rlplat.agents.actors import ActorPolicy, Weights
 from rlplat.config import EnvConfig, ExperimentConfig
 from rlplat.data import EpisodeStats, Transitions
 from rlplat.nstep import NStepAssembler

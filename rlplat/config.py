@@ -20,7 +20,7 @@ from rlplat.config_base import AgentConfig, EnvConfig, NonNegInt, PosInt, Strict
 from rlplat.errors import ConfigError
 
 if TYPE_CHECKING:
-    from envs import EnvSpaces
+    from rlplat.envs import EnvSpaces
 
 
 class CollectConfig(Strict):
@@ -230,7 +230,7 @@ def _takes_null(data: dict[str, Any], parts: list[str]) -> bool:
     """Whether the schema field at `parts` accepts None (unknown fields: no)."""
     model: type[BaseModel] | None = ExperimentConfig
     if parts[0] == "agent" and len(parts) > 1:
-        from agents import CONFIGS
+        from rlplat.agents import CONFIGS
 
         agent = data.get("agent")
         model = CONFIGS.get(agent.get("type")) if isinstance(agent, dict) else None
@@ -258,7 +258,7 @@ def _allows_none(annotation: Any) -> bool:
 
 def parse(data: dict[str, Any]) -> ExperimentConfig:
     """Validate a config mapping. The agent section is validated by its own class."""
-    from agents import CONFIGS
+    from rlplat.agents import CONFIGS
 
     data = dict(data)
     errors: list[str] = []
@@ -311,7 +311,7 @@ def check_env(cfg: ExperimentConfig) -> EnvSpaces:
     """Make the env once (id or `module:Class`, kwargs, spaces) and check its action space
     against the agent type: everything that can fail about the env, before a run directory
     exists and before TensorFlow loads."""
-    import envs
+    from rlplat import envs
 
     spaces = envs.spaces(cfg.env)
     kinds = type(cfg.agent).action_spaces

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-import envs
+from rlplat import envs
 from rlplat.config import EnvConfig
 
 EVAL_SEED_OFFSET = 1_000_000  # eval envs never share seeds with training envs

@@ -29,7 +29,7 @@ def require_display() -> None:
 
 def env_fps(env_cfg: EnvConfig) -> int:
     """The env's own playback rate (metadata render_fps), 30 if it does not say."""
-    import envs
+    from rlplat import envs
 
     env = envs.make(env_cfg)
     try:

@@ -19,8 +19,8 @@ from rlplat.config import EnvConfig, ExperimentConfig
 from rlplat.errors import UserError
 
 if TYPE_CHECKING:
-    from agents import Agent
-    from envs import EnvSpaces
+    from rlplat.agents import Agent
+    from rlplat.envs import EnvSpaces
 
 
 @dataclass
@@ -67,7 +67,7 @@ def _version_dir(path: Path) -> Path | None:
 def _from_saved_model(version_dir: Path, stochastic: bool) -> LoadedPolicy:
     import tensorflow as tf
 
-    import envs
+    from rlplat import envs
 
     meta_path = version_dir / "assets.extra" / "rlplat.json"
     if not meta_path.is_file():
@@ -116,8 +116,7 @@ def restore_run(
 ) -> RestoredRun:
     """`run_dir`'s config (with `overrides`) and agent (built with `seed`, default the run's),
     restored from its newest intact checkpoint; a damaged newer one is named on stderr."""
-    import agents
-    import envs
+    from rlplat import agents, envs
     from rlplat.checkpoint import Checkpointer, restore_latest
     from rlplat.rundir import load_run_config
 

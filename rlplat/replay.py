@@ -21,8 +21,8 @@ from rlplat.data import Transitions
 from rlplat.errors import UserError
 
 if TYPE_CHECKING:
-    from envs import EnvSpaces
     from rlplat.config import ReplayConfig
+    from rlplat.envs import EnvSpaces
 
 
 @dataclass

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import agents
-import envs
+from rlplat import agents, envs
 from rlplat.config import ExperimentConfig
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-import envs
 from rlplat import config as config_mod
+from rlplat import envs
 from rlplat.config import ExperimentConfig
 from rlplat.errors import UserError
 

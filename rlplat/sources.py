@@ -13,8 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 from rich.console import Console
 
-import agents
-from agents.actors import ActorPolicy, Weights
+from rlplat import agents
+from rlplat.agents.actors import ActorPolicy, Weights
 from rlplat.collect import Collector, Fragment, ray_collectors
 from rlplat.config import ExperimentConfig
 from rlplat.data import Transitions

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-import agents
-import envs
+from rlplat import agents, envs
 from rlplat import replay as replay_mod
 from rlplat.checkpoint import Checkpointer
 from rlplat.collect import CollectorDiedError

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from mc_returns import discounted_returns
 
-from agents.advantages import gae
+from rlplat.agents.advantages import gae
 
 
 def col(*xs):

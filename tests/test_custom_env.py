@@ -13,11 +13,11 @@ import pytest
 import yaml
 from conftest import RLPLAT, tiny_config, user_env
 
-import envs
+from rlplat import envs
 from rlplat.config import EnvConfig
 from rlplat.errors import ConfigError
 
-make_mod = importlib.import_module("envs.make")  # the module: `envs.make` is the function
+make_mod = importlib.import_module("rlplat.envs.make")  # the module: `envs.make` is the function
 
 ENV_SOURCE = """
 from gymnasium.envs.classic_control import CartPoleEnv

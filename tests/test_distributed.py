@@ -14,10 +14,8 @@ import pytest
 import yaml
 from conftest import RLPLAT, tiny_config, user_env
 
-import agents
-import envs
-from agents.actors import EpsilonGreedyQ, apex_epsilon, weight_spec
-from rlplat import config
+from rlplat import agents, config, envs
+from rlplat.agents.actors import EpsilonGreedyQ, apex_epsilon, weight_spec
 from rlplat.collect import Fragment, RolloutGather
 from rlplat.data import Transitions
 from rlplat.errors import ConfigError
@@ -127,7 +125,7 @@ def test_actor_policies_pickle_without_tensorflow():
     policy.set_weights(agent.get_weights())
     obs = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     np.testing.assert_array_equal(policy.act(obs, explore=False), agent.act(obs, explore=False))
-    code = "import sys, agents.actors, rlplat.collect; print('tensorflow' in sys.modules)"
+    code = "import sys, rlplat.agents.actors, rlplat.collect; print('tensorflow' in sys.modules)"
     out = subprocess.run(
         [str(Path(RLPLAT).with_name("python")), "-c", code],
         capture_output=True, text=True, env=user_env(), timeout=60,

@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-import agents
-import envs
-from rlplat import config
+from rlplat import agents, config, envs
 from rlplat.data import Transitions
 
 

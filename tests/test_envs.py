@@ -4,11 +4,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
-from agents.actors import ActorPolicy
-from envs.tf_agents_adapter import tensor_specs
+from rlplat import envs
+from rlplat.agents.actors import ActorPolicy
 from rlplat.collect import Collector
 from rlplat.config import EnvConfig
+from rlplat.envs.tf_agents_adapter import tensor_specs
 from rlplat.errors import ConfigError
 
 

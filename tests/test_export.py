@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 from conftest import tiny_config, user_env
 
-import agents
-import envs
-from rlplat import config
+from rlplat import agents, config, envs
 from rlplat.export import export_saved_model, versions
 
 # Runs in a fresh interpreter that imports TensorFlow alone (Keras 3 default, no rlplat,

@@ -8,9 +8,7 @@ import tensorflow as tf
 from conftest import tiny_config
 from mc_returns import discounted_returns
 
-import agents
-import envs
-from rlplat import config
+from rlplat import agents, config, envs
 from rlplat.collect import Collector, time_major
 from rlplat.export import export_saved_model
 from rlplat.train import Trainer

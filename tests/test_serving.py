@@ -21,9 +21,7 @@ import pytest
 import requests
 from conftest import RLPLAT, ROOT, run_cli, tiny_config, user_env
 
-import agents
-import envs
-from rlplat import config
+from rlplat import agents, config, envs
 from rlplat.export import export_saved_model
 from rlplat.train import export_metadata
 

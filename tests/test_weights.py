@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-import agents
-import envs
-from agents.actors import WeightsError
-from rlplat import config
+from rlplat import agents, config, envs
+from rlplat.agents.actors import WeightsError
 
 # (env, agent section): each weight layout the agents hand out.
 CASES = {

@@ -20,8 +20,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-import agents
-from agents.base import TrainResult
+from rlplat import agents
+from rlplat.agents.base import TrainResult
 from rlplat.collect import Fragment
 from rlplat.config import ExperimentConfig
 from rlplat.data import Transitions
