@@ -361,7 +361,7 @@ def _episodes_report(
 
 
 @app.command()
-def serve(
+def serve(  # long only in its option declarations
     model_base_path: Annotated[
         Path, typer.Option(help="Serves every models/<name>/<version>/ under it.")
     ] = Path("models"),
