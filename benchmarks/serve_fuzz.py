@@ -8,7 +8,7 @@ well-behaved client measures its latency and the server's RSS is watched. One JS
 
     .venv/bin/python benchmarks/serve_fuzz.py --model-base-path models --model lunarlander_pg
 
-tests/test_serving.py runs the same fuzz with fewer examples.
+tests/serving/test_rest.py runs the same fuzz with fewer examples.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ from rlplat.loops.off_policy import train_off_policy
 from rlplat.loops.on_policy import train_on_policy
 from rlplat.loops.session import Session, progress_bar
 from rlplat.run_export import export_agent, export_skip_reason
-from rlplat.run_export import export_metadata as export_metadata  # tests/test_serving.py
 from rlplat.rundir import record_resume, resume_changes, write_metadata
 from rlplat.signals import Interrupted, StopOnSignals
 from rlplat.sources import Source, open_source
@@ -437,4 +436,4 @@ def _stderr_line(line: str) -> None:
 
 
 __all__ = ["Cluster", "Interrupted", "StopOnSignals", "Trainer", "TrainSummary", "start_cluster"]
-__all__ += ["export_metadata", "train"]
+__all__ += ["train"]

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_serving import export_tiny
 
 from rlplat.errors import UserError
 from rlplat.export import export_saved_model, list_versions, parse_version, versions
@@ -27,6 +26,7 @@ from rlplat.serving.errors import NotFound
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager
 from rlplat.serving.rest import RestApp
+from serving.helpers import export_tiny
 
 GAUGE = "rlplat_serving_model_version_available"
 

@@ -15,12 +15,12 @@ import numpy as np
 import orjson
 import pytest
 import requests
-from test_serving import PPO, Server, export_tiny
 
 from rlplat.serving.config import ServingConfig
 from rlplat.serving.decode import Offload, decode, split_predict
 from rlplat.serving.errors import InvalidArgument, Unavailable
 from rlplat.serving.heap import HeapFreezer
+from serving.helpers import PPO, Server, export_tiny
 
 CAP = 100
 PREDICT = "/v1/models/pg:predict"

@@ -17,7 +17,8 @@ import grpc
 import pytest
 import requests
 from conftest import RLPLAT, user_env
-from test_serving import Server, export_tiny, free_port
+
+from serving.helpers import Server, export_tiny, free_port
 
 LIMITS = {
     "max_request_line_bytes": 1024,
