@@ -10,6 +10,7 @@ if __name__ != "rlplat.envs":  # one module, one name: a registry imported twice
 
 from rlplat.envs.make import (
     EnvSpaces,
+    VecEnv,
     add_module_dir,
     make,
     make_vec,
@@ -19,5 +20,6 @@ from rlplat.envs.make import (
 )
 
 __all__ = [
-    "EnvSpaces", "add_module_dir", "make", "make_vec", "module_dir", "spaces", "user_modules",
+    "EnvSpaces", "VecEnv", "add_module_dir", "make", "make_vec", "module_dir", "spaces",
+    "user_modules",
 ]  # fmt: skip

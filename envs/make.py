@@ -10,11 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 
+from rlplat.envs import atari
 from rlplat.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -113,10 +114,22 @@ def user_modules() -> list[ModuleType]:
 
 
 def make(
-    cfg: EnvConfig, seed: int | None = None, render_mode: str | None = None, check: bool = True
+    cfg: EnvConfig,
+    seed: int | None = None,
+    render_mode: str | None = None,
+    check: bool = True,
+    training: bool = False,
 ) -> gym.Env:
     """One environment; `seed` seeds its first reset and its action space. `check=False`
-    leaves out Gymnasium's env checker (for copies of an env already checked once)."""
+    leaves out Gymnasium's env checker (for copies of an env already checked once).
+    `training`: a collector's env (with `env.atari`: life-loss terminals and clipped
+    rewards); otherwise full games with the game's own score, as evaluation wants."""
+    if cfg.atari is not None:
+        env = atari.make_atari(cfg, training, render_mode)
+        if seed is not None:
+            env.reset(seed=seed)
+            env.action_space.seed(seed)
+        return env
     target = _resolve(cfg.id)
     kwargs: dict[str, Any] = dict(cfg.kwargs)
     if render_mode is not None:
@@ -199,10 +212,32 @@ class LockstepEnvs:
             env.close()
 
 
-def make_vec(cfg: EnvConfig, num_envs: int, seed: int) -> LockstepEnvs:
-    """`num_envs` copies in one process, reset with seeds seed, seed+1, ..."""
-    make(cfg).close()  # validate id, kwargs and spaces once (with the env checker)
-    vec = LockstepEnvs([make(cfg, check=False) for _ in range(num_envs)])
+class VecEnv(Protocol):
+    """What collectors step: LockstepEnvs' contract (same-step autoreset, `final_obs`)."""
+
+    num_envs: int
+    single_observation_space: gym.spaces.Box
+    single_action_space: gym.spaces.Space
+
+    def reset(self, seed: list[int]) -> np.ndarray: ...
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def make_vec(cfg: EnvConfig, num_envs: int, seed: int, training: bool = False) -> VecEnv:
+    """`num_envs` copies in one process, reset with seeds seed, seed+1, ...; `training`
+    as in `make` (collectors pass True)."""
+    vec: VecEnv
+    if cfg.atari is not None and cfg.atari.backend == "vector":
+        vec = atari.AleVectorEnvs(cfg, num_envs, training)
+        vec.reset(seed=[seed + i for i in range(num_envs)])
+        return vec
+    make(cfg, training=training).close()  # validate id, kwargs and spaces once (checker)
+    vec = LockstepEnvs([make(cfg, check=False, training=training) for _ in range(num_envs)])
     vec.reset(seed=[seed + i for i in range(num_envs)])
     return vec
 

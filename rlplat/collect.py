@@ -68,7 +68,7 @@ class Collector:
         self.num_envs = num_envs
         self.policy = policy
         self.actor = actor
-        self._env = envs.make_vec(env_cfg, num_envs, seed)
+        self._env = envs.make_vec(env_cfg, num_envs, seed, training=True)
         space = self._env.single_action_space
         # Box actions: the policy's raw (e.g. Gaussian) action is stored for learning; the
         # env gets it clipped to its bounds.

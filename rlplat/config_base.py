@@ -8,9 +8,9 @@ circle. Nothing here imports anything of rlplat's.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -23,10 +23,38 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 
 
+class AtariConfig(Strict):
+    """The DQN/Nature preprocessing of an ALE game (envs/atari.py). Life-loss terminals
+    and reward clipping apply to training envs only; evaluation plays full games and
+    reports the unclipped score."""
+
+    noop_max: Annotated[int, Field(ge=0, le=30)] = 30
+    frame_skip: PosInt = 4  # the observation is the max over the last two frames
+    screen_size: PosInt = 84
+    stack: PosInt = 4
+    sticky_actions: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25  # ALE v5's default
+    fire_reset: bool = True  # press FIRE on reset in games that need it (Breakout)
+    terminal_on_life_loss: bool = True  # training only
+    clip_rewards: bool = True  # training only: rewards clipped to [-1, 1]
+    # Collectors' vector env: "python" steps one gymnasium env per slot; "vector" is
+    # ale-py's C++ AtariVectorEnv (threaded preprocessing). Evaluation is always "python".
+    backend: Literal["python", "vector"] = "python"
+    threads: NonNegInt = 0  # the "vector" backend's threads (0: ale-py picks)
+
+
 class EnvConfig(Strict):
     id: str = Field(description="Gymnasium id (CartPole-v1) or `module:Class`")
     kwargs: dict[str, Any] = Field(default_factory=dict)
     max_episode_steps: PosInt | None = None
+    atari: AtariConfig | None = None
+
+    @model_validator(mode="after")
+    def _atari_needs_ale_id(self) -> EnvConfig:
+        if self.atari is not None and not self.id.startswith("ALE/"):
+            raise ValueError(f"env.atari: needs an ALE id such as ALE/Breakout-v5, not {self.id!r}")
+        if self.atari is not None and self.atari.backend == "vector" and self.kwargs:
+            raise ValueError("env.kwargs: not supported with env.atari.backend: vector")
+        return self
 
 
 class AgentConfig(Strict):

@@ -79,7 +79,7 @@ def run_episodes(
 
 def _play(policy, env_cfg, indices, seed, render_mode, on_frame, returns, lengths) -> None:
     base = EVAL_SEED_OFFSET + seed * 1000
-    pool = [envs.make(env_cfg, render_mode=render_mode) for _ in indices]
+    pool = [envs.make(env_cfg, render_mode=render_mode, training=False) for _ in indices]
     space = pool[0].action_space
     clip = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
     record = render_mode == "rgb_array" and on_frame is not None
