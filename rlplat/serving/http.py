@@ -28,6 +28,11 @@ from rlplat.serving.config import ServingConfig
 from rlplat.serving.rest import RestApp
 
 FEED_BYTES = 16 * 1024  # parsed per step (see HttpProtocol._feed)
+# After an error answer the connection is half-closed and what still arrives is read and
+# dropped for a while (nginx's "lingering close"): closing a socket with unread input sends
+# a reset, which can destroy the answer before the client has read it.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -113,6 +118,8 @@ class HttpProtocol(asyncio.Protocol):
         self.reading_paused = False  # the transport's state
         self.backlog = b""  # read while the queue was full, not parsed yet
         self.drained: asyncio.Future | None = None  # set when the client reads again
+        self.lingering = False  # answered an error and half-closed: input is dropped
+        self.dropped = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -127,7 +134,9 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         if not self.connections.admit(self):
-            self._reject(503, f"too many open connections ({self.limits.max_connections})")
+            self._reject(
+                503, f"too many open connections ({self.limits.max_connections})", linger=False
+            )  # (nothing read yet; no fd held for an attacker)
             return
         self._arm_idle()
 
@@ -174,6 +183,11 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self.dropped += len(data)
+            if self.dropped > LINGER_BYTES:
+                self.transport.abort()
+            return
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -184,7 +198,7 @@ class HttpProtocol(asyncio.Protocol):
         """Parses `data` a slice at a time, keeping the rest once too many requests wait:
         one read of small pipelined requests is thousands of them."""
         for start in range(0, len(data), FEED_BYTES):
-            if "queue" in self.paused or self.transport.is_closing():
+            if "queue" in self.paused or self._closing():
                 self.backlog = data[start:]  # at most one read, parsed when the queue drains
                 return
             self._feed_slice(data[start : start + FEED_BYTES])
@@ -206,7 +220,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._head_too_big()
 
     def _arm_idle(self) -> None:
-        if self.timer is None and not self.busy and not self.transport.is_closing():
+        if self.timer is None and not self.busy and not self._closing():
             self.timer = self.loop.call_later(self.limits.idle_timeout, self.close)
             if not self.in_message:
                 self.connections.now_idle(self)
@@ -215,15 +229,28 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def _reject(self, status: int, message: str) -> None:
+    def _closing(self) -> bool:
+        return self.lingering or self.transport.is_closing()
+
+    def _reject(self, status: int, message: str, linger: bool = True) -> None:
         """Answer now and close: the stream cannot be trusted (or is not worth reading)."""
-        if self.transport.is_closing():
+        if self._closing():
             return
-        if not self.busy:  # (else an earlier pipelined request's answer is owed first: close)
-            body = orjson.dumps({"error": message})
-            self.transport.write(_head(status, [(b"content-type", b"application/json")],
-                                       len(body), True) + body)  # fmt: skip
-        self.transport.close()
+        if self.busy:  # an earlier pipelined request's answer is owed first: just close
+            self.transport.close()
+            return
+        body = orjson.dumps({"error": message})
+        self.transport.write(_head(status, [(b"content-type", b"application/json")],
+                                   len(body), True) + body)  # fmt: skip
+        if not linger or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.lingering = True
+        for timer in (self.timer, self.head_timer):
+            if timer is not None:
+                timer.cancel()
+        self.transport.write_eof()  # the answer, then FIN; the client's close ends it sooner
+        self.loop.call_later(LINGER_SECONDS, self.close)
 
     def _head_timeout(self) -> None:
         limit = self.limits.header_timeout
@@ -282,7 +309,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
-        if self.transport.is_closing():
+        if self._closing():
             return
         method = self.parser.get_method().decode("ascii", "replace")
         try:
@@ -312,7 +339,7 @@ class HttpProtocol(asyncio.Protocol):
                 status, headers, body = await self.app.respond(
                     request.method, request.path, request.headers, _Body(request.body)
                 )
-            if self.transport.is_closing():
+            if self._closing():
                 return
             close = not request.keep_alive
             head = _head(status, headers, len(body), close)

@@ -124,6 +124,23 @@ def test_an_endless_header_is_431_even_before_it_ends(server):
         assert send_until_closed(s, b"y" * 65536, max_bytes=64 << 20) < 8 << 20
 
 
+def test_an_error_answer_reaches_a_client_still_sending(server):
+    # The server refuses after its first read while the rest is still arriving: closing
+    # with input unread would reset the connection, which can destroy the 431 in flight.
+    head = b"GET /v1/models/cartpole HTTP/1.1\r\n"
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"y" * 1000) for i in range(200)) + b"\r\n"
+    answers = []
+    for _ in range(20):
+        with connect(server) as s:
+            send_until_closed(s, head + headers, max_bytes=len(head + headers))
+            chunks = []
+            while chunk := s.recv(65536):  # a reset here fails the test
+                chunks.append(chunk)
+            answers.append(b"".join(chunks))
+    assert all(a.startswith(b"HTTP/1.1 431") for a in answers), [a[:40] for a in answers]
+    assert serves(server)
+
+
 def test_slow_headers_are_closed_after_the_header_timeout(server):
     with connect(server, timeout=30) as s:
         s.sendall(b"GET /v1/models/cartpole HTTP/1.1\r\n")
