@@ -105,7 +105,8 @@ class DQNAgent(Agent):
         net = None
         if self._cnn:
             heads = ["q/value", "q/advantage"] if self.cfg.dueling else ["q/head"]
-            net = TFNatureCNN("q", heads, dueling=self.cfg.dueling)
+            pixels = self._obs_dtype == tf.uint8
+            net = TFNatureCNN("q", heads, dueling=self.cfg.dueling, pixels=pixels)
         return EpsilonGreedyQ(self.cfg, spec, self._num_actions, index, num_actors, seed, net)
 
     def q_values(self, observations: np.ndarray) -> np.ndarray:

@@ -100,12 +100,12 @@ def resolve_network(cfg, observation_space: gym.Space) -> MLPConfig | NatureCNNC
     return net
 
 
-def scale_pixels(observations: tf.Tensor) -> tf.Tensor:
-    """uint8 pixels to float32 in [0, 1], inside the graph (float input is only cast, so a
-    float image env keeps its own scale)."""
-    if observations.dtype == tf.uint8:
-        return tf.cast(observations, tf.float32) * (1.0 / 255.0)
-    return tf.cast(observations, tf.float32)
+def scale_pixels(observations: tf.Tensor, pixels: bool) -> tf.Tensor:
+    """float32 for the first conv: for a uint8 observation space (`pixels`) scaled by 1/255,
+    whatever dtype the values arrive in (a caller that cast uint8 frames to float32 still
+    gets [0, 1]); a float image env keeps its own scale."""
+    x = tf.cast(observations, tf.float32)
+    return x * (1.0 / 255.0) if pixels else x
 
 
 class _BuildOnZeros(network.Network):
@@ -122,7 +122,8 @@ class _BuildOnZeros(network.Network):
 
 class NatureTorso(_BuildOnZeros):
     """Nature-DQN torso: [B, H, W, C] pixels → [B, dense] features (layers `conv0..2`,
-    `dense0`). Called like a TF-Agents EncodingNetwork: returns (features, state)."""
+    `dense0`). Called like a TF-Agents EncodingNetwork: returns (features, state).
+    A uint8 `input_tensor_spec` means pixels, scaled by 1/255 in the graph."""
 
     def __init__(self, input_tensor_spec, dense: int = 512, kernel_initializer=None,
                  name="NatureTorso"):  # fmt: skip
@@ -140,7 +141,7 @@ class NatureTorso(_BuildOnZeros):
         )
 
     def call(self, observation, step_type=None, network_state=(), training=False):
-        x = scale_pixels(observation)
+        x = scale_pixels(observation, self.input_tensor_spec.dtype == tf.uint8)
         for conv in self.convs:
             x = conv(x, training=training)
         return self.dense(self.flatten(x), training=training), network_state

@@ -181,7 +181,8 @@ class PPOAgent(Agent):
         return logp, entropy
 
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> StochasticPolicy:
-        cnn = TFNatureCNN("torso", ["policy"]) if self._cnn else None
+        pixels = self._obs_dtype == tf.uint8
+        cnn = TFNatureCNN("torso", ["policy"], pixels=pixels) if self._cnn else None
         activation = getattr(self.cfg.network, "activation", "relu")
         return StochasticPolicy(
             self.weight_spec(), activation, self._discrete,

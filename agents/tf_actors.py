@@ -20,10 +20,13 @@ from rlplat.agents.networks import NATURE_CONVS
 class TFNatureCNN:
     """Nature torso `{torso}/conv0..2`, `{torso}/dense0`, then `heads` (weight-name
     prefixes): one head's output, or with `dueling` (heads = value, advantage)
-    V + A - mean(A), as agents.networks.NatureQNetwork computes it."""
+    V + A - mean(A), as agents.networks.NatureQNetwork computes it. `pixels`: the
+    observation space is uint8, scaled by 1/255 (agents.networks.scale_pixels)."""
 
-    def __init__(self, torso: str, heads: Sequence[str], dueling: bool = False):
+    def __init__(self, torso: str, heads: Sequence[str], dueling: bool = False,
+                 pixels: bool = True):  # fmt: skip
         self.torso, self.heads, self.dueling = torso, tuple(heads), dueling
+        self.pixels = pixels
         self._weights: dict[str, np.ndarray] = {}
         self._stale = True
         self._vars: dict[str, Any] | None = None  # tf.Variables, built on first call
@@ -56,7 +59,7 @@ class TFNatureCNN:
         from rlplat.agents.networks import scale_pixels
 
         v = self._vars
-        x = scale_pixels(observations)
+        x = scale_pixels(observations, self.pixels)
         for i, (_, _, stride) in enumerate(NATURE_CONVS):
             name = f"{self.torso}/conv{i}"
             x = tf.nn.conv2d(x, v[f"{name}/kernel"], stride, "VALID") + v[f"{name}/bias"]

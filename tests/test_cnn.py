@@ -19,6 +19,7 @@ from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
 from rlplat.errors import ConfigError
 from rlplat.export import export_saved_model
+from rlplat.policies import load_policy
 
 PIXELS = EnvSpaces(gym.spaces.Box(0, 255, (84, 84, 4), np.uint8), gym.spaces.Discrete(4))
 VECTOR = EnvSpaces(gym.spaces.Box(-1.0, 1.0, (4,), np.float32), gym.spaces.Discrete(2))
@@ -135,12 +136,16 @@ def test_tf_acting_policy_matches_the_learner(kind):
     out = policy.q_values(pixels) if kind != "ppo" else policy.outputs(pixels)
     np.testing.assert_allclose(out, learner(pixels), rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(policy.act(pixels, explore=False), learner(pixels).argmax(1))
+    # Frames a caller cast to float32 (rlplat.evaluate does) are still pixels: same outputs.
+    as_float = policy.q_values if kind != "ppo" else policy.outputs
+    np.testing.assert_allclose(as_float(pixels.astype(np.float32)), out, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("cfg", [DQNConfig(type="dqn"), PPOConfig(type="ppo")])
 def test_export_takes_uint8_observations(tmp_path, cfg):
     agent = agents.build(cfg, PIXELS)
-    version = export_saved_model(agent.serving_module(), tmp_path, "pixels", {})
+    meta = {"env": {"id": "pixel_env:PixelEnv"}}
+    version = export_saved_model(agent.serving_module(), tmp_path, "pixels", meta)
     loaded = tf.saved_model.load(str(version))
     serve = loaded.signatures["serving_default"]
     assert serve.structured_input_signature[1]["observations"].dtype == tf.uint8
@@ -151,3 +156,6 @@ def test_export_takes_uint8_observations(tmp_path, cfg):
     if cfg.type == "ppo":
         sample = loaded.signatures["sample"](observations=tf.constant(pixels))
         assert sample["actions"].shape == (2,)
+    # `rlplat eval/play` of the model: its observations go in as the signature's uint8.
+    played = load_policy(version, stochastic=False)
+    np.testing.assert_array_equal(played.act(pixels.astype(np.float32)), out["actions"].numpy())
