@@ -83,7 +83,12 @@ class DQNConfig(AgentConfig):
     gradient_clipping: Annotated[float, Field(gt=0.0)] | None = 10.0
     epsilon: EpsilonSchedule = EpsilonSchedule()
     eval_epsilon: Probability = 0.0
-    jit_compile: bool = Field(True, description="XLA-compile the training phase")
+    jit_compile: bool | None = Field(
+        None,
+        description="XLA-compile the training phase; unset: yes, except a conv net on a "
+        "machine without a GPU (XLA's CPU convolutions made a Nature-CNN step ~8x slower: "
+        "benchmarks/cnn_learner.py)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DQNConfig:

@@ -93,9 +93,13 @@ class DQNAgent(Agent):
         self._optimizer.build(self._q.trainable_variables)
         # autograph=False: TF-Agents' Python control flow is static, and autograph-converting
         # it made the first trace take ~10 s instead of ~1 s.
+        self.jit_compile = cfg.jit_compile
+        if self.jit_compile is None:
+            self.jit_compile = not self._cnn or bool(tf.config.list_physical_devices("GPU"))
         self._train_fn = tf.function(
-            self._train_phase, autograph=False, jit_compile=cfg.jit_compile, reduce_retracing=True
-        )
+            self._train_phase, autograph=False, jit_compile=self.jit_compile,
+            reduce_retracing=True,
+        )  # fmt: skip
         self._policy = self.actor_policy(0, 1, seed)
         self._policy_stale = True  # numpy weights lag the TF ones until the next use
 

@@ -1,7 +1,8 @@
 """The Nature CNN on this CPU, [84, 84, 4] uint8 observations: learner samples/s for DQN
-(batch 32, XLA training phases) and PPO (minibatch 256, 4 epochs over an 8 x 128 rollout),
-and the collectors' TF acting policy (agents.tf_actors.TFNatureCNN): one forward pass for
-a batch of 8. One JSON line; the load average says how busy the machine was.
+(batch 32, training phases of 16 steps, with and without XLA) and PPO (minibatch 256,
+4 epochs over an 8 x 128 rollout), and the collectors' TF acting policy
+(agents.tf_actors.TFNatureCNN): one forward pass for a batch of 8. One JSON line; the
+load average says how busy the machine was.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/cnn_learner.py
 """
@@ -45,13 +46,15 @@ def timed(fn, calls: int) -> float:
     return (time.perf_counter() - t0) / calls
 
 
-def dqn_samples_per_s(rng: np.random.Generator) -> dict[str, float]:
-    agent = agents.build(DQNConfig(type="dqn", double=True, dueling=True, jit_compile=True), SPACES)
+def dqn_samples_per_s(rng: np.random.Generator, jit: bool) -> dict[str, float]:
+    cfg = DQNConfig(type="dqn", double=True, dueling=True, jit_compile=jit)
+    agent = agents.build(cfg, SPACES)
     batch = transitions(rng, DQN_K, DQN_BATCH)
     seconds = timed(lambda: agent.train(batch), DQN_CALLS)
+    xla = "_xla" if jit else ""
     return {
-        "dqn_ms_per_update": round(seconds / DQN_K * 1e3, 1),
-        "dqn_samples_per_s": round(DQN_K * DQN_BATCH / seconds, 1),
+        f"dqn_ms_per_update{xla}": round(seconds / DQN_K * 1e3, 1),
+        f"dqn_samples_per_s{xla}": round(DQN_K * DQN_BATCH / seconds, 1),
     }
 
 
@@ -84,7 +87,8 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_avg_1m_before": round(os.getloadavg()[0], 2),
         "dqn_batch": DQN_BATCH,
-        **dqn_samples_per_s(rng),
+        **dqn_samples_per_s(rng, jit=False),
+        **dqn_samples_per_s(rng, jit=True),
         "ppo_minibatch": PPO_MINIBATCH,
         "ppo_rollout": f"{PPO_ENVS} envs x {PPO_STEPS} steps, {PPO_EPOCHS} epochs",
         **ppo_samples_per_s(rng),

@@ -63,6 +63,10 @@ def test_network_selection_and_inference():
     # Given: honoured (an MLP on pixels flattens them), and refused where it cannot work.
     mlp = DQNConfig(type="dqn", network={"type": "mlp", "hidden": [8]})
     assert "q/layer0/kernel" in agents.build(mlp, PIXELS).weight_spec()
+    # XLA unset: on for MLPs, off for conv nets without a GPU (XLA's CPU convs are slow).
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert agents.build(DQNConfig(type="dqn"), PIXELS).jit_compile is gpu
+    assert agents.build(DQNConfig(type="dqn"), VECTOR).jit_compile is True
     with pytest.raises(ConfigError, match="nature_cnn"):
         agents.build(DQNConfig(type="dqn", network={"type": "nature_cnn"}), VECTOR)
 
