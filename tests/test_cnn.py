@@ -128,6 +128,15 @@ def test_weights_round_trip_by_name(make):
     assert not changed(a.get_weights(), b.get_weights())
 
 
+@pytest.mark.parametrize("cfg", [DQNConfig(type="dqn", dueling=True), PPOConfig(type="ppo")])
+def test_checkpoint_restores_every_cnn_variable(tmp_path, cfg):
+    a, b = agents.build(cfg, PIXELS, seed=0), agents.build(cfg, PIXELS, seed=1)
+    assert changed(a.get_weights(), b.get_weights())
+    path = tf.train.Checkpoint(**a.checkpoint_items()).write(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(**b.checkpoint_items()).read(path).assert_existing_objects_matched()
+    assert not changed(a.get_weights(), b.get_weights())
+
+
 @pytest.mark.parametrize("kind", ["dqn", "dueling", "ppo"])
 def test_tf_acting_policy_matches_the_learner(kind):
     if kind == "ppo":
