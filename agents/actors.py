@@ -9,6 +9,9 @@ collectors act on, where a TF call's fixed cost outweighs the arithmetic
 Weights travel as a mapping from a stable variable name (`q/layer0/kernel`, `obs/mean`)
 to a numpy array, and every `set_weights` checks names, shapes and dtypes against the
 network's `WeightSpec`: a changed network is refused by name, never loaded by position.
+
+Conv nets are the exception: their forward pass is TF (agents.tf_actors.TFNatureCNN, built
+lazily in the acting process), handed to these policies as `net`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import abc
 import itertools
 from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 
@@ -72,6 +76,14 @@ class ActorPolicy(abc.ABC):
     def priorities(self, t: Transitions) -> np.ndarray | None:
         """Initial replay priorities for (n-step) transitions, or None (the replay's max)."""
         return None
+
+
+class ForwardPass(Protocol):
+    """A network's forward pass from weights by name: NumpyMLP, agents.tf_actors.TFNatureCNN."""
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None: ...
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray: ...
 
 
 class NumpyMLP:
@@ -137,14 +149,16 @@ class EpsilonGreedyQ(ActorPolicy):
     """Epsilon-greedy on a numpy Q network; Ape-X epsilons per actor; TD priorities."""
 
     def __init__(
-        self, cfg, spec: WeightSpec, num_actions: int, index: int, num_actors: int, seed: int
-    ):
-        # cfg: agents.configs.DQNConfig (pydantic; pickles with the policy)
+        self, cfg, spec: WeightSpec, num_actions: int, index: int, num_actors: int, seed: int,
+        net: ForwardPass | None = None,
+    ):  # fmt: skip
+        # cfg: agents.configs.DQNConfig (pydantic; pickles with the policy). `net`: the Q
+        # network's forward pass (default: the MLP of cfg.network, in numpy).
         self.cfg = cfg
         self.spec = spec
         self.index, self.num_actors = index, num_actors
         self._num_actions = num_actions
-        self._q = NumpyMLP("q", cfg.network.activation, cfg.dueling)
+        self._q = net or NumpyMLP("q", cfg.network.activation, cfg.dueling)
         self.rng = np.random.default_rng(seed)
         self.epsilon = self._epsilon_at(0)
 
@@ -160,7 +174,7 @@ class EpsilonGreedyQ(ActorPolicy):
         self._q.set_weights(weights)
 
     def q_values(self, observations: np.ndarray) -> np.ndarray:
-        return self._q(np.asarray(observations, np.float32))
+        return self._q(np.asarray(observations))  # uint8 pixels stay uint8 into a CNN
 
     def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
         greedy = self.q_values(observations).argmax(axis=1)
@@ -194,7 +208,7 @@ class StochasticPolicy(ActorPolicy):
 
     Weights (PPOAgent.get_weights): `actor/layer{i}/...` (torso, then the head),
     `log_std` (Box only), `obs/mean` and `obs/var`; the critic's `critic/...` come along
-    and go unused.
+    and go unused. With a CNN `net` (pixels, no normalisation): `torso/...`, `policy/...`.
     """
 
     def __init__(
@@ -205,9 +219,10 @@ class StochasticPolicy(ActorPolicy):
         action_shape: tuple[int, ...],
         normalize: bool,
         seed: int,
+        net: ForwardPass | None = None,
     ):
         self.spec = spec
-        self._mlp = NumpyMLP("actor", activation)
+        self._mlp = net or NumpyMLP("actor", activation)
         self._discrete = discrete
         self._action_shape = action_shape
         self._normalize = normalize
@@ -220,14 +235,15 @@ class StochasticPolicy(ActorPolicy):
         self._mlp.set_weights(weights)
         if not self._discrete:
             self._log_std = weights["log_std"]
-        self._mean = weights["obs/mean"]
-        self._std = np.sqrt(weights["obs/var"] + 1e-8)
+        if self._normalize:
+            self._mean = weights["obs/mean"]
+            self._std = np.sqrt(weights["obs/var"] + 1e-8)
 
     def outputs(self, observations: np.ndarray) -> np.ndarray:
         """Logits (Discrete) or Gaussian means (Box) for raw observations."""
-        obs = np.asarray(observations, np.float32)
+        obs = np.asarray(observations)
         if self._normalize:
-            obs = np.clip((obs - self._mean) / self._std, -10.0, 10.0)
+            obs = np.clip((obs.astype(np.float32) - self._mean) / self._std, -10.0, 10.0)
         return self._mlp(obs)
 
     def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from rlplat.config_base import AgentConfig, PosInt, Strict
 
@@ -12,8 +12,30 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class MLPConfig(Strict):
+    type: Literal["mlp"] = "mlp"
     hidden: list[PosInt] = Field(default_factory=lambda: [64, 64], min_length=1)
     activation: Literal["relu", "tanh"] = "relu"
+
+
+class NatureCNNConfig(Strict):
+    """The Nature-DQN torso (Mnih et al. 2015): conv 32x8x8/4, 64x4x4/2, 64x3x3/1, then a
+    dense layer, on [H, W, C] observations (uint8 pixels are scaled by 1/255 in the graph)."""
+
+    type: Literal["nature_cnn"]
+    dense: PosInt = 512
+
+
+def _network_type(value: Any) -> str:
+    return value.get("type", "mlp") if isinstance(value, dict) else getattr(value, "type", "mlp")
+
+
+# Which network an agent gets: `agent.network.type` (default mlp, so existing configs read
+# as before), or when `agent.network` is not given at all, inferred from the observation
+# space (agents.networks.resolve_network). Tagged: an error names one network's fields.
+NetworkConfig = Annotated[
+    Annotated[MLPConfig, Tag("mlp")] | Annotated[NatureCNNConfig, Tag("nature_cnn")],
+    Discriminator(_network_type),
+]
 
 
 class EpsilonSchedule(Strict):
@@ -47,7 +69,7 @@ class DQNConfig(AgentConfig):
     on_policy: ClassVar[bool] = False
     action_spaces: ClassVar[tuple[str, ...]] = ("Discrete",)  # one Q-value per action
     type: Literal["dqn"]
-    network: MLPConfig = MLPConfig()
+    network: NetworkConfig = MLPConfig()
     double: bool = Field(False, description="target = Q_target(s', argmax_a Q_online(s', a))")
     dueling: bool = Field(False, description="Q = V + A - mean(A)")
     n_step: Annotated[int, Field(ge=1, le=100)] = 1
@@ -61,7 +83,12 @@ class DQNConfig(AgentConfig):
     gradient_clipping: Annotated[float, Field(gt=0.0)] | None = 10.0
     epsilon: EpsilonSchedule = EpsilonSchedule()
     eval_epsilon: Probability = 0.0
-    jit_compile: bool = Field(True, description="XLA-compile the training phase")
+    jit_compile: bool | None = Field(
+        None,
+        description="XLA-compile the training phase; unset: yes, except a conv net on a "
+        "machine without a GPU (XLA's CPU convolutions made a Nature-CNN step >8x slower: "
+        "benchmarks/cnn_learner.py)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DQNConfig:
@@ -75,7 +102,7 @@ class PPOConfig(AgentConfig):
 
     on_policy: ClassVar[bool] = True
     type: Literal["ppo"]
-    network: MLPConfig = MLPConfig(hidden=[64, 64], activation="tanh")
+    network: NetworkConfig = MLPConfig(hidden=[64, 64], activation="tanh")
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
     lr_schedule: Literal["constant", "linear"] = "linear"
     gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
@@ -102,7 +129,7 @@ class ReinforceConfig(AgentConfig):
 
     on_policy: ClassVar[bool] = True
     type: Literal["reinforce"]
-    network: MLPConfig = MLPConfig(hidden=[64, 64], activation="tanh")
+    network: NetworkConfig = MLPConfig(hidden=[64, 64], activation="tanh")
     learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
     lr_schedule: Literal["constant", "linear"] = "constant"
     gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
@@ -117,8 +144,10 @@ class ReinforceConfig(AgentConfig):
     def as_ppo(self) -> PPOConfig:
         """The same update as one full-batch PPO step: at ratio 1 the clipped objective's
         gradient is exactly A * grad log pi, with lambda = 1 returns-to-go."""
+        # Only a network the user gave: an unset one stays unset (inferred from the env).
+        given = {"network": self.network} if "network" in self.model_fields_set else {}
         return PPOConfig(
-            type="ppo", network=self.network, learning_rate=self.learning_rate,
+            type="ppo", **given, learning_rate=self.learning_rate,
             lr_schedule=self.lr_schedule, gamma=self.gamma, gae_lambda=1.0,
             clip_range=0.2, epochs=1, minibatch_size=None,
             ent_coef=self.ent_coef, vf_coef=self.vf_coef if self.baseline else 0.0,

@@ -5,6 +5,9 @@ n-step returns are assembled by the collector (rlplat/collect.py), which hands o
 `discount` = gamma^n (0 after a termination); so TF-Agents gets gamma = 1 and the
 bootstrap is reward + discount * Q_target(next_obs, .).
 
+With `agent.network.type: nature_cnn` (agents.networks.NatureQNetwork) observations stay
+uint8 up to the graph, and actors run the Q network in TF (agents.tf_actors.TFNatureCNN).
+
 Acting happens in numpy from the Q network's weights (agents.actors.EpsilonGreedyQ: epsilon
 greedy, Ape-X epsilons per collector actor, |n-step TD| initial priorities); learning is one
 tf.function around `DqnAgent.train` that also returns per-sample TD errors (for
@@ -19,14 +22,16 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 from tf_agents.agents.dqn import dqn_agent
+from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 from tf_agents.utils import common
 
 from rlplat.agents.actors import EpsilonGreedyQ
 from rlplat.agents.base import Agent, TrainResult
-from rlplat.agents.configs import DQNConfig
-from rlplat.agents.networks import named_variables, q_net
+from rlplat.agents.configs import DQNConfig, NatureCNNConfig
+from rlplat.agents.networks import layer_variables, named_variables, q_net, resolve_network
+from rlplat.agents.tf_actors import TFNatureCNN
 from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
 from rlplat.envs.tf_agents_adapter import tensor_specs
@@ -45,8 +50,18 @@ class DQNAgent(Agent):
         self._num_actions = int(spaces.action.n)
         self._obs_shape = tuple(spaces.observation.shape)
         time_step_spec, action_spec = tensor_specs(spaces)
+        self._net = resolve_network(cfg, spaces.observation)
+        self._cnn = isinstance(self._net, NatureCNNConfig)
+        # A CNN takes the env's dtype (uint8 pixels) and scales in its graph.
+        self._obs_dtype = tf.as_dtype(spaces.observation.dtype) if self._cnn else tf.float32
+        if self._cnn:
+            obs_spec = tensor_spec.BoundedTensorSpec(  # bounded: TF-Agents samples from it
+                self._obs_shape, self._obs_dtype, spaces.observation.low.min(),
+                spaces.observation.high.max(), "observation",
+            )  # fmt: skip
+            time_step_spec = ts.time_step_spec(obs_spec)
         self.gamma, self.n_step = cfg.gamma, cfg.n_step
-        self._q = q_net(time_step_spec.observation, action_spec, cfg.network, cfg.dueling)
+        self._q = q_net(time_step_spec.observation, action_spec, self._net, cfg.dueling)
         self._optimizer = tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate)
         # int64: TF-Agents' summaries reject an int32 counter on TF 2.21.
         self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
@@ -69,21 +84,34 @@ class DQNAgent(Agent):
             train_step_counter=self._train_step,
         )
         self._agent.initialize()
-        self._weights = named_variables("q", self._q.trainable_variables)
+        self._weights = (
+            layer_variables("q", self._q.named_layers())
+            if self._cnn
+            else named_variables("q", self._q.trainable_variables)
+        )
         # Slots exist before any restore, so a checkpoint's Adam moments load eagerly.
         self._optimizer.build(self._q.trainable_variables)
         # autograph=False: TF-Agents' Python control flow is static, and autograph-converting
         # it made the first trace take ~10 s instead of ~1 s.
+        self.jit_compile = cfg.jit_compile
+        if self.jit_compile is None:
+            self.jit_compile = not self._cnn or bool(tf.config.list_physical_devices("GPU"))
         self._train_fn = tf.function(
-            self._train_phase, autograph=False, jit_compile=cfg.jit_compile, reduce_retracing=True
-        )
+            self._train_phase, autograph=False, jit_compile=self.jit_compile,
+            reduce_retracing=True,
+        )  # fmt: skip
         self._policy = self.actor_policy(0, 1, seed)
         self._policy_stale = True  # numpy weights lag the TF ones until the next use
 
     # ------------------------------------------------------------------ acting
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> EpsilonGreedyQ:
         spec = self.weight_spec()
-        return EpsilonGreedyQ(self.cfg, spec, self._num_actions, index, num_actors, seed)
+        net = None
+        if self._cnn:
+            heads = ["q/value", "q/advantage"] if self.cfg.dueling else ["q/head"]
+            pixels = self._obs_dtype == tf.uint8
+            net = TFNatureCNN("q", heads, dueling=self.cfg.dueling, pixels=pixels)
+        return EpsilonGreedyQ(self.cfg, spec, self._num_actions, index, num_actors, seed, net)
 
     def q_values(self, observations: np.ndarray) -> np.ndarray:
         return self.policy.q_values(observations)
@@ -143,11 +171,12 @@ class DQNAgent(Agent):
         """`batch` is [K, B, ...]: K gradient steps on K minibatches, in order."""
         if weights is None:
             weights = np.ones(batch.reward.shape, np.float32)
+        obs_dtype = self._obs_dtype.as_numpy_dtype
         out = self._train_fn(
-            tf.convert_to_tensor(batch.obs, tf.float32),
+            tf.convert_to_tensor(np.asarray(batch.obs, obs_dtype)),
             tf.convert_to_tensor(batch.action, tf.int64),
             tf.convert_to_tensor(batch.reward, tf.float32),
-            tf.convert_to_tensor(batch.next_obs, tf.float32),
+            tf.convert_to_tensor(np.asarray(batch.next_obs, obs_dtype)),
             tf.convert_to_tensor(batch.discount, tf.float32),
             tf.convert_to_tensor(weights, tf.float32),
         )
@@ -187,16 +216,17 @@ class DQNAgent(Agent):
         self._policy_stale = True
 
     def serving_module(self) -> tf.Module:
-        return _QServing(self._q, self._obs_shape)
+        return _QServing(self._q, self._obs_shape, self._obs_dtype)
 
 
 class _QServing(tf.Module):
-    """serving_default: observations → greedy `actions` and raw `q_values`."""
+    """serving_default: observations (float32, or a CNN's uint8 pixels) → greedy `actions`
+    and raw `q_values`."""
 
-    def __init__(self, q_network: tf.Module, obs_shape: tuple[int, ...]):
+    def __init__(self, q_network: tf.Module, obs_shape: tuple[int, ...], dtype: tf.DType):
         super().__init__(name="rlplat_dqn")
         self.q_network = q_network
-        spec = tf.TensorSpec([None, *obs_shape], tf.float32, name="observations")
+        spec = tf.TensorSpec([None, *obs_shape], dtype, name="observations")
         self.serving_default = tf.function(self._serve, input_signature=[spec])
 
     def _serve(self, observations: tf.Tensor) -> dict[str, tf.Tensor]:

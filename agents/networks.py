@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import gymnasium as gym
+import numpy as np
 import tensorflow as tf
 from tf_agents.networks import encoding_network, network, q_network
 
-from rlplat.agents.configs import MLPConfig
+from rlplat.agents.configs import MLPConfig, NatureCNNConfig
+from rlplat.errors import ConfigError
+
+NamedVariables = dict[str, tf.Variable]
+# (filters, kernel size, stride) of the Nature-DQN torso (Mnih et al. 2015).
+NATURE_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
 
 ACTIVATIONS = {"relu": tf.keras.activations.relu, "tanh": tf.keras.activations.tanh}
 
@@ -38,8 +45,13 @@ class DuelingQNetwork(network.Network):
         return q, network_state
 
 
-def q_net(observation_spec, action_spec, cfg: MLPConfig, dueling: bool = False) -> network.Network:
-    """An MLP Q network: observations → one Q value per discrete action."""
+def q_net(observation_spec, action_spec, cfg: MLPConfig | NatureCNNConfig,
+          dueling: bool = False) -> network.Network:  # fmt: skip
+    """A Q network: observations → one Q value per discrete action."""
+    if isinstance(cfg, NatureCNNConfig):
+        net = NatureQNetwork(observation_spec, action_spec, cfg.dense, dueling)
+        net.create_variables()
+        return net
     cls = DuelingQNetwork if dueling else q_network.QNetwork
     net = cls(
         observation_spec,
@@ -64,3 +76,115 @@ def named_variables(prefix: str, variables: Sequence[tf.Variable]) -> dict[str, 
     if len(named) != len(variables):  # two variables of one layer with one leaf name
         raise ValueError(f"{prefix}: variable names are not unique: {[v.name for v in variables]}")
     return named
+
+
+# ------------------------------------------------------------------ pixels: Nature CNN
+def is_image(space: gym.Space) -> bool:
+    """An image observation: a rank-3 uint8 Box ([H, W, C] stacked frames)."""
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8
+
+
+def resolve_network(cfg, observation_space: gym.Space) -> MLPConfig | NatureCNNConfig:
+    """The network `cfg.network` asks for; when the config leaves `network` out, the Nature
+    CNN for image observations (is_image) and the config's default MLP otherwise."""
+    net = cfg.network
+    if "network" not in cfg.model_fields_set and is_image(observation_space):
+        net = NatureCNNConfig(type="nature_cnn")
+    if isinstance(net, NatureCNNConfig):
+        shape = getattr(observation_space, "shape", None)
+        if shape is None or len(shape) != 3 or min(shape[:2]) < 36:
+            raise ConfigError(
+                "agent.network.type: nature_cnn needs [height, width, channels] image "
+                f"observations at least 36x36; this env's observation space is {observation_space}"
+            )
+    return net
+
+
+def scale_pixels(observations: tf.Tensor, pixels: bool) -> tf.Tensor:
+    """float32 for the first conv: for a uint8 observation space (`pixels`) scaled by 1/255,
+    whatever dtype the values arrive in (a caller that cast uint8 frames to float32 still
+    gets [0, 1]); a float image env keeps its own scale."""
+    x = tf.cast(observations, tf.float32)
+    return x * (1.0 / 255.0) if pixels else x
+
+
+class _BuildOnZeros(network.Network):
+    """create_variables on a zeros batch: TF-Agents samples a random input from the spec,
+    which fails for a uint8 spec."""
+
+    def create_variables(self, input_tensor_spec=None, **kwargs):
+        if self._network_output_spec is None:
+            spec = self.input_tensor_spec
+            out, _ = self(tf.zeros([1, *spec.shape], spec.dtype), **kwargs)
+            self._network_output_spec = tf.TensorSpec(out.shape[1:], out.dtype)
+        return self._network_output_spec
+
+
+class NatureTorso(_BuildOnZeros):
+    """Nature-DQN torso: [B, H, W, C] pixels → [B, dense] features (layers `conv0..2`,
+    `dense0`). Called like a TF-Agents EncodingNetwork: returns (features, state).
+    A uint8 `input_tensor_spec` means pixels, scaled by 1/255 in the graph."""
+
+    def __init__(self, input_tensor_spec, dense: int = 512, kernel_initializer=None,
+                 name="NatureTorso"):  # fmt: skip
+        super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
+        init = kernel_initializer or "glorot_uniform"
+        self.convs = [
+            tf.keras.layers.Conv2D(
+                f, k, s, activation="relu", kernel_initializer=init, name=f"conv{i}"
+            )
+            for i, (f, k, s) in enumerate(NATURE_CONVS)
+        ]
+        self.flatten = tf.keras.layers.Flatten()
+        self.dense = tf.keras.layers.Dense(
+            dense, activation="relu", kernel_initializer=init, name="dense0"
+        )
+
+    def call(self, observation, step_type=None, network_state=(), training=False):
+        x = scale_pixels(observation, self.input_tensor_spec.dtype == tf.uint8)
+        for conv in self.convs:
+            x = conv(x, training=training)
+        return self.dense(self.flatten(x), training=training), network_state
+
+    def named_layers(self) -> dict[str, tf.keras.layers.Layer]:
+        return {**{f"conv{i}": c for i, c in enumerate(self.convs)}, "dense0": self.dense}
+
+
+class NatureQNetwork(_BuildOnZeros):
+    """Q values on the Nature torso: one `head` layer, or dueling `value` + `advantage`
+    heads combined as in DuelingQNetwork."""
+
+    def __init__(self, input_tensor_spec, action_spec, dense: int = 512, dueling: bool = False,
+                 name="NatureQNetwork"):  # fmt: skip
+        super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
+        num_actions = int(action_spec.maximum - action_spec.minimum + 1)
+        self.torso = NatureTorso(input_tensor_spec, dense)
+        self.dueling = dueling
+        if dueling:
+            self.heads = [tf.keras.layers.Dense(1, name="value"),
+                          tf.keras.layers.Dense(num_actions, name="advantage")]  # fmt: skip
+        else:
+            self.heads = [tf.keras.layers.Dense(num_actions, name="head")]
+
+    def call(self, observation, step_type=None, network_state=(), training=False):
+        hidden, _ = self.torso(observation, training=training)
+        if not self.dueling:
+            return self.heads[0](hidden, training=training), network_state
+        value, advantage = (h(hidden, training=training) for h in self.heads)
+        q = value + advantage - tf.reduce_mean(advantage, axis=-1, keepdims=True)
+        return q, network_state
+
+    def named_layers(self) -> dict[str, tf.keras.layers.Layer]:
+        return {**self.torso.named_layers(), **{h.name: h for h in self.heads}}
+
+
+def layer_variables(prefix: str, layers: Mapping[str, tf.keras.layers.Layer]) -> NamedVariables:
+    """`{prefix}/{layer name}/{kernel|bias}` for layers whose names the network fixes
+    (NatureTorso.named_layers): stable across processes, unlike Keras' own names."""
+    if prefix:
+        prefix += "/"
+    return {
+        f"{prefix}{name}/{leaf}": getattr(layer, leaf)
+        for name, layer in layers.items()
+        for leaf in ("kernel", "bias")
+    }

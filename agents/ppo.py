@@ -6,7 +6,13 @@ GAE that bootstraps time-limit truncation (it treats truncation as termination),
 speed. So the update is one tf.function per rollout that runs epochs x minibatches in a
 while loop; advantages come from agents.advantages.gae; acting is numpy.
 
-Observations are normalised by running statistics kept in tf.Variables: checkpointed,
+With `agent.network.type: nature_cnn` actor and critic share one Nature torso
+(agents.networks.NatureTorso: TF-Agents' ActorDistributionNetwork and ValueNetwork each own
+their torso, so the policy and value heads here are two Dense layers on one torso's
+features, as in CleanRL's ppo_atari); pixels stay uint8 up to the graph, are not
+normalised (the torso scales by 1/255), and actors act in TF (agents.tf_actors).
+
+Otherwise observations are normalised by running statistics kept in tf.Variables: checkpointed,
 and part of the exported graph, so a served policy takes raw observations. The stats are
 updated after each training phase, so the policy that collected a rollout and the one
 whose log-probs are the PPO "old" ones are exactly the same.
@@ -25,8 +31,15 @@ from tf_agents.networks import encoding_network, value_network
 from rlplat.agents.actors import StochasticPolicy
 from rlplat.agents.advantages import gae
 from rlplat.agents.base import Agent, TrainResult
-from rlplat.agents.configs import PPOConfig
-from rlplat.agents.networks import ACTIVATIONS, named_variables
+from rlplat.agents.configs import NatureCNNConfig, PPOConfig
+from rlplat.agents.networks import (
+    ACTIVATIONS,
+    NatureTorso,
+    layer_variables,
+    named_variables,
+    resolve_network,
+)
+from rlplat.agents.tf_actors import TFNatureCNN
 from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
 
@@ -52,6 +65,38 @@ class PPOAgent(Agent):
         self._obs_shape = tuple(spaces.observation.shape)
         self._action_space = spaces.action
         n_out = int(spaces.action.n) if self._discrete else int(np.prod(spaces.action.shape))
+        net = resolve_network(cfg, spaces.observation)
+        self._cnn = isinstance(net, NatureCNNConfig)
+        # A running mean over raw pixels is wrong (and slow): the CNN scales them itself.
+        self._normalize_on = cfg.normalize_observations and not self._cnn
+        self._obs_dtype = tf.as_dtype(spaces.observation.dtype) if self._cnn else tf.float32
+        self._log_std = tf.Variable(
+            np.full(n_out, cfg.log_std_init, np.float32), name="log_std",
+            trainable=not self._discrete,
+        )  # fmt: skip
+        if self._cnn:
+            self._build_cnn(net, n_out)
+        else:
+            self._build_mlp(cfg, n_out)
+        self._obs_mean = tf.Variable(np.zeros(self._obs_shape, np.float32), trainable=False)
+        self._obs_var = tf.Variable(np.ones(self._obs_shape, np.float32), trainable=False)
+        self._obs_count = tf.Variable(1e-4, dtype=tf.float64, trainable=False)
+        self._optimizer = tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate, epsilon=1e-5)
+        self._optimizer.build(self._vars)
+        if self._normalize_on:
+            self._weights.update({"obs/mean": self._obs_mean, "obs/var": self._obs_var})
+        self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
+        self._clip = cfg.clip_range
+        sig = dict(autograph=False, reduce_retracing=True)
+        self._values_fn = tf.function(self._values, **sig)
+        # No XLA here: with the minibatch gathers it recompiled on every call (seconds per
+        # rollout instead of a fraction of one, seen while building this).
+        self._update_fn = tf.function(self._update, **sig)
+        self._policy = self.actor_policy(0, 1, seed)
+        self._policy_stale = True
+
+    def _build_mlp(self, cfg: PPOConfig, n_out: int) -> None:
+        """Separate actor and critic MLPs (`actor/layer{i}`, `critic/layer{i}`)."""
         obs_spec = tf.TensorSpec(self._obs_shape, tf.float32)
         act = ACTIVATIONS[cfg.network.activation]
         hidden = tuple(cfg.network.hidden)
@@ -65,46 +110,49 @@ class PPOAgent(Agent):
             obs_spec, fc_layer_params=hidden, activation_fn=act,
             kernel_initializer=ortho(math.sqrt(2)),
         )  # fmt: skip
-        self._log_std = tf.Variable(
-            np.full(n_out, cfg.log_std_init, np.float32), name="log_std",
-            trainable=not self._discrete,
-        )  # fmt: skip
         zeros = tf.zeros((1, *self._obs_shape))
         self._head(self._torso(zeros)[0])
         self._critic(zeros)
-        self._obs_mean = tf.Variable(np.zeros(self._obs_shape, np.float32), trainable=False)
-        self._obs_var = tf.Variable(np.ones(self._obs_shape, np.float32), trainable=False)
-        self._obs_count = tf.Variable(1e-4, dtype=tf.float64, trainable=False)
-        self._optimizer = tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate, epsilon=1e-5)
         self._vars = [
             *self._torso.trainable_variables,
             *self._head.trainable_variables,
             *([] if self._discrete else [self._log_std]),
             *self._critic.trainable_variables,
         ]
-        self._optimizer.build(self._vars)
         self._weights = {
             **named_variables(
                 "actor", [*self._torso.trainable_variables, *self._head.trainable_variables]
             ),
             **({} if self._discrete else {"log_std": self._log_std}),
             **named_variables("critic", self._critic.trainable_variables),
-            "obs/mean": self._obs_mean,
-            "obs/var": self._obs_var,
         }
-        self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
-        self._clip = cfg.clip_range
-        sig = dict(autograph=False, reduce_retracing=True)
-        self._values_fn = tf.function(self._values, **sig)
-        # No XLA here: with the minibatch gathers it recompiled on every call (seconds per
-        # rollout instead of a fraction of one, seen while building this).
-        self._update_fn = tf.function(self._update, **sig)
-        self._policy = self.actor_policy(0, 1, seed)
-        self._policy_stale = True
+
+    def _build_cnn(self, net: NatureCNNConfig, n_out: int) -> None:
+        """One Nature torso, a `policy` and a `value` Dense head on its features."""
+        ortho = tf.compat.v1.keras.initializers.Orthogonal
+        spec = tf.TensorSpec(self._obs_shape, self._obs_dtype)
+        self._torso = NatureTorso(spec, net.dense, kernel_initializer=ortho(math.sqrt(2)))
+        self._head = tf.keras.layers.Dense(n_out, kernel_initializer=ortho(0.01), name="policy")
+        self._value_head = tf.keras.layers.Dense(1, kernel_initializer=ortho(1.0), name="value")
+        self._critic = None
+        hidden, _ = self._torso(tf.zeros((1, *self._obs_shape), self._obs_dtype))
+        self._head(hidden)
+        self._value_head(hidden)
+        self._vars = [
+            *self._torso.trainable_variables,
+            *self._head.trainable_variables,
+            *([] if self._discrete else [self._log_std]),
+            *self._value_head.trainable_variables,
+        ]
+        self._weights = {
+            **layer_variables("torso", self._torso.named_layers()),
+            **layer_variables("", {"policy": self._head, "value": self._value_head}),
+            **({} if self._discrete else {"log_std": self._log_std}),
+        }  # fmt: skip
 
     # ------------------------------------------------------------------ policy
     def _normalize(self, obs: tf.Tensor) -> tf.Tensor:
-        if not self.cfg.normalize_observations:
+        if not self._normalize_on:
             return obs
         return normalize(obs, self._obs_mean, self._obs_var)
 
@@ -112,6 +160,13 @@ class PPOAgent(Agent):
         """Logits (Discrete) or Gaussian means (Box) for normalised observations."""
         hidden, _ = self._torso(nobs)
         return self._head(hidden)
+
+    def _forward(self, nobs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(policy outputs, values): a shared CNN torso runs once for both."""
+        if self._critic is not None:
+            return self._policy_out(nobs), self._critic(nobs)[0]
+        hidden, _ = self._torso(nobs)
+        return self._head(hidden), tf.squeeze(self._value_head(hidden), -1)
 
     def _log_prob_entropy(self, out: tf.Tensor, actions: tf.Tensor):
         if self._discrete:
@@ -126,9 +181,12 @@ class PPOAgent(Agent):
         return logp, entropy
 
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> StochasticPolicy:
+        pixels = self._obs_dtype == tf.uint8
+        cnn = TFNatureCNN("torso", ["policy"], pixels=pixels) if self._cnn else None
+        activation = getattr(self.cfg.network, "activation", "relu")
         return StochasticPolicy(
-            self.weight_spec(), self.cfg.network.activation, self._discrete,
-            self._action_space.shape, self.cfg.normalize_observations, seed,
+            self.weight_spec(), activation, self._discrete,
+            self._action_space.shape, self._normalize_on, seed, cnn,
         )  # fmt: skip
 
     def update_schedules(self, env_steps: int, progress: float) -> dict[str, float]:
@@ -142,8 +200,7 @@ class PPOAgent(Agent):
 
     # ---------------------------------------------------------------- learning
     def _values(self, obs: tf.Tensor) -> tf.Tensor:
-        values, _ = self._critic(self._normalize(obs))
-        return values
+        return self._forward(self._normalize(obs))[1]
 
     def _losses(self, out, v, actions, adv, ret, v_old, logp_old, clip):
         """(clipped policy loss, value loss, entropy, approx KL, clip fraction)."""
@@ -182,8 +239,8 @@ class PPOAgent(Agent):
             if cfg.normalize_advantages:
                 adv = (adv - tf.reduce_mean(adv)) / (tf.math.reduce_std(adv) + 1e-8)
             with tf.GradientTape() as tape:
-                v, _ = self._critic(o)
-                terms = self._losses(self._policy_out(o), v, a, adv, ret, v_old, lp_old, clip)
+                out, v = self._forward(o)
+                terms = self._losses(out, v, a, adv, ret, v_old, lp_old, clip)
                 loss = terms[0] - cfg.ent_coef * terms[2] + cfg.vf_coef * terms[1]
             grads = tape.gradient(loss, self._vars)
             grads, _ = tf.clip_by_global_norm(grads, cfg.max_grad_norm)
@@ -199,6 +256,8 @@ class PPOAgent(Agent):
         t, n = batch.reward.shape
         obs = batch.obs.reshape(t * n, *self._obs_shape)
         next_obs = batch.next_obs.reshape(t * n, *self._obs_shape)
+        if self._cnn:  # pixels go to the graph as they are (uint8), however they came
+            obs, next_obs = (np.asarray(o, self._obs_dtype.as_numpy_dtype) for o in (obs, next_obs))
         if self.uses_values:
             values = self._values_fn(tf.constant(np.concatenate([obs, next_obs]))).numpy()
         else:  # plain REINFORCE: Monte-Carlo returns, no baseline
@@ -234,7 +293,7 @@ class PPOAgent(Agent):
 
     def _update_obs_stats(self, obs: np.ndarray) -> None:
         """Parallel (Chan et al.) update of the running mean/variance."""
-        if not self.cfg.normalize_observations:
+        if not self._normalize_on:
             return
         b_mean, b_var, b_n = obs.mean(0), obs.var(0), len(obs)
         mean, var, n = self._obs_mean.numpy(), self._obs_var.numpy(), self._obs_count.numpy()
@@ -254,10 +313,12 @@ class PPOAgent(Agent):
         return self._weights
 
     def checkpoint_items(self) -> dict[str, Any]:
+        critic = {"critic": self._critic} if self._critic is not None else {}
         return {
             "torso": self._torso,
             "head": self._head,
-            "critic": self._critic,
+            **critic,
+            **({"value_head": self._value_head} if self._cnn else {}),
             "log_std": self._log_std,
             "obs_mean": self._obs_mean,
             "obs_var": self._obs_var,
@@ -289,13 +350,13 @@ class _PolicyServing(tf.Module):
         super().__init__(name="rlplat_ppo")
         self.torso, self.head, self.log_std = agent._torso, agent._head, agent._log_std
         self.obs_mean, self.obs_var = agent._obs_mean, agent._obs_var
-        self._normalize_on = agent.cfg.normalize_observations
+        self._normalize_on = agent._normalize_on
         self._discrete = agent._discrete
         space = agent._action_space
         if not self._discrete:
             self._low = tf.constant(space.low.ravel(), tf.float32)
             self._high = tf.constant(space.high.ravel(), tf.float32)
-        spec = tf.TensorSpec([None, *agent._obs_shape], tf.float32, name="observations")
+        spec = tf.TensorSpec([None, *agent._obs_shape], agent._obs_dtype, name="observations")
         self.serving_default = tf.function(self._deterministic, input_signature=[spec])
         self.sample = tf.function(self._sample, input_signature=[spec])
 

@@ -86,9 +86,11 @@ def _from_saved_model(version_dir: Path, stochastic: bool) -> LoadedPolicy:
             "deterministic, e.g. DQN's greedy one)"
         )
     signature = model.signatures[name]
+    # float32, or uint8 for a pixel network (agents.networks.NatureTorso)
+    dtype = signature.structured_input_signature[1]["observations"].dtype.as_numpy_dtype
 
     def act(observations: np.ndarray) -> np.ndarray:
-        out = signature(observations=tf.constant(observations, tf.float32))
+        out = signature(observations=tf.constant(np.asarray(observations).astype(dtype)))
         return out["actions"].numpy()
 
     return LoadedPolicy(
