@@ -198,10 +198,7 @@ class PrioritizedReplay(UniformReplay):
         self.alpha, self.priority_epsilon = alpha, priority_epsilon
         self._beta_start, self._beta_end = beta_start, beta_end
         self.beta = beta_start
-        self._depth = max(0, (capacity - 1).bit_length())
-        self._leaves = 1 << self._depth  # power of two >= capacity
-        self._sum = np.zeros(2 * self._leaves)
-        self._min = np.full(2 * self._leaves, np.inf)
+        self._tree = SumTree(capacity)
         self._max_priority = 1.0  # in alpha space: what new items get
 
     def anneal(self, progress: float) -> dict[str, float]:
@@ -213,7 +210,7 @@ class PrioritizedReplay(UniformReplay):
         idx = (self._pos + np.arange(n)) % self.capacity
         super().add(t)
         if td_errors is None:
-            self._set(idx, np.full(n, self._max_priority))
+            self._tree.set(idx, np.full(n, self._max_priority))
         else:
             self.update_priorities(idx, np.asarray(td_errors)[-n:])
 
@@ -235,51 +232,26 @@ class PrioritizedReplay(UniformReplay):
         """`n` stratified draws in random order: (indices, priorities in alpha space)."""
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0)
-        total = self._sum[1]
+        total = self._tree.total
         targets = (np.arange(n) + self._rng.random(n)) * (total / n)
-        idx = self._find(targets)
+        # Float round-off can step past the last filled leaf: clamp into the filled range.
+        idx = np.minimum(self._tree.find(targets), self._size - 1)
         order = self._rng.permutation(n)  # strata are sorted by position: mix them
         idx = idx[order]
-        return idx, self._sum[idx + self._leaves]
+        return idx, self._tree.leaf(idx)
 
     def mass(self) -> tuple[float, float, int]:
         """(sum of priorities, smallest priority, size): what sampling across shards needs."""
-        return float(self._sum[1]), float(self._min[1]), self._size
+        return self._tree.total, self._tree.low, self._size
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         prios = (np.abs(td_errors).ravel() + self.priority_epsilon) ** self.alpha
-        self._set(indices.ravel(), prios)
+        self._tree.set(indices.ravel(), prios)
         self._max_priority = max(self._max_priority, float(prios.max()))
 
     def priorities(self) -> np.ndarray:
         """Current priorities (alpha space) of the stored items."""
-        return self._sum[self._leaves : self._leaves + self._size]
-
-    # ------------------------------------------------------------------ trees
-    def _set(self, idx: np.ndarray, prios: np.ndarray) -> None:
-        nodes = idx + self._leaves
-        self._sum[nodes] = prios
-        self._min[nodes] = prios
-        # Parents are recomputed from their children, so a parent listed twice just gets
-        # the same value twice: no np.unique needed (it made updates 2x slower).
-        for _ in range(self._depth):
-            nodes //= 2
-            left, right = 2 * nodes, 2 * nodes + 1
-            self._sum[nodes] = self._sum[left] + self._sum[right]
-            self._min[nodes] = np.minimum(self._min[left], self._min[right])
-
-    def _find(self, targets: np.ndarray) -> np.ndarray:
-        """Leaf index whose prefix-sum interval holds each target (vectorised descent)."""
-        node = np.ones(len(targets), np.int64)
-        targets = targets.copy()
-        while node[0] < self._leaves:
-            left = 2 * node
-            left_sum = self._sum[left]
-            go_right = targets > left_sum
-            targets = np.where(go_right, targets - left_sum, targets)
-            node = left + go_right
-        # Float round-off can step past the last filled leaf: clamp into the filled range.
-        return np.minimum(node - self._leaves, self._size - 1)
+        return self._tree.leaf(np.arange(self._size))
 
     # ------------------------------------------------------------- checkpoints
     def _extra_arrays(self) -> dict[str, np.ndarray]:
@@ -289,12 +261,66 @@ class PrioritizedReplay(UniformReplay):
         return {"max_priority": self._max_priority, "beta": self.beta}
 
     def _load_extra(self, arrays: np.lib.npyio.NpzFile, meta: dict) -> None:
-        self._sum[:] = 0.0
-        self._min[:] = np.inf
+        self._tree.clear()
         if self._size:
-            self._set(np.arange(self._size), arrays["priorities"])
+            self._tree.set(np.arange(self._size), arrays["priorities"])
         self._max_priority = meta["max_priority"]
         self.beta = meta["beta"]
+
+
+class SumTree:
+    """Sum and min over `capacity` non-negative priorities, as two implicit binary trees.
+
+    A zero priority means "not drawable" (its min leaf is +inf), which the frame replay
+    uses for slots that are not a whole transition. Updates and descents are vectorised:
+    O(log N) numpy operations per call.
+    """
+
+    def __init__(self, capacity: int):
+        self._depth = max(0, (capacity - 1).bit_length())
+        self._leaves = 1 << self._depth  # power of two >= capacity
+        self._sum = np.zeros(2 * self._leaves)
+        self._min = np.full(2 * self._leaves, np.inf)
+
+    @property
+    def total(self) -> float:
+        return float(self._sum[1])
+
+    @property
+    def low(self) -> float:
+        """The smallest non-zero priority (inf when there is none)."""
+        return float(self._min[1])
+
+    def leaf(self, idx: np.ndarray) -> np.ndarray:
+        return self._sum[idx + self._leaves]
+
+    def clear(self) -> None:
+        self._sum[:] = 0.0
+        self._min[:] = np.inf
+
+    def set(self, idx: np.ndarray, prios: np.ndarray) -> None:
+        nodes = idx + self._leaves
+        self._sum[nodes] = prios
+        self._min[nodes] = np.where(prios > 0, prios, np.inf)
+        # Parents are recomputed from their children, so a parent listed twice just gets
+        # the same value twice: no np.unique needed (it made updates 2x slower).
+        for _ in range(self._depth):
+            nodes //= 2
+            left, right = 2 * nodes, 2 * nodes + 1
+            self._sum[nodes] = self._sum[left] + self._sum[right]
+            self._min[nodes] = np.minimum(self._min[left], self._min[right])
+
+    def find(self, targets: np.ndarray) -> np.ndarray:
+        """Leaf index whose prefix-sum interval holds each target (vectorised descent)."""
+        node = np.ones(len(targets), np.int64)
+        targets = targets.copy()
+        while node[0] < self._leaves:
+            left = 2 * node
+            left_sum = self._sum[left]
+            go_right = targets > left_sum
+            targets = np.where(go_right, targets - left_sum, targets)
+            node = left + go_right
+        return node - self._leaves
 
 
 def anneal_beta(start: float, end: float, progress: float) -> float:
