@@ -1,0 +1,222 @@
+"""The frame-sharing replay (rlplat/frame_replay.py) against synthetic frame streams whose
+pixels encode (stream, episode, t): any frame from the wrong stream, episode or step shows.
+The expected n-step transitions come from the collectors' own `NStepAssembler` run on each
+stream's one-step rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rlplat.data import Transitions
+from rlplat.frame_replay import FrameReplay
+from rlplat.nstep import NStepAssembler
+
+K, SHAPE, GAMMA = 4, (5, 6), 0.9
+
+
+class FakeStream:
+    """One env's stacked observations; episode e lasts 3 + (e * 5 + stream) % 9 steps and
+    ends terminated when e is even, truncated when odd. `pad`: the reset stack's older
+    frames are repeats of the first frame (gymnasium's FrameStackObservation) or zeros."""
+
+    def __init__(self, stream: int, pad: str):
+        self.stream, self.pad = stream, pad
+        self.episode, self.t = 0, 0
+        self.count = 0  # steps so far: the action id
+        self.obs = self._reset_stack()
+
+    def frame(self, t: int) -> np.ndarray:
+        f = np.full(SHAPE, 200, np.uint8)
+        f[0, :4] = self.stream, self.episode % 256, t % 256, t // 256
+        f[1:, :] = (self.stream * 31 + self.episode * 7 + t * 3) % 199
+        return f
+
+    def _reset_stack(self) -> np.ndarray:
+        first = self.frame(0)
+        older = first if self.pad == "repeat" else np.zeros_like(first)
+        return np.stack([older] * (K - 1) + [first], axis=-1)
+
+    def step(self) -> dict:
+        length = 3 + (self.episode * 5 + self.stream) % 9
+        self.t += 1
+        next_obs = np.concatenate([self.obs[..., 1:], self.frame(self.t)[..., None]], -1)
+        last = self.t == length
+        row = dict(
+            obs=self.obs, action=self.stream * 100_000 + self.count, reward=self.count % 7 - 3,
+            next_obs=next_obs, discount=0.0 if last and self.episode % 2 == 0 else 1.0, last=last,
+        )  # fmt: skip
+        self.count += 1
+        if last:
+            self.episode, self.t = self.episode + 1, 0
+            self.obs = self._reset_stack()
+        else:
+            self.obs = next_obs
+        return row
+
+
+def rollout(streams: list[FakeStream], steps: int) -> Transitions:
+    """`steps` vector steps, rows ordered (step, stream) as collectors return them."""
+    rows = [s.step() for _ in range(steps) for s in streams]
+    return Transitions(
+        obs=np.stack([r["obs"] for r in rows]).astype(np.float32),  # as collectors send it
+        action=np.array([r["action"] for r in rows]),
+        reward=np.array([r["reward"] for r in rows], np.float32),
+        next_obs=np.stack([r["next_obs"] for r in rows]).astype(np.float32),
+        discount=np.array([r["discount"] for r in rows], np.float32),
+        last=np.array([r["last"] for r in rows]),
+    )
+
+
+class Expected:
+    """The n-step transitions the collectors would send, keyed by action id."""
+
+    def __init__(self, num_streams: int, n: int):
+        self.asm = [NStepAssembler(n, GAMMA, 1) for _ in range(num_streams)]
+        self.by_action: dict[int, tuple] = {}
+
+    def feed(self, t: Transitions, num_streams: int) -> int:
+        emitted = 0
+        for s in range(num_streams):
+            out = self.asm[s].add(t.map(lambda a, s=s: a[s::num_streams]))
+            if out is not None:
+                emitted += len(out)
+                for i in range(len(out)):
+                    row = (out.obs[i], out.reward[i], out.next_obs[i], out.discount[i])
+                    self.by_action[int(out.action[i])] = row
+        return emitted
+
+    def check(self, batch: Transitions) -> None:
+        assert batch.obs.dtype == np.uint8 and batch.next_obs.dtype == np.uint8
+        for i, a in enumerate(batch.action.ravel()):
+            obs, reward, next_obs, discount = self.by_action[int(a)]
+            got = batch.map(lambda x: x.reshape(-1, *x.shape[batch.action.ndim :]))
+            np.testing.assert_array_equal(got.obs[i], obs)
+            np.testing.assert_array_equal(got.next_obs[i], next_obs)
+            assert got.reward[i] == pytest.approx(reward, rel=1e-6)
+            assert got.discount[i] == pytest.approx(discount, rel=1e-6)
+
+
+def drawable(replay: FrameReplay) -> np.ndarray:
+    return np.flatnonzero(replay._tree.leaf(np.arange(replay.capacity)) > 0)
+
+
+@pytest.mark.parametrize("pad", ["repeat", "zeros"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_every_drawable_transition_is_what_the_env_emitted(pad, n):
+    num_streams = 3
+    streams = [FakeStream(s, pad) for s in range(num_streams)]
+    replay = FrameReplay(3 * 40, (*SHAPE, K), num_streams=num_streams, n_step=n, gamma=GAMMA)
+    expected = Expected(num_streams, n)
+    emitted = expected.feed(t := rollout(streams, 12), num_streams)
+    replay.add(t)
+    # Before any wrap every complete window is drawable, but one step later than the
+    # collector emits it: the replay needs the frame that the next step stores.
+    assert emitted - num_streams <= len(replay) <= emitted
+    for _ in range(8):  # each ring (40 slots) wraps several times
+        t = rollout(streams, 17)
+        expected.feed(t, num_streams)
+        replay.add(t)
+        idx = drawable(replay)
+        assert len(idx) == len(replay) > 40  # most slots still hold drawable steps
+        expected.check(replay.rows(idx))
+        s = replay.sample(8, num_batches=2)
+        assert s.batch.obs.shape == (2, 8, *SHAPE, K) and s.weights is None
+        expected.check(s.batch)
+
+
+def test_streams_added_separately_and_a_restarted_stream():
+    """`add_steps` with explicit stream ids (e.g. two collectors' fragments); a stream
+    that jumps mid-episode (collector restart, resume) ends its episode truncated,
+    bootstrapping from the last next observation it sent."""
+    n = 3
+    replay = FrameReplay(2 * 50, (*SHAPE, K), num_streams=2, n_step=n, gamma=GAMMA)
+    a, b = FakeStream(0, "repeat"), FakeStream(1, "zeros")
+    ta, tb = rollout([a], 5), rollout([b], 5)
+    replay.add_steps(tb, np.ones(5, int))
+    replay.add_steps(ta, np.zeros(5, int))
+    a.episode, a.t, a.obs = 50, 0, a._reset_stack()  # a restarted env: a new episode
+    ta2 = rollout([a], 4)
+    replay.add_steps(ta2, np.zeros(4, int))
+    # What the collectors would have sent had stream 0 ended with truncation after ta.
+    cut = Transitions.concat([ta, ta2])
+    cut.last[4] = True
+    expected = Expected(1, n)
+    expected.feed(cut, 1)
+    batch = replay.rows(drawable(replay))
+    first = batch.action < 100_000
+    expected.check(batch.map(lambda x: x[first]))
+    # Stream 0: episode 0 (3 steps), the cut one (2), and the restarted one's first window.
+    np.testing.assert_array_equal(np.sort(batch.action[first]), np.arange(6))
+    ones = Expected(1, n)
+    ones.feed(tb, 1)
+    ones.check(batch.map(lambda x: x[~first]))  # stream 1: its 4-step episode
+    np.testing.assert_array_equal(np.sort(batch.action[~first]), 100_000 + np.arange(4))
+
+
+def test_prioritized_sampling_and_updates():
+    streams = [FakeStream(s, "repeat") for s in range(2)]
+    replay = FrameReplay(
+        2 * 60, (*SHAPE, K), num_streams=2, n_step=3, gamma=GAMMA, prioritized=True,
+        alpha=1.0, priority_epsilon=0.0, seed=3,
+    )  # fmt: skip
+    replay.add(rollout(streams, 20))
+    idx = drawable(replay)
+    assert np.all(replay._tree.leaf(idx) == 1.0)  # new steps: the max priority
+    favourite = idx[:1]
+    td = np.full(len(idx), 0.01)
+    td[0] = 100.0
+    replay.update_priorities(idx, td)
+    s = replay.sample(64)
+    assert np.mean(s.indices == favourite[0]) > 0.8
+    w = (s.priorities / 0.01) ** -replay.beta  # (N P)^-b / (N P_min)^-b
+    np.testing.assert_allclose(s.weights, w, rtol=1e-5)
+    replay.add(rollout(streams, 1))  # new steps come in at the max priority seen: 100
+    assert replay._tree.leaf(drawable(replay)).max() == pytest.approx(100.0)
+    assert replay.anneal(1.0) == {"replay/beta": pytest.approx(1.0)}
+
+
+def test_priority_updates_skip_overwritten_steps():
+    """A step overwritten between its sample and its update stays undrawable."""
+    replay = FrameReplay(40, (*SHAPE, K), n_step=1, prioritized=True)
+    stream = FakeStream(0, "repeat")
+    replay.add(rollout([stream], 10))
+    old = drawable(replay)
+    replay.add(rollout([stream], 30))  # the ring wrapped over the old steps' slots
+    gone = old[replay._tree.leaf(old) == 0]
+    assert len(gone) > 0
+    replay.update_priorities(gone, np.ones(len(gone)))
+    assert np.all(replay._tree.leaf(gone) == 0)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    streams = [FakeStream(s, "repeat") for s in range(2)]
+    make = lambda: FrameReplay(  # noqa: E731
+        2 * 30, (*SHAPE, K), num_streams=2, n_step=3, gamma=GAMMA, prioritized=True, seed=5
+    )
+    replay = make()
+    replay.add(rollout(streams, 40))  # wrapped, with an episode open in each stream
+    replay.update_priorities(drawable(replay)[:5], np.arange(5.0))
+    replay.save(tmp_path)
+    restored = make()
+    restored.load(tmp_path)
+    more = rollout(streams, 7)
+    for r in (replay, restored):
+        r.add(more)  # the open episodes continue where they were
+    a, b = replay.sample(16), restored.sample(16)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.batch.obs, b.batch.obs)
+    np.testing.assert_array_equal(a.weights, b.weights)
+    assert len(replay) == len(restored)
+    other = FrameReplay(2 * 31, (*SHAPE, K), num_streams=2)
+    with pytest.raises(ValueError, match="replay.json"):
+        other.load(tmp_path)
+
+
+def test_bytes_per_transition_at_100k():
+    replay = FrameReplay(100_000, (84, 84, 4), num_streams=8, n_step=3, prioritized=True)
+    arrays = [v for v in vars(replay).values() if isinstance(v, np.ndarray)]
+    arrays += [replay._tree._sum, replay._tree._min]
+    per_transition = sum(a.nbytes for a in arrays) / replay.capacity
+    assert per_transition <= 7.5 * 1024, per_transition
+    assert per_transition < 2 * 84 * 84 * 4 / 7  # 7x less than obs + next_obs per row
