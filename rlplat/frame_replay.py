@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rlplat.data import Transitions
-from rlplat.replay import Sample, SumTree, anneal_beta, is_weights
+from rlplat.data import Sample, Transitions
+from rlplat.priority import SumTree, anneal_beta, is_weights
 
 
 class FrameReplay:

@@ -11,26 +11,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from rlplat.data import Transitions
+from rlplat.data import Sample, Transitions
 from rlplat.errors import UserError
+from rlplat.frame_replay import FrameReplay
+from rlplat.priority import SumTree, anneal_beta, is_weights
 
 if TYPE_CHECKING:
+    from rlplat.collect import Fragment
     from rlplat.config import ReplayConfig
     from rlplat.envs import EnvSpaces
-
-
-@dataclass
-class Sample:
-    batch: Transitions
-    indices: np.ndarray
-    weights: np.ndarray | None  # importance-sampling weights; None for uniform replay
-    priorities: np.ndarray | None = None  # of the sampled items (for histograms)
 
 
 class Replay(Protocol):
@@ -268,77 +262,61 @@ class PrioritizedReplay(UniformReplay):
         self.beta = meta["beta"]
 
 
-class SumTree:
-    """Sum and min over `capacity` non-negative priorities, as two implicit binary trees.
+@runtime_checkable
+class StepReplay(Replay, Protocol):
+    """A replay that takes collectors' one-step rows and assembles n-step itself (so it
+    can store pixel frames once): `FrameReplay`."""
 
-    A zero priority means "not drawable" (its min leaf is +inf), which the frame replay
-    uses for slots that are not a whole transition. Updates and descents are vectorised:
-    O(log N) numpy operations per call.
-    """
-
-    def __init__(self, capacity: int):
-        self._depth = max(0, (capacity - 1).bit_length())
-        self._leaves = 1 << self._depth  # power of two >= capacity
-        self._sum = np.zeros(2 * self._leaves)
-        self._min = np.full(2 * self._leaves, np.inf)
-
-    @property
-    def total(self) -> float:
-        return float(self._sum[1])
-
-    @property
-    def low(self) -> float:
-        """The smallest non-zero priority (inf when there is none)."""
-        return float(self._min[1])
-
-    def leaf(self, idx: np.ndarray) -> np.ndarray:
-        return self._sum[idx + self._leaves]
-
-    def clear(self) -> None:
-        self._sum[:] = 0.0
-        self._min[:] = np.inf
-
-    def set(self, idx: np.ndarray, prios: np.ndarray) -> None:
-        nodes = idx + self._leaves
-        self._sum[nodes] = prios
-        self._min[nodes] = np.where(prios > 0, prios, np.inf)
-        # Parents are recomputed from their children, so a parent listed twice just gets
-        # the same value twice: no np.unique needed (it made updates 2x slower).
-        for _ in range(self._depth):
-            nodes //= 2
-            left, right = 2 * nodes, 2 * nodes + 1
-            self._sum[nodes] = self._sum[left] + self._sum[right]
-            self._min[nodes] = np.minimum(self._min[left], self._min[right])
-
-    def find(self, targets: np.ndarray) -> np.ndarray:
-        """Leaf index whose prefix-sum interval holds each target (vectorised descent)."""
-        node = np.ones(len(targets), np.int64)
-        targets = targets.copy()
-        while node[0] < self._leaves:
-            left = 2 * node
-            left_sum = self._sum[left]
-            go_right = targets > left_sum
-            targets = np.where(go_right, targets - left_sum, targets)
-            node = left + go_right
-        return node - self._leaves
+    def add_steps(self, t: Transitions, streams: np.ndarray) -> None:
+        """One-step rows with `last` flags, and the env stream each row comes from."""
 
 
-def anneal_beta(start: float, end: float, progress: float) -> float:
-    """The importance-sampling exponent, linear from `start` to `end` over the run."""
-    return start + (end - start) * min(1.0, progress)
+def add_collected(replay: Replay, f: Fragment) -> None:
+    """Store a collector's fragment: n-step transitions, or one-step rows tagged with their
+    stream (actor, env) for a `StepReplay`."""
+    if f.transitions is None:
+        return
+    if isinstance(replay, StepReplay):
+        rows = np.arange(len(f.transitions)) % f.num_envs  # rows are ordered (step, env)
+        replay.add_steps(f.transitions, f.actor * f.num_envs + rows)
+    else:
+        replay.add(f.transitions, f.priorities)
 
 
-def is_weights(prios: np.ndarray, total: float, low: float, beta: float) -> np.ndarray:
-    """(N P(i))^-beta / (N P_min)^-beta with P = priority / total: at most 1."""
-    return ((prios / total) / (low / total)) ** -beta
-
-
-def make(cfg: ReplayConfig, spaces: EnvSpaces, seed: int) -> Replay:
+def make(
+    cfg: ReplayConfig, spaces: EnvSpaces, seed: int, *, n_step: int, gamma: float,
+    num_streams: int,
+) -> Replay:  # fmt: skip
     """The replay an experiment's `replay:` section asks for: split over Ray actors when
-    `shards` > 0 (Ray must be up), else in this process."""
+    `shards` > 0 (Ray must be up), frame by frame for `frames` (`num_streams` env streams
+    of one-step rows, assembled into `n_step` transitions with `gamma` here), else a
+    buffer of whole transitions in this process."""
+    if cfg.frames:
+        return build_frames(cfg, spaces, seed, n_step=n_step, gamma=gamma, streams=num_streams)
     if cfg.shards:
         return ShardedReplay(cfg, spaces, seed)
     return build(cfg, spaces, seed)
+
+
+def build_frames(
+    cfg: ReplayConfig, spaces: EnvSpaces, seed: int, *, n_step: int, gamma: float, streams: int
+) -> Replay:
+    obs = spaces.observation
+    if len(obs.shape) != 3 or obs.dtype != np.uint8:
+        raise UserError(
+            f"replay.frames: needs stacked uint8 [H, W, K] observations; this env's are "
+            f"{obs.dtype} {list(obs.shape)} (set replay.frames: false)"
+        )
+    try:
+        return FrameReplay(
+            cfg.capacity, obs.shape, spaces.action.shape, spaces.action.dtype, seed,
+            num_streams=streams, n_step=n_step, gamma=gamma,
+            prioritized=cfg.type == "prioritized", alpha=cfg.alpha,
+            beta_start=cfg.beta.start, beta_end=cfg.beta.end,
+            priority_epsilon=cfg.priority_epsilon,
+        )  # fmt: skip
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def build(cfg: ReplayConfig, spaces: EnvSpaces, seed: int) -> UniformReplay:

@@ -5,12 +5,20 @@ stream's one-step rows."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import tiny_config
 
+from rlplat import config
+from rlplat import replay as replay_mod
+from rlplat.collect import Fragment
 from rlplat.data import Transitions
+from rlplat.envs import EnvSpaces
+from rlplat.errors import ConfigError, UserError
 from rlplat.frame_replay import FrameReplay
 from rlplat.nstep import NStepAssembler
+from rlplat.replay import UniformReplay, add_collected
 
 K, SHAPE, GAMMA = 4, (5, 6), 0.9
 
@@ -220,3 +228,45 @@ def test_bytes_per_transition_at_100k():
     per_transition = sum(a.nbytes for a in arrays) / replay.capacity
     assert per_transition <= 7.5 * 1024, per_transition
     assert per_transition < 2 * 84 * 84 * 4 / 7  # 7x less than obs + next_obs per row
+
+
+# ------------------------------------------------------------ selection and wiring
+
+
+def image_spaces(shape=(*SHAPE, K), dtype=np.uint8) -> EnvSpaces:
+    return EnvSpaces(gym.spaces.Box(0, 255, shape, dtype), gym.spaces.Discrete(3))
+
+
+def test_config_selects_the_frame_replay_and_checks_its_key():
+    cfg = config.parse(tiny_config(replay={"capacity": 200, "frames": True}))
+    assert cfg.one_step_rows and not cfg.actor_priorities
+    kw = dict(n_step=3, gamma=GAMMA, num_streams=2)
+    replay = replay_mod.make(cfg.replay, image_spaces(), 0, **kw)
+    assert isinstance(replay, FrameReplay) and replay.n_step == 3 and replay.ring == 100
+    plain = config.parse(tiny_config(replay={"capacity": 200}))
+    assert not plain.one_step_rows
+    assert isinstance(replay_mod.make(plain.replay, image_spaces(), 0, **kw), UniformReplay)
+    with pytest.raises(UserError, match=r"^replay.frames: needs stacked uint8"):
+        replay_mod.make(cfg.replay, image_spaces((4,), np.float32), 0, **kw)
+    with pytest.raises(ConfigError, match="replay.frames"):
+        config.parse(tiny_config(replay={"frames": True, "shards": 2}))
+    with pytest.raises(ConfigError, match="replay.initial_priority"):
+        config.parse(tiny_config(replay={"frames": True, "initial_priority": "td"}))
+
+
+def test_collected_fragments_go_to_their_streams():
+    """Two collectors of two envs each: fragment rows land in stream actor * 2 + env."""
+    replay = FrameReplay(4 * 30, (*SHAPE, K), num_streams=4, n_step=1)
+    envs_ = [[FakeStream(10 * actor + e, "repeat") for e in range(2)] for actor in range(2)]
+    for _ in range(3):
+        for actor in (1, 0):
+            t = rollout(envs_[actor], 4)
+            add_collected(replay, Fragment(t, [], len(t), num_envs=2, actor=actor))
+    batch = replay.rows(drawable(replay))
+    stream_of_row = drawable(replay) // replay.ring
+    emitted_by = batch.obs[:, 0, 0, -1]  # the FakeStream id painted into each frame
+    assert set(emitted_by) == {0, 1, 10, 11}
+    np.testing.assert_array_equal((emitted_by // 10) * 2 + emitted_by % 10, stream_of_row)
+    uniform = UniformReplay(10, (*SHAPE, K))  # whole transitions: `add` as before
+    add_collected(uniform, Fragment(rollout([FakeStream(0, "repeat")], 2), [], 2, num_envs=1))
+    assert len(uniform) == 2
