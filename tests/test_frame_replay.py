@@ -12,7 +12,9 @@ from conftest import tiny_config
 
 from rlplat import config
 from rlplat import replay as replay_mod
-from rlplat.collect import Fragment
+from rlplat.agents.actors import ActorPolicy
+from rlplat.collect import Collector, Fragment
+from rlplat.config import EnvConfig
 from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
 from rlplat.errors import ConfigError, UserError
@@ -77,11 +79,12 @@ def rollout(streams: list[FakeStream], steps: int) -> Transitions:
 
 
 class Expected:
-    """The n-step transitions the collectors would send, keyed by action id."""
+    """The n-step transitions the collectors would send, keyed by their obs (the frames
+    paint the stream, episode and step, so a wrong stack finds no entry)."""
 
     def __init__(self, num_streams: int, n: int):
         self.asm = [NStepAssembler(n, GAMMA, 1) for _ in range(num_streams)]
-        self.by_action: dict[int, tuple] = {}
+        self.by_obs: dict[bytes, tuple] = {}
 
     def feed(self, t: Transitions, num_streams: int) -> int:
         emitted = 0
@@ -90,16 +93,16 @@ class Expected:
             if out is not None:
                 emitted += len(out)
                 for i in range(len(out)):
-                    row = (out.obs[i], out.reward[i], out.next_obs[i], out.discount[i])
-                    self.by_action[int(out.action[i])] = row
+                    row = (out.action[i], out.reward[i], out.next_obs[i], out.discount[i])
+                    self.by_obs[out.obs[i].astype(np.uint8).tobytes()] = row
         return emitted
 
     def check(self, batch: Transitions) -> None:
         assert batch.obs.dtype == np.uint8 and batch.next_obs.dtype == np.uint8
-        for i, a in enumerate(batch.action.ravel()):
-            obs, reward, next_obs, discount = self.by_action[int(a)]
-            got = batch.map(lambda x: x.reshape(-1, *x.shape[batch.action.ndim :]))
-            np.testing.assert_array_equal(got.obs[i], obs)
+        got = batch.map(lambda x: x.reshape(-1, *x.shape[batch.reward.ndim :]))
+        for i in range(len(got)):
+            action, reward, next_obs, discount = self.by_obs[got.obs[i].tobytes()]
+            assert got.action[i] == action
             np.testing.assert_array_equal(got.next_obs[i], next_obs)
             assert got.reward[i] == pytest.approx(reward, rel=1e-6)
             assert got.discount[i] == pytest.approx(discount, rel=1e-6)
@@ -143,7 +146,8 @@ def test_streams_added_separately_and_a_restarted_stream():
     ta, tb = rollout([a], 5), rollout([b], 5)
     replay.add_steps(tb, np.ones(5, int))
     replay.add_steps(ta, np.zeros(5, int))
-    a.episode, a.t, a.obs = 50, 0, a._reset_stack()  # a restarted env: a new episode
+    a.episode, a.t = 50, 0  # a restarted env: a new episode
+    a.obs = a._reset_stack()
     ta2 = rollout([a], 4)
     replay.add_steps(ta2, np.zeros(4, int))
     # What the collectors would have sent had stream 0 ended with truncation after ta.
@@ -270,3 +274,75 @@ def test_collected_fragments_go_to_their_streams():
     uniform = UniformReplay(10, (*SHAPE, K))  # whole transitions: `add` as before
     add_collected(uniform, Fragment(rollout([FakeStream(0, "repeat")], 2), [], 2, num_envs=1))
     assert len(uniform) == 2
+
+
+class PixelWalk(gym.Env):
+    """Frames painting (episode, t, position): action 1 steps right, 0 left; reaching 4
+    terminates; `max_episode_steps` truncates."""
+
+    observation_space = gym.spaces.Box(0, 255, SHAPE, np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self):
+        self.episode, self.who = -1, 0
+
+    def _frame(self) -> np.ndarray:
+        f = np.full(SHAPE, 9, np.uint8)
+        f[0, :4] = self.who, self.episode % 256, self.t, self.pos
+        return f
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.who = self.who if seed is None else seed  # the collector seeds env i with i
+        self.episode, self.t, self.pos = self.episode + 1, 0, 0
+        return self._frame(), {}
+
+    def step(self, action):
+        self.t += 1
+        self.pos = max(0, self.pos + (1 if action == 1 else -1))
+        return self._frame(), float(self.pos), self.pos >= 4, False, {}
+
+
+class StackedPixelWalk(gym.Wrapper):
+    """gymnasium's FrameStackObservation (reset padding: repeats of the first frame), moved
+    to the platform's channels-last [H, W, K]."""
+
+    def __init__(self):
+        stacked = gym.wrappers.FrameStackObservation(PixelWalk(), K)
+        space = gym.spaces.Box(0, 255, (*SHAPE, K), np.uint8)
+        super().__init__(
+            gym.wrappers.TransformObservation(stacked, lambda o: np.moveaxis(o, 0, -1), space)
+        )
+
+
+class RandomActions(ActorPolicy):
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        pass
+
+    def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
+        return (self.rng.random(len(observations)) < 0.7).astype(np.int64)
+
+
+def test_a_real_collector_through_gymnasium_frame_stacking():
+    """The collector's one-step rows (same-step autoreset, final observations, truncation)
+    from gymnasium's FrameStackObservation come back as the n-step transitions the
+    collector would have assembled itself."""
+    env = EnvConfig(id="test_frame_replay:StackedPixelWalk", max_episode_steps=6)
+    n, num_envs = 3, 2
+    collector = Collector(env, num_envs, seed=0, policy=RandomActions(0))
+    replay = FrameReplay(num_envs * 60, (*SHAPE, K), num_streams=num_envs, n_step=n, gamma=GAMMA)
+    expected = Expected(num_envs, n)
+    ends = []
+    for _ in range(6):
+        fragment = collector.collect(10)
+        t = fragment.transitions
+        ends.append((t.last & (t.discount == 0), t.last & (t.discount == 1)))
+        expected.feed(t, num_envs)
+        add_collected(replay, fragment)
+        expected.check(replay.rows(drawable(replay)))
+    assert len(replay) >= 40  # the rings wrapped (60 rows each): short episodes, 4 slots more
+    terminated, truncated = np.sum(ends, axis=(0, 2))
+    assert terminated > 0 and truncated > 0
