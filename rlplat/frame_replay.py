@@ -81,6 +81,7 @@ class FrameReplay:
         self._tree = SumTree(slots)
         self._size = 0  # drawable steps
         self._head = np.zeros(num_streams, np.int64)  # next slot to write, per ring
+        self._filled = np.zeros(num_streams, np.int64)  # slots written, up to the ring
         self._open = np.zeros(num_streams, bool)  # an episode is in progress
         self._held = np.zeros((num_streams, *obs_shape), np.uint8)  # its last next_obs
         self._pending: list[deque[int]] = [deque() for _ in range(num_streams)]
@@ -154,6 +155,7 @@ class FrameReplay:
         for k in range(self.stack):
             self._changes[s * self.ring + (local + k) % self.ring] = 0.0
         self._head[s] = (local + 1) % self.ring
+        self._filled[s] = max(self._filled[s], local + 1)
         return slot
 
     def _complete(self, pending: deque[int], count: int) -> None:
@@ -252,15 +254,19 @@ class FrameReplay:
         pass
 
     # -------------------------------------------------------------- checkpoints
-    _ARRAYS = ("_frames", "_action", "_reward", "_terminated", "_last", "_head", "_open", "_held")
+    _SLOT_ARRAYS = ("_frames", "_action", "_reward", "_terminated", "_last")
+    _STREAM_ARRAYS = ("_head", "_filled", "_open", "_held")
 
     def save(self, path: Path) -> None:
-        """All slots (a full ring is the common case), priorities, and each stream's
-        open episode, so sampling and adding resume exactly (uncompressed: frames hardly
-        compress fast enough to be worth it)."""
-        arrays = {name[1:]: getattr(self, name) for name in self._ARRAYS}
-        prios = self._tree.leaf(np.arange(self.capacity))
-        np.savez(path / "replay.npz", **arrays, priorities=prios)
+        """The written slots of each ring (views: nothing is copied), their priorities, and
+        each stream's open episode, so sampling and adding resume exactly. Uncompressed:
+        frames hardly compress fast enough to be worth it."""
+        arrays = {name[1:]: getattr(self, name) for name in self._STREAM_ARRAYS}
+        for s, part in enumerate(self._parts()):
+            for name in self._SLOT_ARRAYS:
+                arrays[f"{name[1:]}_{s}"] = getattr(self, name)[part]
+            arrays[f"priorities_{s}"] = self._tree.leaf(np.arange(self.capacity)[part])
+        np.savez(path / "replay.npz", **arrays)
         meta = {
             "kind": "frames", "capacity": self.capacity, "num_streams": self.num_streams,
             "size": self._size, "pending": [list(p) for p in self._pending],
@@ -278,11 +284,18 @@ class FrameReplay:
                 f"this run's is ('frames', {self.capacity}, {self.num_streams})"
             )
         with np.load(path / "replay.npz") as arrays:
-            for name in self._ARRAYS:
+            for name in self._STREAM_ARRAYS:
                 getattr(self, name)[...] = arrays[name[1:]]
             self._tree.clear()
-            self._tree.set(np.arange(self.capacity), arrays["priorities"])
+            for s, part in enumerate(self._parts()):
+                for name in self._SLOT_ARRAYS:
+                    getattr(self, name)[part] = arrays[f"{name[1:]}_{s}"]
+                self._tree.set(np.arange(self.capacity)[part], arrays[f"priorities_{s}"])
         self._pending = [deque(p) for p in meta["pending"]]
         self._size, self._max_priority = meta["size"], meta["max_priority"]
         self.beta = meta["beta"]
         self._rng.bit_generator.state = meta["rng"]
+
+    def _parts(self) -> list[slice]:
+        """Each ring's written slots (a ring fills from its start)."""
+        return [slice(s * self.ring, s * self.ring + int(n)) for s, n in enumerate(self._filled)]

@@ -220,6 +220,16 @@ def test_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(a.batch.obs, b.batch.obs)
     np.testing.assert_array_equal(a.weights, b.weights)
     assert len(replay) == len(restored)
+    early = make()
+    early.add(rollout([FakeStream(s, "repeat") for s in range(2)], 3))
+    early.save(tmp_path)  # only the written slots go to disk
+    with np.load(tmp_path / "replay.npz") as saved:
+        slots = sum(len(saved[f"frames_{s}"]) for s in range(2))
+    # Each stream: 3 pads and 3 steps; stream 0's 3-step episode also its final frame.
+    assert slots == 2 * (K - 1 + 3) + 1 < early.capacity
+    late = make()
+    late.load(tmp_path)
+    np.testing.assert_array_equal(late.sample(4).batch.obs, early.sample(4).batch.obs)
     other = FrameReplay(2 * 31, (*SHAPE, K), num_streams=2)
     with pytest.raises(ValueError, match="replay.json"):
         other.load(tmp_path)
