@@ -155,6 +155,8 @@ class UniformReplay:
 
     def load(self, path: Path) -> None:
         meta = json.loads((path / "replay.json").read_text())
+        if meta.get("kind") == "frames":
+            raise ValueError(f"{path / 'replay.json'}: holds a frame replay (replay.frames: true)")
         n = meta["size"]
         if n > self.capacity:
             raise ValueError(f"checkpoint replay holds {n} > capacity {self.capacity}")

@@ -233,6 +233,8 @@ def test_checkpoint_round_trip(tmp_path):
     other = FrameReplay(2 * 31, (*SHAPE, K), num_streams=2)
     with pytest.raises(ValueError, match="replay.json"):
         other.load(tmp_path)
+    with pytest.raises(ValueError, match="holds a frame replay"):
+        UniformReplay(60, (*SHAPE, K)).load(tmp_path)
 
 
 def test_bytes_per_transition_at_100k():
