@@ -5,10 +5,15 @@ stream's one-step rows."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import tiny_config
+import yaml
+from conftest import run_cli, tiny_config, user_env
 
 from rlplat import config
 from rlplat import replay as replay_mod
@@ -305,7 +310,7 @@ class PixelWalk(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.who = self.who if seed is None else seed  # the collector seeds env i with i
+        self.who = self.who if seed is None else seed % 256  # a collector seeds env i with i
         self.episode, self.t, self.pos = self.episode + 1, 0, 0
         return self._frame(), {}
 
@@ -358,3 +363,36 @@ def test_a_real_collector_through_gymnasium_frame_stacking():
     assert len(replay) >= 40  # the rings wrapped (60 rows each): short episodes, 4 slots more
     terminated, truncated = np.sum(ends, axis=(0, 2))
     assert terminated > 0 and truncated > 0
+
+
+@pytest.mark.slow
+def test_a_dqn_run_on_frames_trains_checkpoints_and_resumes(tmp_path):
+    """`replay.frames: true` through the CLI: collectors send one-step rows, the replay's
+    checkpoint holds its rings, and a resume carries on from it."""
+    (tmp_path / "pixwalk.py").write_text(
+        "from test_frame_replay import StackedPixelWalk as Env  # noqa: F401\n"
+    )
+    cfg = tiny_config(
+        env={"id": "pixwalk:Env", "max_episode_steps": 6},
+        agent={"type": "dqn", "n_step": 3, "network": {"hidden": [8]}, "jit_compile": False},
+        replay={"capacity": 400, "frames": True, "type": "prioritized"},
+        collect={"envs_per_actor": 2},
+        train={"env_steps": 300, "batch_size": 8, "learning_starts": 100, "train_every": 50},
+        eval={"every_env_steps": 300, "episodes": 1, "final_episodes": 20},
+        checkpoint={"every_env_steps": 300},
+        export={"when": "never"},
+    )
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump(cfg))
+    env = {
+        **user_env(),
+        "PYTHONPATH": f"{Path(__file__).parent}:{os.environ.get('PYTHONPATH', '')}",
+    }
+    out = run_cli("train", "x.yaml", "--run-dir", "run", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    ckpt = tmp_path / "run" / "checkpoints" / "ckpt-000000000300"
+    assert json.loads((ckpt / "replay.json").read_text())["kind"] == "frames"
+    with np.load(ckpt / "replay.npz") as saved:
+        assert saved["frames_0"].dtype == np.uint8 and len(saved["frames_1"]) > 0
+    out = run_cli("train", "--resume", "run", "--set", "train.env_steps=400", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-000000000400" / "replay.npz").exists()
