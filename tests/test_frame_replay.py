@@ -396,3 +396,49 @@ def test_a_dqn_run_on_frames_trains_checkpoints_and_resumes(tmp_path):
     out = run_cli("train", "--resume", "run", "--set", "train.env_steps=400", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "run" / "checkpoints" / "ckpt-000000000400" / "replay.npz").exists()
+
+
+class RandomAtari(ActorPolicy):
+    def __init__(self):
+        self.rng = np.random.default_rng(0)
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        pass
+
+    def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
+        return self.rng.integers(0, 4, len(observations))
+
+
+def digest(*fields: np.ndarray) -> bytes:
+    """One transition's obs, action, reward, next_obs, discount as bytes (obs as uint8)."""
+    dtypes = (np.uint8, np.int64, np.float32, np.uint8, np.float32)
+    return b"|".join(np.asarray(f, d).tobytes() for f, d in zip(fields, dtypes, strict=True))
+
+
+@pytest.mark.skipif("atari" not in EnvConfig.model_fields, reason="needs env.atari (envs/)")
+@pytest.mark.parametrize("backend", ["python", "vector"])
+def test_real_atari_frames_come_back_as_the_collector_would_assemble_them(backend):
+    """Breakout through both env.atari backends (life-loss terminals that keep the frame
+    stack, zero-padded first stacks, time limits): after the rings wrap, every drawable
+    transition is one the collector's NStepAssembler would have sent."""
+    n, num_envs = 3, 2
+    env = EnvConfig(id="ALE/Breakout-v5", max_episode_steps=150, atari={"backend": backend})
+    collector = Collector(env, num_envs, seed=0, policy=RandomAtari())
+    replay = FrameReplay(num_envs * 400, (84, 84, 4), num_streams=num_envs, n_step=n)
+    assemblers = [NStepAssembler(n, 0.99, 1) for _ in range(num_envs)]
+    sent: set[bytes] = set()
+    ends = np.zeros(2, int)  # terminated, truncated
+    for _ in range(12):
+        fragment = collector.collect(50)
+        t = fragment.transitions
+        ends += (t.last & (t.discount == 0)).sum(), (t.last & (t.discount == 1)).sum()
+        for s, asm in enumerate(assemblers):
+            if (out := asm.add(t.map(lambda a, s=s: a[s::num_envs]))) is not None:
+                fields = (out.obs, out.action, out.reward, out.next_obs, out.discount)
+                rows = zip(*fields, strict=True)
+                sent.update(digest(*row) for row in rows)
+        add_collected(replay, fragment)
+        b = replay.rows(drawable(replay))
+        rows = zip(b.obs, b.action, b.reward, b.next_obs, b.discount, strict=True)
+        assert all(digest(*row) in sent for row in rows)
+    assert ends.min() > 0 and len(replay) > 500
