@@ -343,7 +343,7 @@ def ray_collectors(cfg: ExperimentConfig, agent: Any, seed: int) -> RayCollector
     from rlplat import cluster
 
     c = cfg.collect
-    n_step = None if agent.on_policy else agent.n_step
+    n_step = None if agent.on_policy or cfg.one_step_rows else agent.n_step
 
     def make_args(index: int, generation: int) -> tuple[tuple, dict]:
         actor_seed = seed + 10_007 * (index + 1) + 1_000_003 * generation

@@ -71,6 +71,23 @@ class ReplayConfig(Strict):
         description="prioritized: new transitions get the max priority seen, or their "
         "collector's |n-step TD error| (Ape-X); None = td with num_actors > 0, else max",
     )
+    frames: bool = Field(
+        False,
+        description="stacked pixel observations [H, W, K] uint8 stored frame by frame "
+        "(each frame once, n-step at sample time: rlplat/frame_replay.py); collectors "
+        "then send one-step rows",
+    )
+
+    @model_validator(mode="after")
+    def _frames_checks(self) -> ReplayConfig:
+        if self.frames and self.shards:
+            raise ValueError("replay.frames: not available with replay.shards > 0 (yet)")
+        if self.frames and self.initial_priority == "td":
+            raise ValueError(
+                "replay.initial_priority: 'td' needs collectors' n-step transitions; "
+                "with replay.frames new steps get the max priority"
+            )
+        return self
 
 
 class TrainConfig(Strict):
@@ -146,10 +163,16 @@ class ExperimentConfig(Strict):
     def actor_priorities(self) -> bool:
         """Whether collectors send initial priorities (prioritized replay, `td`)."""
         r = self.replay
-        if r is None or r.type != "prioritized":
+        if r is None or r.type != "prioritized" or r.frames:
             return False
         mode = r.initial_priority or ("td" if self.collect.num_actors > 0 else "max")
         return mode == "td"
+
+    @property
+    def one_step_rows(self) -> bool:
+        """Whether off-policy collectors send one-step rows (the frame replay assembles
+        n-step itself) instead of n-step transitions."""
+        return self.replay is not None and self.replay.frames
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", serialize_as_any=True)

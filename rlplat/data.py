@@ -48,6 +48,14 @@ class Transitions:
         })  # fmt: skip
 
 
+@dataclass
+class Sample:
+    batch: Transitions
+    indices: np.ndarray
+    weights: np.ndarray | None  # importance-sampling weights; None for uniform replay
+    priorities: np.ndarray | None = None  # of the sampled items (for histograms)
+
+
 @dataclass(frozen=True)
 class EpisodeStats:
     """One finished episode, as reported by a collector."""

@@ -11,26 +11,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from rlplat.data import Transitions
+from rlplat.data import Sample, Transitions
 from rlplat.errors import UserError
+from rlplat.frame_replay import FrameReplay
+from rlplat.priority import SumTree, anneal_beta, is_weights
 
 if TYPE_CHECKING:
+    from rlplat.collect import Fragment
     from rlplat.config import ReplayConfig
     from rlplat.envs import EnvSpaces
-
-
-@dataclass
-class Sample:
-    batch: Transitions
-    indices: np.ndarray
-    weights: np.ndarray | None  # importance-sampling weights; None for uniform replay
-    priorities: np.ndarray | None = None  # of the sampled items (for histograms)
 
 
 class Replay(Protocol):
@@ -161,6 +155,8 @@ class UniformReplay:
 
     def load(self, path: Path) -> None:
         meta = json.loads((path / "replay.json").read_text())
+        if meta.get("kind") == "frames":
+            raise ValueError(f"{path / 'replay.json'}: holds a frame replay (replay.frames: true)")
         n = meta["size"]
         if n > self.capacity:
             raise ValueError(f"checkpoint replay holds {n} > capacity {self.capacity}")
@@ -198,10 +194,7 @@ class PrioritizedReplay(UniformReplay):
         self.alpha, self.priority_epsilon = alpha, priority_epsilon
         self._beta_start, self._beta_end = beta_start, beta_end
         self.beta = beta_start
-        self._depth = max(0, (capacity - 1).bit_length())
-        self._leaves = 1 << self._depth  # power of two >= capacity
-        self._sum = np.zeros(2 * self._leaves)
-        self._min = np.full(2 * self._leaves, np.inf)
+        self._tree = SumTree(capacity)
         self._max_priority = 1.0  # in alpha space: what new items get
 
     def anneal(self, progress: float) -> dict[str, float]:
@@ -213,7 +206,7 @@ class PrioritizedReplay(UniformReplay):
         idx = (self._pos + np.arange(n)) % self.capacity
         super().add(t)
         if td_errors is None:
-            self._set(idx, np.full(n, self._max_priority))
+            self._tree.set(idx, np.full(n, self._max_priority))
         else:
             self.update_priorities(idx, np.asarray(td_errors)[-n:])
 
@@ -235,51 +228,26 @@ class PrioritizedReplay(UniformReplay):
         """`n` stratified draws in random order: (indices, priorities in alpha space)."""
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0)
-        total = self._sum[1]
+        total = self._tree.total
         targets = (np.arange(n) + self._rng.random(n)) * (total / n)
-        idx = self._find(targets)
+        # Float round-off can step past the last filled leaf: clamp into the filled range.
+        idx = np.minimum(self._tree.find(targets), self._size - 1)
         order = self._rng.permutation(n)  # strata are sorted by position: mix them
         idx = idx[order]
-        return idx, self._sum[idx + self._leaves]
+        return idx, self._tree.leaf(idx)
 
     def mass(self) -> tuple[float, float, int]:
         """(sum of priorities, smallest priority, size): what sampling across shards needs."""
-        return float(self._sum[1]), float(self._min[1]), self._size
+        return self._tree.total, self._tree.low, self._size
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         prios = (np.abs(td_errors).ravel() + self.priority_epsilon) ** self.alpha
-        self._set(indices.ravel(), prios)
+        self._tree.set(indices.ravel(), prios)
         self._max_priority = max(self._max_priority, float(prios.max()))
 
     def priorities(self) -> np.ndarray:
         """Current priorities (alpha space) of the stored items."""
-        return self._sum[self._leaves : self._leaves + self._size]
-
-    # ------------------------------------------------------------------ trees
-    def _set(self, idx: np.ndarray, prios: np.ndarray) -> None:
-        nodes = idx + self._leaves
-        self._sum[nodes] = prios
-        self._min[nodes] = prios
-        # Parents are recomputed from their children, so a parent listed twice just gets
-        # the same value twice: no np.unique needed (it made updates 2x slower).
-        for _ in range(self._depth):
-            nodes //= 2
-            left, right = 2 * nodes, 2 * nodes + 1
-            self._sum[nodes] = self._sum[left] + self._sum[right]
-            self._min[nodes] = np.minimum(self._min[left], self._min[right])
-
-    def _find(self, targets: np.ndarray) -> np.ndarray:
-        """Leaf index whose prefix-sum interval holds each target (vectorised descent)."""
-        node = np.ones(len(targets), np.int64)
-        targets = targets.copy()
-        while node[0] < self._leaves:
-            left = 2 * node
-            left_sum = self._sum[left]
-            go_right = targets > left_sum
-            targets = np.where(go_right, targets - left_sum, targets)
-            node = left + go_right
-        # Float round-off can step past the last filled leaf: clamp into the filled range.
-        return np.minimum(node - self._leaves, self._size - 1)
+        return self._tree.leaf(np.arange(self._size))
 
     # ------------------------------------------------------------- checkpoints
     def _extra_arrays(self) -> dict[str, np.ndarray]:
@@ -289,30 +257,68 @@ class PrioritizedReplay(UniformReplay):
         return {"max_priority": self._max_priority, "beta": self.beta}
 
     def _load_extra(self, arrays: np.lib.npyio.NpzFile, meta: dict) -> None:
-        self._sum[:] = 0.0
-        self._min[:] = np.inf
+        self._tree.clear()
         if self._size:
-            self._set(np.arange(self._size), arrays["priorities"])
+            self._tree.set(np.arange(self._size), arrays["priorities"])
         self._max_priority = meta["max_priority"]
         self.beta = meta["beta"]
 
 
-def anneal_beta(start: float, end: float, progress: float) -> float:
-    """The importance-sampling exponent, linear from `start` to `end` over the run."""
-    return start + (end - start) * min(1.0, progress)
+@runtime_checkable
+class StepReplay(Replay, Protocol):
+    """A replay that takes collectors' one-step rows and assembles n-step itself (so it
+    can store pixel frames once): `FrameReplay`."""
+
+    def add_steps(self, t: Transitions, streams: np.ndarray) -> None:
+        """One-step rows with `last` flags, and the env stream each row comes from."""
 
 
-def is_weights(prios: np.ndarray, total: float, low: float, beta: float) -> np.ndarray:
-    """(N P(i))^-beta / (N P_min)^-beta with P = priority / total: at most 1."""
-    return ((prios / total) / (low / total)) ** -beta
+def add_collected(replay: Replay, f: Fragment) -> None:
+    """Store a collector's fragment: n-step transitions, or one-step rows tagged with their
+    stream (actor, env) for a `StepReplay`."""
+    if f.transitions is None:
+        return
+    if isinstance(replay, StepReplay):
+        rows = np.arange(len(f.transitions)) % f.num_envs  # rows are ordered (step, env)
+        replay.add_steps(f.transitions, f.actor * f.num_envs + rows)
+    else:
+        replay.add(f.transitions, f.priorities)
 
 
-def make(cfg: ReplayConfig, spaces: EnvSpaces, seed: int) -> Replay:
+def make(
+    cfg: ReplayConfig, spaces: EnvSpaces, seed: int, *, n_step: int, gamma: float,
+    num_streams: int,
+) -> Replay:  # fmt: skip
     """The replay an experiment's `replay:` section asks for: split over Ray actors when
-    `shards` > 0 (Ray must be up), else in this process."""
+    `shards` > 0 (Ray must be up), frame by frame for `frames` (`num_streams` env streams
+    of one-step rows, assembled into `n_step` transitions with `gamma` here), else a
+    buffer of whole transitions in this process."""
+    if cfg.frames:
+        return build_frames(cfg, spaces, seed, n_step=n_step, gamma=gamma, streams=num_streams)
     if cfg.shards:
         return ShardedReplay(cfg, spaces, seed)
     return build(cfg, spaces, seed)
+
+
+def build_frames(
+    cfg: ReplayConfig, spaces: EnvSpaces, seed: int, *, n_step: int, gamma: float, streams: int
+) -> Replay:
+    obs = spaces.observation
+    if len(obs.shape) != 3 or obs.dtype != np.uint8:
+        raise UserError(
+            f"replay.frames: needs stacked uint8 [H, W, K] observations; this env's are "
+            f"{obs.dtype} {list(obs.shape)} (set replay.frames: false)"
+        )
+    try:
+        return FrameReplay(
+            cfg.capacity, obs.shape, spaces.action.shape, spaces.action.dtype, seed,
+            num_streams=streams, n_step=n_step, gamma=gamma,
+            prioritized=cfg.type == "prioritized", alpha=cfg.alpha,
+            beta_start=cfg.beta.start, beta_end=cfg.beta.end,
+            priority_epsilon=cfg.priority_epsilon,
+        )  # fmt: skip
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def build(cfg: ReplayConfig, spaces: EnvSpaces, seed: int) -> UniformReplay:

@@ -107,7 +107,8 @@ class LocalSource:
         self._version = 0
         self._collector = Collector(
             cfg.env, self.num_envs, seed, AgentPolicy(agent),
-            n_step=None if agent.on_policy else agent.n_step, gamma=agent.gamma,
+            n_step=None if agent.on_policy or cfg.one_step_rows else agent.n_step,
+            gamma=agent.gamma,
             priorities=cfg.actor_priorities,
         )  # fmt: skip
 

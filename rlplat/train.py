@@ -116,7 +116,11 @@ class Trainer:
         self.replay: replay_mod.Replay | None = None
         try:
             if cfg.replay:
-                self.replay = replay_mod.make(cfg.replay, self.spaces, cfg.seed)
+                self.replay = replay_mod.make(
+                    cfg.replay, self.spaces, cfg.seed, n_step=self.agent.n_step,
+                    gamma=self.agent.gamma,
+                    num_streams=max(1, cfg.collect.num_actors) * cfg.collect.envs_per_actor,
+                )  # fmt: skip
             if cfg.replay and cfg.replay.shards:
                 self.console.print(f"replay: {cfg.replay.shards} Ray shards", highlight=False)
         except BaseException:

@@ -47,8 +47,8 @@ def test_trees_stay_consistent_after_updates_and_overwrites():
     np.testing.assert_allclose(replay.priorities(), [5.0, 1.0, 0.5, 1.0])
     replay.add(rows(3, start=10))  # wraps: slot 0 is overwritten, at max priority 5
     np.testing.assert_allclose(replay.priorities(), [5.0, 1.0, 0.5, 1.0, 5.0, 5.0])
-    assert replay._sum[1] == pytest.approx(17.5)
-    assert replay._min[1] == pytest.approx(0.5)
+    assert replay._tree.total == pytest.approx(17.5)
+    assert replay._tree.low == pytest.approx(0.5)
 
 
 def test_importance_weights_match_hand_computed_values():
@@ -73,7 +73,7 @@ def test_save_and_load_keep_priorities(tmp_path):
     restored = PrioritizedReplay(5, (1,), alpha=1.0)
     restored.load(tmp_path)
     np.testing.assert_allclose(restored.priorities(), [1.0, 2.0, 3.0])
-    assert restored._sum[1] == pytest.approx(6.0) and restored._min[1] == pytest.approx(1.0)
+    assert restored._tree.total == pytest.approx(6.0) and restored._tree.low == pytest.approx(1.0)
     assert restored.beta == pytest.approx(replay.beta)
     restored.add(rows(1, 9))
     assert restored.priorities()[-1] == pytest.approx(3.0)  # max priority survived too

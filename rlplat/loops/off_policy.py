@@ -13,7 +13,7 @@ import math
 
 from rlplat.loops.replay_ratio import ReplayRatio
 from rlplat.loops.session import Session
-from rlplat.replay import Replay, Sample
+from rlplat.replay import Replay, Sample, add_collected
 from rlplat.signals import StopOnSignals
 from rlplat.sources import Source
 
@@ -47,8 +47,7 @@ def train_off_policy(run: Session, source: Source, replay: Replay, stop: StopOnS
             vector_steps = min(vector_steps, math.ceil((total - step) / n_envs))
         for f in source.gather(launch, vector_steps, step, block=ratio.idle):
             run.record(f)
-            if f.transitions is not None:
-                replay.add(f.transitions, f.priorities)
+            add_collected(replay, f)
         run.count_restarts(source)
         step = state["env_steps"]
         # ---- learn: the phases due (distributed: one, so collection keeps flowing)

@@ -1,0 +1,133 @@
+"""The frame-sharing replay (rlplat/frame_replay.py) at Atari sizes; one JSON line.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/frame_replay.py [--capacity 100000]
+
+Fills a prioritized 3-step FrameReplay of [84, 84, 4] uint8 observations from 8
+interleaved synthetic env streams (episodes of 100-300 steps: Atari lives with
+terminal-on-life-loss are of that order), then measures: bytes per stored transition
+(every array's nbytes over the drawable transitions when full, and per slot), the same
+arrays at 1M capacity, add throughput (one-step rows/s, as collectors send them),
+sample(32) and sample(32) + update_priorities(32) per second, and a checkpoint's write
+time and size on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rlplat.data import Transitions
+from rlplat.frame_replay import FrameReplay
+
+OBS, STREAMS, STEPS = (84, 84, 4), 8, 64  # rows per add: STREAMS * STEPS
+
+
+def nbytes(replay: FrameReplay) -> int:
+    arrays = [v for v in vars(replay).values() if isinstance(v, np.ndarray)]
+    return sum(a.nbytes for a in arrays) + replay._tree._sum.nbytes + replay._tree._min.nbytes
+
+
+class Streams:
+    """STREAMS envs emitting sliding stacks of random frames (a pool, to keep it cheap)."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.pool = rng.integers(0, 256, (512, *OBS[:2]), np.uint8)
+        self.t = np.zeros(STREAMS, np.int64)
+        self.length = rng.integers(100, 301, STREAMS)
+        self.start = rng.integers(0, 10_000, STREAMS)
+
+    def stack(self, s: int, t: int) -> np.ndarray:
+        ids = (self.start[s] + np.maximum(np.arange(t - 3, t + 1), 0)) % len(self.pool)
+        return np.moveaxis(self.pool[ids], 0, -1)
+
+    def rows(self) -> Transitions:
+        obs, next_obs, last = [], [], []
+        for _ in range(STEPS):
+            for s in range(STREAMS):
+                t = int(self.t[s])
+                obs.append(self.stack(s, t))
+                next_obs.append(self.stack(s, t + 1))
+                end = t + 1 == self.length[s]
+                last.append(end)
+                self.t[s] = 0 if end else t + 1
+                if end:
+                    self.length[s] = self.rng.integers(100, 301)
+                    self.start[s] = self.rng.integers(0, 10_000)
+        n = len(obs)
+        return Transitions(
+            np.stack(obs), self.rng.integers(0, 6, n), self.rng.normal(size=n).astype(np.float32),
+            np.stack(next_obs), np.where(np.array(last), 0.0, 1.0).astype(np.float32),
+            np.array(last),
+        )  # fmt: skip
+
+
+def rate(fn, seconds: float = 3.0) -> float:
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def fill(replay: FrameReplay, streams: Streams) -> tuple[float, int]:
+    """Add until every slot was written once more than capacity; (add seconds, rows)."""
+    spent, rows = 0.0, 0
+    while rows < replay.capacity * 1.05:
+        t = streams.rows()  # made outside the timing: only the replay's work counts
+        t0 = time.perf_counter()
+        replay.add(t)
+        spent += time.perf_counter() - t0
+        rows += len(t)
+    return spent, rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--capacity", type=int, default=100_000)
+    capacity = ap.parse_args().capacity
+    rng = np.random.default_rng(0)
+    replay = FrameReplay(
+        capacity, OBS, num_streams=STREAMS, n_step=3, gamma=0.99, prioritized=True, seed=0
+    )
+    add_s, added = fill(replay, Streams(rng))
+    size = nbytes(replay)
+    big = FrameReplay(1_000_000, OBS, num_streams=STREAMS, n_step=3, prioritized=True)
+    sample_rate = rate(lambda: replay.sample(32))
+
+    def sample_and_update() -> None:
+        s = replay.sample(32)
+        replay.update_priorities(s.indices, rng.random(s.indices.shape))
+
+    pair_rate = rate(sample_and_update)
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        t0 = time.perf_counter()
+        replay.save(Path(tmp))
+        save_s = time.perf_counter() - t0
+        disk = sum(f.stat().st_size for f in Path(tmp).iterdir())
+        t0 = time.perf_counter()
+        replay.load(Path(tmp))
+        load_s = time.perf_counter() - t0
+    naive = 2 * int(np.prod(OBS))  # obs + next_obs per transition in a plain buffer
+    print(json.dumps({
+        "capacity": replay.capacity, "obs": list(OBS), "streams": STREAMS, "n_step": 3,
+        "drawable_transitions": len(replay),
+        "bytes_per_transition": round(size / len(replay)),
+        "bytes_per_slot": round(size / replay.capacity),
+        "plain_buffer_bytes_per_transition": naive,
+        "gb_at_1m_capacity": round(nbytes(big) / 1e9, 2),
+        "add_rows_per_s": round(added / add_s),
+        "sample32_per_s": round(sample_rate),
+        "sample32_update_per_s": round(pair_rate),
+        "checkpoint_write_s": round(save_s, 2), "checkpoint_load_s": round(load_s, 2),
+        "checkpoint_mb": round(disk / 1e6, 1),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
