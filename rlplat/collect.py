@@ -130,10 +130,10 @@ class Collector:
             self._obs = new_obs
         return (
             Transitions(
-                obs=np.concatenate(obs).astype(np.float32, copy=False),
+                obs=as_obs(np.concatenate(obs)),
                 action=np.concatenate(actions),
                 reward=np.concatenate(rewards).astype(np.float32),
-                next_obs=np.concatenate(next_obs).astype(np.float32, copy=False),
+                next_obs=as_obs(np.concatenate(next_obs)),
                 discount=np.concatenate(discounts).astype(np.float32),
                 last=np.concatenate(lasts),
             ),
@@ -142,6 +142,12 @@ class Collector:
 
     def close(self) -> None:
         self._env.close()
+
+
+def as_obs(obs: np.ndarray) -> np.ndarray:
+    """Observations as replay, Ray and the learner carry them: uint8 pixels stay uint8 (a
+    quarter of float32's bytes; a CNN scales them in its graph), anything else is float32."""
+    return obs if obs.dtype == np.uint8 else obs.astype(np.float32, copy=False)
 
 
 class RolloutGather:

@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlplat import envs
+from rlplat.collect import as_obs
 from rlplat.config import EnvConfig
 
 EVAL_SEED_OFFSET = 1_000_000  # eval envs never share seeds with training envs
@@ -91,7 +92,7 @@ def _play(policy, env_cfg, indices, seed, render_mode, on_frame, returns, length
         active = np.ones(len(indices), bool)
         while active.any():
             idx = np.flatnonzero(active)
-            actions = policy(obs[idx].astype(np.float32, copy=False))
+            actions = policy(as_obs(obs[idx]))
             if clip is not None:
                 actions = np.clip(actions, *clip)
             for j, action in zip(idx, actions, strict=True):

@@ -72,13 +72,14 @@ class UniformReplay:
         action_shape: tuple[int, ...] = (),
         action_dtype: np.dtype = np.int64,
         seed: int = 0,
+        obs_dtype: np.dtype = np.float32,
     ):
         self.capacity = capacity
         self._data = {
-            "obs": np.zeros((capacity, *obs_shape), np.float32),
+            "obs": np.zeros((capacity, *obs_shape), obs_dtype),
             "action": np.zeros((capacity, *action_shape), action_dtype),
             "reward": np.zeros(capacity, np.float32),
-            "next_obs": np.zeros((capacity, *obs_shape), np.float32),
+            "next_obs": np.zeros((capacity, *obs_shape), obs_dtype),
             "discount": np.zeros(capacity, np.float32),
         }
         self._pos = 0
@@ -189,8 +190,9 @@ class PrioritizedReplay(UniformReplay):
         beta_start: float = 0.4,
         beta_end: float = 1.0,
         priority_epsilon: float = 1e-6,
+        obs_dtype: np.dtype = np.float32,
     ):
-        super().__init__(capacity, obs_shape, action_shape, action_dtype, seed)
+        super().__init__(capacity, obs_shape, action_shape, action_dtype, seed, obs_dtype)
         self.alpha, self.priority_epsilon = alpha, priority_epsilon
         self._beta_start, self._beta_end = beta_start, beta_end
         self.beta = beta_start
@@ -329,6 +331,8 @@ def build(cfg: ReplayConfig, spaces: EnvSpaces, seed: int) -> UniformReplay:
         action_shape=spaces.action.shape,
         action_dtype=spaces.action.dtype,
         seed=seed,
+        # uint8 pixels are stored as uint8 (a quarter of float32's bytes), the rest float32
+        obs_dtype=np.uint8 if spaces.observation.dtype == np.uint8 else np.float32,
     )
     if cfg.type == "prioritized":
         return PrioritizedReplay(

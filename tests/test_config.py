@@ -96,6 +96,7 @@ def test_every_shipped_experiment_validates():
     for path in files:
         cfg = config.load(path)
         assert cfg.name == path.stem
+        config.check_env(cfg)  # what `rlplat train FILE --dry-run` also checks
 
 
 def test_cli_config_error_is_one_line_exit_2_no_traceback(tmp_path: Path):
