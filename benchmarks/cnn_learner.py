@@ -4,7 +4,7 @@
 (agents.tf_actors.TFNatureCNN): one forward pass for a batch of 8. One JSON line; the
 load average says how busy the machine was.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/cnn_learner.py
+    .venv/bin/python benchmarks/cnn_learner.py
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The frame-sharing replay (rlplat/frame_replay.py) at Atari sizes; one JSON line.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/frame_replay.py [--capacity 100000]
+    .venv/bin/python benchmarks/frame_replay.py [--capacity 100000]
 
 Fills a prioritized 3-step FrameReplay of [84, 84, 4] uint8 observations from 8
 interleaved synthetic env streams (episodes of 100-300 steps: Atari lives with

@@ -2,7 +2,7 @@
 [1, 84, 84, 4] observation as JSON (28,224 numbers) against gRPC Predict with the same
 tensor as raw `tensor_content` bytes, next to the in-process SavedModel call; one JSON line.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/serve_pixels.py --requests 200
+    .venv/bin/python benchmarks/serve_pixels.py --requests 200
 
 The model is an untrained Nature-CNN DQN for ALE/Pong-v5's spaces (latency does not depend
 on the weights), exported the way a run exports. Clients are sequential, on one keep-alive
