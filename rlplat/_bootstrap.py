@@ -19,6 +19,11 @@ ENV_VARS = {
     "TF_USE_LEGACY_KERAS": "1",
     "SDL_VIDEODRIVER": "dummy",  # headless pygame; `--render human` overrides it
     "RAY_USAGE_STATS_ENABLED": "0",
+    # imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp (to keep Ctrl-C from it), which
+    # forces a fork() that runs every library's atfork handlers and Python code in the child;
+    # with gRPC loaded in the process, the child sometimes died before exec under load and an
+    # episode video was silently never written. Without it ffmpeg is started by vfork+exec.
+    "IMAGEIO_FFMPEG_NO_PREVENT_SIGINT": "1",
 }
 
 
