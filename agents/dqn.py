@@ -49,40 +49,17 @@ class DQNAgent(Agent):
         self.cfg = cfg
         self._num_actions = int(spaces.action.n)
         self._obs_shape = tuple(spaces.observation.shape)
-        time_step_spec, action_spec = tensor_specs(spaces)
         self._net = resolve_network(cfg, spaces.observation)
         self._cnn = isinstance(self._net, NatureCNNConfig)
         # A CNN takes the env's dtype (uint8 pixels) and scales in its graph.
         self._obs_dtype = tf.as_dtype(spaces.observation.dtype) if self._cnn else tf.float32
-        if self._cnn:
-            obs_spec = tensor_spec.BoundedTensorSpec(  # bounded: TF-Agents samples from it
-                self._obs_shape, self._obs_dtype, spaces.observation.low.min(),
-                spaces.observation.high.max(), "observation",
-            )  # fmt: skip
-            time_step_spec = ts.time_step_spec(obs_spec)
+        time_step_spec, action_spec = self._specs(spaces)
         self.gamma, self.n_step = cfg.gamma, cfg.n_step
         self._q = q_net(time_step_spec.observation, action_spec, self._net, cfg.dueling)
         self._optimizer = tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate)
         # int64: TF-Agents' summaries reject an int32 counter on TF 2.21.
         self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
-        loss_fn = (
-            common.element_wise_huber_loss
-            if cfg.loss == "huber"
-            else common.element_wise_squared_loss
-        )
-        agent_cls = dqn_agent.DdqnAgent if cfg.double else dqn_agent.DqnAgent
-        self._agent = agent_cls(
-            time_step_spec,
-            action_spec,
-            q_network=self._q,
-            optimizer=self._optimizer,
-            target_update_period=cfg.target_update.period,
-            target_update_tau=cfg.target_update.tau,
-            td_errors_loss_fn=loss_fn,
-            gamma=1.0,  # the discount in the data already is gamma^n (see module doc)
-            gradient_clipping=cfg.gradient_clipping,
-            train_step_counter=self._train_step,
-        )
+        self._agent = self._tf_agent(time_step_spec, action_spec)
         self._agent.initialize()
         self._weights = (
             layer_variables("q", self._q.named_layers())
@@ -102,6 +79,37 @@ class DQNAgent(Agent):
         )  # fmt: skip
         self._policy = self.actor_policy(0, 1, seed)
         self._policy_stale = True  # numpy weights lag the TF ones until the next use
+
+    def _specs(self, spaces: EnvSpaces) -> tuple:
+        time_step_spec, action_spec = tensor_specs(spaces)
+        if self._cnn:
+            obs_spec = tensor_spec.BoundedTensorSpec(  # bounded: TF-Agents samples from it
+                self._obs_shape, self._obs_dtype, spaces.observation.low.min(),
+                spaces.observation.high.max(), "observation",
+            )  # fmt: skip
+            time_step_spec = ts.time_step_spec(obs_spec)
+        return time_step_spec, action_spec
+
+    def _tf_agent(self, time_step_spec, action_spec) -> dqn_agent.DqnAgent:
+        cfg = self.cfg
+        loss_fn = (
+            common.element_wise_huber_loss
+            if cfg.loss == "huber"
+            else common.element_wise_squared_loss
+        )
+        agent_cls = dqn_agent.DdqnAgent if cfg.double else dqn_agent.DqnAgent
+        return agent_cls(
+            time_step_spec,
+            action_spec,
+            q_network=self._q,
+            optimizer=self._optimizer,
+            target_update_period=cfg.target_update.period,
+            target_update_tau=cfg.target_update.tau,
+            td_errors_loss_fn=loss_fn,
+            gamma=1.0,  # the discount in the data already is gamma^n (see module doc)
+            gradient_clipping=cfg.gradient_clipping,
+            train_step_counter=self._train_step,
+        )
 
     # ------------------------------------------------------------------ acting
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> EpsilonGreedyQ:
