@@ -86,7 +86,7 @@ class DQNConfig(AgentConfig):
     jit_compile: bool | None = Field(
         None,
         description="XLA-compile the training phase; unset: yes, except a conv net on a "
-        "machine without a GPU (XLA's CPU convolutions made a Nature-CNN step >8x slower: "
+        "machine without a GPU (XLA's CPU convolutions made a Nature-CNN step ~17x slower: "
         "benchmarks/cnn_learner.py)",
     )
 

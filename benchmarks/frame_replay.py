@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from replay_throughput import rate  # (this folder: scripts run from it)
 
 from rlplat.data import Transitions
 from rlplat.frame_replay import FrameReplay
@@ -65,14 +66,6 @@ class Streams:
             np.stack(next_obs), np.where(np.array(last), 0.0, 1.0).astype(np.float32),
             np.array(last),
         )  # fmt: skip
-
-
-def rate(fn, seconds: float = 3.0) -> float:
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        fn()
-        n += 1
-    return n / (time.perf_counter() - t0)
 
 
 def fill(replay: FrameReplay, streams: Streams) -> tuple[float, int]:
