@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,23 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, **kw) -> subprocess.Com
         [RLPLAT, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
         env=env, **kw,
     )  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def processes_of(marker: str) -> list[int]:
+    """Live processes whose command line names `marker` (e.g. a Ray session or temp dir)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+    return found
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,27 +22,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RLPLAT, tiny_config, user_env
+from conftest import RLPLAT, free_port, processes_of, tiny_config, user_env
 
 RAY = str(Path(RLPLAT).with_name("ray"))
 PYTHON = str(Path(RLPLAT).with_name("python"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def processes_of(marker: str) -> list[int]:
-    """Live processes whose command line names `marker` (a Ray temp dir)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError):
-                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    found.append(int(pid))
-    return found
 
 
 class Cluster:

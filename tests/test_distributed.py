@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import RLPLAT, tiny_config, user_env
+from conftest import RLPLAT, processes_of, tiny_config, user_env
 
 from rlplat import agents, config, envs
 from rlplat.agents.actors import EpsilonGreedyQ, apex_epsilon, weight_spec
@@ -159,17 +159,7 @@ def ray_config(tmp_path: Path, **sections) -> Path:
 
 def ray_processes(session_dir: str) -> list[int]:
     """Live processes of one Ray session (each carries its session dir on its command line)."""
-    name = Path(session_dir).name
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if name.encode() in cmdline:
-                found.append(int(pid))
-    return found
+    return processes_of(Path(session_dir).name)
 
 
 def start_train(path: Path, run_dir: Path, *extra: str) -> subprocess.Popen:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from conftest import RLPLAT, tiny_config, user_env
+from conftest import RLPLAT, free_port, tiny_config, user_env
 
 from rlplat import agents, config, envs
 from rlplat.export import export_saved_model
@@ -41,12 +41,6 @@ def reference(version_dir: Path, obs: np.ndarray, signature: str = "serving_defa
 
     out = tf.saved_model.load(str(version_dir)).signatures[signature](observations=obs)
     return {k: v.numpy() for k, v in out.items()}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

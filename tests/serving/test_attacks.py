@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-from conftest import RLPLAT, user_env
+from conftest import RLPLAT, free_port, user_env
 
-from serving.helpers import Server, export_tiny, free_port
+from serving.helpers import Server, export_tiny
 
 LIMITS = {
     "max_request_line_bytes": 1024,

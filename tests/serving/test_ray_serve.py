@@ -12,11 +12,10 @@ import grpc
 import numpy as np
 import pytest
 import requests
-from conftest import RLPLAT, user_env
+from conftest import RLPLAT, free_port, user_env
 
 from serving.helpers import (
     OBS,
-    free_port,
     reference,
     states,
 )
