@@ -44,10 +44,12 @@ def ppo_rollout(t: int = 2, n: int = 2) -> Transitions:
 
 
 def build(kind: str, mixed: bool = True) -> agents.Agent:
+    """PPO (`ppo`), or a double DQN: plain (`dqn`), or `dueling` under XLA (a GPU's default)."""
+    dueling = kind == "dueling"
     cfg = (
         PPOConfig(type="ppo", minibatch_size=4, epochs=1)
         if kind == "ppo"
-        else DQNConfig(type="dqn", jit_compile=False, dueling=kind == "dueling", double=True)
+        else DQNConfig(type="dqn", jit_compile=dueling, dueling=dueling, double=True)
     )
     return agents.build(cfg, PIXELS, mixed_precision=mixed)
 
