@@ -28,11 +28,15 @@ _REGISTRY = {
 CONFIGS = {name: cfg for name, (cfg, _) in _REGISTRY.items()}
 
 
-def build(cfg: AgentConfig, spaces: EnvSpaces, seed: int = 0) -> Agent:
-    """The agent for `cfg.type`, built for these observation/action spaces."""
+def build(
+    cfg: AgentConfig, spaces: EnvSpaces, seed: int = 0, mixed_precision: bool = False
+) -> Agent:
+    """The agent for `cfg.type`, built for these observation/action spaces.
+    `mixed_precision`: float16 compute in its conv torso, for a GPU learner (the caller,
+    rlplat/learner.py, decides; on a CPU it works, slowly, which is what tests use)."""
     module_name, _, cls_name = _REGISTRY[cfg.type][1].partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(cfg, spaces, seed=seed)
+    return cls(cfg, spaces, seed=seed, mixed_precision=mixed_precision)
 
 
 __all__ = ["Agent", "TrainResult", "CONFIGS", "build"]

@@ -34,6 +34,10 @@ class Agent(abc.ABC):
     # bootstrap multiplier.
     gamma: float = 0.99
     n_step: int = 1
+    # Whether the learner's networks compute in float16 (`agents.build(...,
+    # mixed_precision=True)` on a network that has a conv torso); variables, weights sent to
+    # collectors, checkpoints and exports stay float32 either way.
+    mixed_precision: bool = False
 
     @abc.abstractmethod
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> ActorPolicy:

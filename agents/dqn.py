@@ -25,12 +25,19 @@ from tf_agents.agents.dqn import dqn_agent
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
-from tf_agents.utils import common
+from tf_agents.utils import common, eager_utils
 
 from rlplat.agents.actors import EpsilonGreedyQ
 from rlplat.agents.base import Agent, TrainResult
 from rlplat.agents.configs import DQNConfig, NatureCNNConfig
-from rlplat.agents.networks import layer_variables, named_variables, q_net, resolve_network
+from rlplat.agents.networks import (
+    float32_copy,
+    layer_variables,
+    loss_scaled,
+    named_variables,
+    q_net,
+    resolve_network,
+)
 from rlplat.agents.tf_actors import TFNatureCNN
 from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
@@ -41,7 +48,9 @@ from rlplat.errors import ConfigError
 class DQNAgent(Agent):
     on_policy = False
 
-    def __init__(self, cfg: DQNConfig, spaces: EnvSpaces, seed: int = 0):
+    def __init__(
+        self, cfg: DQNConfig, spaces: EnvSpaces, seed: int = 0, mixed_precision: bool = False
+    ):
         if not isinstance(spaces.action, gym.spaces.Discrete):
             raise ConfigError(
                 f"agent.type: dqn needs a Discrete action space; this env has {spaces.action}"
@@ -51,11 +60,16 @@ class DQNAgent(Agent):
         self._obs_shape = tuple(spaces.observation.shape)
         self._net = resolve_network(cfg, spaces.observation)
         self._cnn = isinstance(self._net, NatureCNNConfig)
+        self.mixed_precision = mixed_precision and self._cnn
         # A CNN takes the env's dtype (uint8 pixels) and scales in its graph.
         self._obs_dtype = tf.as_dtype(spaces.observation.dtype) if self._cnn else tf.float32
         time_step_spec, action_spec = self._specs(spaces)
         self.gamma, self.n_step = cfg.gamma, cfg.n_step
-        self._q = q_net(time_step_spec.observation, action_spec, self._net, cfg.dueling)
+        self._q = q_net(
+            time_step_spec.observation, action_spec, self._net, cfg.dueling,
+            self.mixed_precision,
+        )  # fmt: skip
+        # Checkpointed as it is (agents.networks.loss_scaled): one format either way.
         self._optimizer = tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate)
         # int64: TF-Agents' summaries reject an int32 counter on TF 2.21.
         self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
@@ -97,12 +111,15 @@ class DQNAgent(Agent):
             if cfg.loss == "huber"
             else common.element_wise_squared_loss
         )
-        agent_cls = dqn_agent.DdqnAgent if cfg.double else dqn_agent.DqnAgent
+        if self.mixed_precision:
+            agent_cls = _LossScaledDdqn if cfg.double else _LossScaledDqn
+        else:
+            agent_cls = dqn_agent.DdqnAgent if cfg.double else dqn_agent.DqnAgent
         return agent_cls(
             time_step_spec,
             action_spec,
             q_network=self._q,
-            optimizer=self._optimizer,
+            optimizer=loss_scaled(self._optimizer) if self.mixed_precision else self._optimizer,
             target_update_period=cfg.target_update.period,
             target_update_tau=cfg.target_update.tau,
             td_errors_loss_fn=loss_fn,
@@ -224,7 +241,44 @@ class DQNAgent(Agent):
         self._policy_stale = True
 
     def serving_module(self) -> tf.Module:
-        return _QServing(self._q, self._obs_shape, self._obs_dtype)
+        q = float32_copy(self._q) if self.mixed_precision else self._q
+        return _QServing(q, self._obs_shape, self._obs_dtype)
+
+
+class _LossScaledTrain:
+    """DqnAgent._train (TF-Agents 0.19) with dynamic loss scaling, for a float16 torso:
+    the loss is scaled inside the tape and the gradients unscaled before they are clipped
+    (TF-Agents differentiates the bare loss, which float16 gradients would underflow).
+    `_optimizer` is a LossScaleOptimizer (agents.networks.loss_scaled)."""
+
+    def _train(self, experience, weights):
+        with tf.GradientTape() as tape:
+            loss_info = self._loss(
+                experience, td_errors_loss_fn=self._td_errors_loss_fn, gamma=self._gamma,
+                reward_scale_factor=self._reward_scale_factor, weights=weights, training=True,
+            )  # fmt: skip
+            scaled_loss = self._optimizer.get_scaled_loss(loss_info.loss)
+        tf.debugging.check_numerics(loss_info.loss, "Loss is inf or nan")
+        variables = self._q_network.trainable_weights
+        grads = self._optimizer.get_unscaled_gradients(tape.gradient(scaled_loss, variables))
+        grads_and_vars = list(zip(grads, variables, strict=True))
+        if self._gradient_clipping is not None:
+            grads_and_vars = eager_utils.clip_gradient_norms(
+                grads_and_vars, self._gradient_clipping
+            )
+        # Non-finite gradients (an overflowing scale): the step is skipped, the scale halved.
+        self._optimizer.apply_gradients(grads_and_vars)
+        self.train_step_counter.assign_add(1)
+        self._update_target()
+        return loss_info
+
+
+class _LossScaledDqn(_LossScaledTrain, dqn_agent.DqnAgent):
+    pass
+
+
+class _LossScaledDdqn(_LossScaledTrain, dqn_agent.DdqnAgent):
+    pass
 
 
 class _QServing(tf.Module):

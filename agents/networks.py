@@ -46,10 +46,11 @@ class DuelingQNetwork(network.Network):
 
 
 def q_net(observation_spec, action_spec, cfg: MLPConfig | NatureCNNConfig,
-          dueling: bool = False) -> network.Network:  # fmt: skip
-    """A Q network: observations → one Q value per discrete action."""
+          dueling: bool = False, mixed_precision: bool = False) -> network.Network:  # fmt: skip
+    """A Q network: observations → one Q value per discrete action. `mixed_precision`
+    applies to the Nature CNN's torso (an MLP stays float32)."""
     if isinstance(cfg, NatureCNNConfig):
-        net = NatureQNetwork(observation_spec, action_spec, cfg.dense, dueling)
+        net = NatureQNetwork(observation_spec, action_spec, cfg.dense, dueling, mixed_precision)
         net.create_variables()
         return net
     cls = DuelingQNetwork if dueling else q_network.QNetwork
@@ -120,25 +121,59 @@ class _BuildOnZeros(network.Network):
         return self._network_output_spec
 
 
+def layer_dtype(mixed_precision: bool) -> tf.keras.mixed_precision.Policy | None:
+    """The dtype policy for a torso's layers: Keras' `mixed_float16` (float32 variables,
+    float16 compute) or None (the global policy, float32). Passed per layer, never set
+    globally: heads, collectors' actors and the export stay float32."""
+    return tf.keras.mixed_precision.Policy("mixed_float16") if mixed_precision else None
+
+
+def loss_scaled(optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
+    """`optimizer` behind tf_keras' dynamic LossScaleOptimizer: callers scale the loss
+    (`get_scaled_loss`) inside the tape and unscale the gradients (`get_unscaled_gradients`)
+    before clipping them; `apply_gradients` skips a step whose gradients are not finite and
+    halves the scale (it doubles after 2,000 finite steps).
+
+    The agents checkpoint `optimizer` itself, and the wrapper's scale is taken out of it
+    (the wrapper tracks it as a dependency of `optimizer`): so a checkpoint has one format
+    with or without mixed precision and each resumes the other (a float32 checkpoint has no
+    scale to restore). A resumed mixed run starts its scale again at 2^15; too big a scale
+    costs one skipped step per halving."""
+    scaled = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    optimizer._delete_tracking("loss_scale")
+    return scaled
+
+
+def float32_copy(net: network.Network) -> network.Network:
+    """A float32 copy, weights included, of a network built with `mixed_precision`: what
+    an export serves, so a SavedModel computes the same way whether its run trained on a
+    GPU in float16 or not (and fast on a serving CPU, which float16 convolutions are not)."""
+    twin = net.copy(mixed_precision=False)
+    twin.create_variables()
+    for mine, theirs in zip(twin.variables, net.variables, strict=True):
+        mine.assign(theirs)
+    return twin
+
+
 class NatureTorso(_BuildOnZeros):
     """Nature-DQN torso: [B, H, W, C] pixels → [B, dense] features (layers `conv0..2`,
     `dense0`). Called like a TF-Agents EncodingNetwork: returns (features, state).
-    A uint8 `input_tensor_spec` means pixels, scaled by 1/255 in the graph."""
+    A uint8 `input_tensor_spec` means pixels, scaled by 1/255 in the graph.
+    `mixed_precision`: the layers compute in float16 (features come out float16; a float32
+    head casts them back)."""
 
     def __init__(self, input_tensor_spec, dense: int = 512, kernel_initializer=None,
-                 name="NatureTorso"):  # fmt: skip
+                 mixed_precision: bool = False, name="NatureTorso"):  # fmt: skip
         super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
         init = kernel_initializer or "glorot_uniform"
+        dtype = layer_dtype(mixed_precision)
+        relu = dict(activation="relu", kernel_initializer=init, dtype=dtype)
         self.convs = [
-            tf.keras.layers.Conv2D(
-                f, k, s, activation="relu", kernel_initializer=init, name=f"conv{i}"
-            )
+            tf.keras.layers.Conv2D(f, k, s, name=f"conv{i}", **relu)
             for i, (f, k, s) in enumerate(NATURE_CONVS)
         ]
-        self.flatten = tf.keras.layers.Flatten()
-        self.dense = tf.keras.layers.Dense(
-            dense, activation="relu", kernel_initializer=init, name="dense0"
-        )
+        self.flatten = tf.keras.layers.Flatten(dtype=dtype)
+        self.dense = tf.keras.layers.Dense(dense, name="dense0", **relu)
 
     def call(self, observation, step_type=None, network_state=(), training=False):
         x = scale_pixels(observation, self.input_tensor_spec.dtype == tf.uint8)
@@ -152,13 +187,14 @@ class NatureTorso(_BuildOnZeros):
 
 class NatureQNetwork(_BuildOnZeros):
     """Q values on the Nature torso: one `head` layer, or dueling `value` + `advantage`
-    heads combined as in DuelingQNetwork."""
+    heads combined as in DuelingQNetwork. The heads are float32 (so are the Q values and
+    the losses on them) whatever the torso's `mixed_precision`."""
 
     def __init__(self, input_tensor_spec, action_spec, dense: int = 512, dueling: bool = False,
-                 name="NatureQNetwork"):  # fmt: skip
+                 mixed_precision: bool = False, name="NatureQNetwork"):  # fmt: skip
         super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
         num_actions = int(action_spec.maximum - action_spec.minimum + 1)
-        self.torso = NatureTorso(input_tensor_spec, dense)
+        self.torso = NatureTorso(input_tensor_spec, dense, mixed_precision=mixed_precision)
         self.dueling = dueling
         if dueling:
             self.heads = [tf.keras.layers.Dense(1, name="value"),

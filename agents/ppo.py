@@ -35,7 +35,9 @@ from rlplat.agents.configs import NatureCNNConfig, PPOConfig
 from rlplat.agents.networks import (
     ACTIVATIONS,
     NatureTorso,
+    float32_copy,
     layer_variables,
+    loss_scaled,
     named_variables,
     resolve_network,
 )
@@ -55,9 +57,11 @@ def normalize(obs: tf.Tensor, mean: tf.Variable, var: tf.Variable) -> tf.Tensor:
 class PPOAgent(Agent):
     on_policy = True
 
-    def __init__(self, cfg: PPOConfig, spaces: EnvSpaces, seed: int = 0, uses_values: bool = True):
+    def __init__(self, cfg: PPOConfig, spaces: EnvSpaces, seed: int = 0, uses_values: bool = True,
+                 mixed_precision: bool = False):  # fmt: skip
         """`uses_values=False` (REINFORCE without a baseline): advantages are Monte-Carlo
-        returns; the critic is never evaluated."""
+        returns; the critic is never evaluated. `mixed_precision`: a CNN torso computes in
+        float16 (heads, log-probs and losses stay float32), with dynamic loss scaling."""
         self.cfg = cfg
         self.uses_values = uses_values
         self.gamma = cfg.gamma
@@ -67,6 +71,7 @@ class PPOAgent(Agent):
         n_out = int(spaces.action.n) if self._discrete else int(np.prod(spaces.action.shape))
         net = resolve_network(cfg, spaces.observation)
         self._cnn = isinstance(net, NatureCNNConfig)
+        self.mixed_precision = mixed_precision and self._cnn
         # A running mean over raw pixels is wrong (and slow): the CNN scales them itself.
         self._normalize_on = cfg.normalize_observations and not self._cnn
         self._obs_dtype = tf.as_dtype(spaces.observation.dtype) if self._cnn else tf.float32
@@ -83,6 +88,8 @@ class PPOAgent(Agent):
         self._obs_count = tf.Variable(1e-4, dtype=tf.float64, trainable=False)
         self._optimizer = tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate, epsilon=1e-5)
         self._optimizer.build(self._vars)
+        # What applies the gradients; `_optimizer` is what is checkpointed (one format).
+        self._apply = loss_scaled(self._optimizer) if self.mixed_precision else self._optimizer
         if self._normalize_on:
             self._weights.update({"obs/mean": self._obs_mean, "obs/var": self._obs_var})
         self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
@@ -131,7 +138,10 @@ class PPOAgent(Agent):
         """One Nature torso, a `policy` and a `value` Dense head on its features."""
         ortho = tf.compat.v1.keras.initializers.Orthogonal
         spec = tf.TensorSpec(self._obs_shape, self._obs_dtype)
-        self._torso = NatureTorso(spec, net.dense, kernel_initializer=ortho(math.sqrt(2)))
+        self._torso = NatureTorso(
+            spec, net.dense, kernel_initializer=ortho(math.sqrt(2)),
+            mixed_precision=self.mixed_precision,
+        )  # fmt: skip
         self._head = tf.keras.layers.Dense(n_out, kernel_initializer=ortho(0.01), name="policy")
         self._value_head = tf.keras.layers.Dense(1, kernel_initializer=ortho(1.0), name="value")
         self._critic = None
@@ -242,9 +252,14 @@ class PPOAgent(Agent):
                 out, v = self._forward(o)
                 terms = self._losses(out, v, a, adv, ret, v_old, lp_old, clip)
                 loss = terms[0] - cfg.ent_coef * terms[2] + cfg.vf_coef * terms[1]
+                if self.mixed_precision:  # float16 gradients would underflow unscaled
+                    loss = self._apply.get_scaled_loss(loss)
             grads = tape.gradient(loss, self._vars)
+            if self.mixed_precision:
+                grads = self._apply.get_unscaled_gradients(grads)
             grads, _ = tf.clip_by_global_norm(grads, cfg.max_grad_norm)
-            self._optimizer.apply_gradients(zip(grads, self._vars, strict=True))
+            # Loss-scaled: non-finite gradients skip the step and halve the scale.
+            self._apply.apply_gradients(zip(grads, self._vars, strict=True))
             return i + 1, sums + tf.stack(terms)
 
         _, sums = tf.while_loop(lambda i, _: i < total, body, (tf.constant(0), tf.zeros(5)))
@@ -348,7 +363,8 @@ class _PolicyServing(tf.Module):
 
     def __init__(self, agent: PPOAgent):
         super().__init__(name="rlplat_ppo")
-        self.torso, self.head, self.log_std = agent._torso, agent._head, agent._log_std
+        self.torso = float32_copy(agent._torso) if agent.mixed_precision else agent._torso
+        self.head, self.log_std = agent._head, agent._log_std
         self.obs_mean, self.obs_var = agent._obs_mean, agent._obs_var
         self._normalize_on = agent._normalize_on
         self._discrete = agent._discrete

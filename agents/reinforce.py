@@ -15,5 +15,7 @@ from rlplat.envs import EnvSpaces
 
 
 class ReinforceAgent(PPOAgent):
-    def __init__(self, cfg: ReinforceConfig, spaces: EnvSpaces, seed: int = 0):
-        super().__init__(cfg.as_ppo(), spaces, seed, uses_values=cfg.baseline)
+    def __init__(
+        self, cfg: ReinforceConfig, spaces: EnvSpaces, seed: int = 0, mixed_precision: bool = False
+    ):
+        super().__init__(cfg.as_ppo(), spaces, seed, cfg.baseline, mixed_precision)

@@ -48,6 +48,12 @@ class LearnerConfig(Strict):
     threads: PosInt | None = Field(
         None, description="TensorFlow intra-op threads (None: TensorFlow's default)"
     )
+    mixed_precision: bool = Field(
+        False,
+        description="on a GPU learner, conv torsos (agent.network.type nature_cnn) compute in "
+        "float16 with float32 variables, float32 heads and losses, and dynamic loss scaling; "
+        "on a CPU learner it is off (one warning line): x86 CPUs have no fast float16 math",
+    )
 
 
 class BetaSchedule(Strict):

@@ -5,21 +5,30 @@ checkpoints); collectors are Ray actors with `num_gpus=0` and no TensorFlow. So 
 machine with a GPU the learner's variables and training graphs go there, and on a CPU-only
 machine the same code runs on the CPU. On a cluster, start `rlplat train --address ...`
 on the node that has the GPU: collectors spread over the cluster's CPUs.
+
+`learner.mixed_precision` (float16 compute, float32 variables) is honoured on a GPU only:
+on a CPU learner it is off with one warning line rather than an error, so one experiment
+file runs on a GPU machine and on a laptop alike (as `learner.device: auto` does), and a
+CPU run trains in float32, which is faster there (x86 has no fast float16 arithmetic).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import dataclasses
+import logging
 
 from rlplat.config import LearnerConfig
 from rlplat.errors import ConfigError
 
+log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True)
 class Placement:
     device: str  # a TensorFlow device string: "/GPU:0" or "/CPU:0"
     why: str
+    mixed_precision: bool = False  # float16 compute in the agent's networks (GPU only)
 
 
 def place_learner(requested: str, gpus: list[str]) -> Placement:
@@ -48,4 +57,18 @@ def configure_tensorflow(cfg: LearnerConfig) -> Placement:
     for gpu in gpus:
         with contextlib.suppress(RuntimeError):
             tf.config.experimental.set_memory_growth(gpu, True)
-    return place_learner(cfg.device, [g.name for g in gpus])
+    return with_precision(place_learner(cfg.device, [g.name for g in gpus]), cfg)
+
+
+def with_precision(placement: Placement, cfg: LearnerConfig) -> Placement:
+    """`placement` with `learner.mixed_precision` applied: on for a GPU device when asked,
+    off on a CPU (one warning: the run trains in float32)."""
+    if not cfg.mixed_precision:
+        return placement
+    if placement.device.startswith("/GPU"):
+        return dataclasses.replace(placement, mixed_precision=True)
+    log.warning(
+        "learner.mixed_precision: off, the learner runs on the CPU (%s); training in float32",
+        placement.why,
+    )
+    return placement

@@ -108,7 +108,9 @@ class Trainer:
         tf.random.set_seed(cfg.seed)
         self.spaces = envs.spaces(cfg.env)
         with tf.device(self.placement.device):
-            self.agent = agents.build(cfg.agent, self.spaces, seed=cfg.seed)
+            self.agent = agents.build(
+                cfg.agent, self.spaces, cfg.seed, self.placement.mixed_precision
+            )
         # Ray for the Trainer's whole life (a resume restores sharded replay before the loop).
         self._own_cluster = cluster is None
         self.cluster = cluster if cluster is not None else start_cluster(cfg, console=console)
