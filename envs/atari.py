@@ -48,7 +48,8 @@ def make_atari(cfg: EnvConfig, training: bool, render_mode: str | None = None) -
     # which ALE's own count (used here) includes.
     env.unwrapped.ale.setInt("max_num_frames_per_episode", _frame_limit(cfg) + fire)
     if fire:
-        env = FireReset(env)  # under the frame skip: one frame of FIRE, as ale-py's C++ env
+        # under the frame skip: one frame of FIRE, as ale-py's C++ env
+        env = FireReset(env, on_life_loss=a.fire_on_life_loss)
     env = gym.wrappers.AtariPreprocessing(
         env, noop_max=a.noop_max, frame_skip=a.frame_skip, screen_size=a.screen_size,
         terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False,
@@ -77,14 +78,30 @@ def _needs_fire(env: gym.Env) -> bool:
 
 class FireReset(gym.Wrapper):
     """Press FIRE for one frame after reset (before the no-ops): games like Breakout wait
-    for it to start."""
+    for it to start. With `on_life_loss`, also for one frame after each frame that loses a
+    life (its reward is added to that frame's)."""
+
+    def __init__(self, env: gym.Env, on_life_loss: bool = False):
+        super().__init__(env)
+        self._on_life_loss = on_life_loss
+        self._lives = 0
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict]:
         self.env.reset(**kwargs)
         obs, _, terminated, truncated, info = self.env.step(1)
         if terminated or truncated:
-            return self.env.reset(**kwargs)
+            obs, info = self.env.reset(**kwargs)
+        self._lives = self.env.unwrapped.ale.lives()
         return obs, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = self.env.unwrapped.ale.lives()
+        if self._on_life_loss and lives < self._lives and not (terminated or truncated):
+            obs, fire_reward, terminated, truncated, info = self.env.step(1)
+            reward += fire_reward
+        self._lives = lives
+        return obs, reward, terminated, truncated, info
 
 
 class ChannelsLast(gym.ObservationWrapper):

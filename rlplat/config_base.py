@@ -34,12 +34,23 @@ class AtariConfig(Strict):
     stack: PosInt = 4
     sticky_actions: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25  # ALE v5's default
     fire_reset: bool = True  # press FIRE on reset in games that need it (Breakout)
+    # ... and after each lost life, training and evaluation alike. A deterministic policy
+    # that never picks FIRE in the ball-less state would otherwise wait out the time limit.
+    fire_on_life_loss: bool = False
     terminal_on_life_loss: bool = True  # training only
     clip_rewards: bool = True  # training only: rewards clipped to [-1, 1]
     # Collectors' vector env: "python" steps one gymnasium env per slot; "vector" is
     # ale-py's C++ AtariVectorEnv (threaded preprocessing). Evaluation is always "python".
     backend: Literal["python", "vector"] = "python"
     threads: NonNegInt = 0  # the "vector" backend's threads (0: ale-py picks)
+
+    @model_validator(mode="after")
+    def _fire_needs_python(self) -> AtariConfig:
+        # ale-py's C++ env steps its envs in lockstep: it cannot slip one extra frame into
+        # one env, so only the python backend can press FIRE after a lost life.
+        if self.fire_on_life_loss and self.backend != "python":
+            raise ValueError("fire_on_life_loss needs backend: python")
+        return self
 
 
 class EnvConfig(Strict):

@@ -38,6 +38,10 @@ class _Random(ActorPolicy):
         (["env.atari.backend=cpp"], "env.atari.backend: input should be 'python' or 'vector'"),
         (["env.id=CartPole-v1"], "env.atari: needs an ALE id"),
         (["env.atari.backend=vector", "env.kwargs.mode=1"], "env.kwargs: not supported"),
+        (
+            ["env.atari.backend=vector", "env.atari.fire_on_life_loss=true"],
+            "env.atari: fire_on_life_loss needs backend: python",
+        ),
     ],
 )
 def test_atari_block_is_validated(overrides, message):
@@ -109,6 +113,24 @@ def test_breakout_fires_on_reset(backend):
         terminated = any(vec.step(np.zeros(1, np.int64))[2][0] for _ in range(150))
         vec.close()
         assert terminated == ends
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fire_on_life_loss_plays_a_whole_game_of_noops(training):
+    """A policy that never presses FIRE loses all five lives only if the env presses FIRE
+    after each lost life; without it the game waits after the first."""
+    for fire, lives_left in ((True, 0), (False, 4)):
+        cfg = EnvConfig(
+            id="ALE/Breakout-v5", max_episode_steps=1500,
+            atari={"noop_max": 0, "sticky_actions": 0.0, "fire_on_life_loss": fire},
+        )  # fmt: skip
+        env = envs.make(cfg, training=training)
+        env.reset(seed=0)
+        game_over = truncated = False
+        while not (game_over or truncated):
+            _, _, terminated, truncated, _ = env.step(0)
+            game_over = terminated and env.unwrapped.ale.game_over()
+        assert env.unwrapped.ale.lives() == lives_left and game_over == fire
 
 
 @pytest.mark.parametrize("game, training", [("Breakout", True), ("SpaceInvaders", False)])
