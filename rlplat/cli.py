@@ -439,7 +439,7 @@ def play(
         str | None,
         typer.Option(
             help="Gymnasium id or module:Class (default: the env recorded in the exported "
-            "model under --model-base-path)."
+            "model under --model-base-path, also used when its id is this one)."
         ),
     ] = None,
     model_base_path: Annotated[
@@ -488,11 +488,10 @@ def play(
             media.require_display()
         from rlplat import envs
         from rlplat import play as client
-        from rlplat.config import EnvConfig
         from rlplat.serving.auth import read_token
 
-        env_cfg = EnvConfig(id=env) if env else client.recorded_env(model_base_path, model, version)
-        if not env:
+        env_cfg, recorded = client.play_env(env, model_base_path, model, version)
+        if recorded:
             err.print(f"env: {env_cfg.id} (recorded in the model)", highlight=False)
         # An unknown env id fails here, before any request.
         chosen = client.protocol_for(protocol.value, envs.spaces(env_cfg).observation)

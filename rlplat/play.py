@@ -40,6 +40,21 @@ def recorded_env(model_base_path: Path, model: str, version: int | None = None) 
         ) from None
 
 
+def play_env(
+    env_id: str | None, model_base_path: Path, model: str, version: int | None = None
+) -> tuple[EnvConfig, bool]:
+    """The env to play in, and whether it is the recorded one: `--env ID` is the model's
+    recorded env (its preprocessing, e.g. `env.atari`, and limits) when the ids match, the
+    bare id otherwise; no `--env`, the recorded env."""
+    if env_id is None:
+        return recorded_env(model_base_path, model, version), True
+    try:
+        recorded = recorded_env(model_base_path, model, version)
+    except UserError:  # no local copy of the model: the id as given
+        return EnvConfig(id=env_id), False
+    return (recorded, True) if recorded.id == env_id else (EnvConfig(id=env_id), False)
+
+
 def is_image(space: gym.Space) -> bool:
     """uint8 (height, width, channels) observations: what gRPC carries 5x smaller than JSON."""
     return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
