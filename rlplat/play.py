@@ -209,7 +209,7 @@ def _grpc_caller(target: str, where: str, timeout: float, token: str | None) -> 
             if code is grpc.StatusCode.UNAVAILABLE:
                 raise UserError(
                     f"grpc {target}: cannot connect (is `rlplat serve` running there? its gRPC "
-                    "port is --grpc-port, 8500 by default; give it as --grpc HOST:PORT)"
+                    "port is --grpc-port, 8500 by default: --grpc HOST:PORT; or --protocol rest)"
                 ) from None
             if code is grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise UserError(f"{where}: no answer within {timeout:g} s") from None

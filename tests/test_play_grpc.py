@@ -56,7 +56,7 @@ def test_play_over_grpc_with_a_dead_server_is_one_line(tmp_path: Path):
     assert out.returncode == 2, out.stderr
     assert out.stderr.splitlines() == [
         "error: grpc 127.0.0.1:9: cannot connect (is `rlplat serve` running there? its gRPC "
-        "port is --grpc-port, 8500 by default; give it as --grpc HOST:PORT)"
+        "port is --grpc-port, 8500 by default: --grpc HOST:PORT; or --protocol rest)"
     ]
 
 
