@@ -61,6 +61,9 @@ def make_atari(cfg: EnvConfig, training: bool, render_mode: str | None = None) -
         env = LifeLossTerminal(env)
     if training and a.clip_rewards:
         env = gym.wrappers.ClipReward(env, -1.0, 1.0)
+    # Videos play at the game's own speed: the emulator's 60 frames/s, one agent step per
+    # frame_skip frames (ALE's metadata says 30 whatever the skip).
+    env.metadata = {**env.metadata, "render_fps": round(60 / a.frame_skip)}
     return env
 
 

@@ -242,6 +242,12 @@ class HttpFrontEnd(enum.StrEnum):
     uvicorn = "uvicorn"
 
 
+class Protocol(enum.StrEnum):
+    auto = "auto"
+    grpc = "grpc"
+    rest = "rest"
+
+
 class VideoFormat(enum.StrEnum):
     mp4 = "mp4"
     gif = "gif"
@@ -324,7 +330,9 @@ def _episodes_report(
     videos = None
     kwargs: dict = {}
     if render is Render.video:
-        videos = media.EpisodeVideos(out / "videos", video_format.value, media.env_fps(policy.env))
+        videos = media.EpisodeVideos(
+            out / "videos", video_format.value, media.env_fps(policy.env), score_strip=True
+        )
         kwargs = dict(render_mode="rgb_array", on_frame=videos.frame, on_episode_end=videos.end)
     elif render is Render.human:
         kwargs = dict(render_mode="human")
@@ -431,7 +439,7 @@ def play(
         str | None,
         typer.Option(
             help="Gymnasium id or module:Class (default: the env recorded in the exported "
-            "model under --model-base-path)."
+            "model under --model-base-path, also used when its id is this one)."
         ),
     ] = None,
     model_base_path: Annotated[
@@ -440,6 +448,18 @@ def play(
     server: Annotated[str, typer.Option(help="Model server URL (TF Serving REST API).")] = (
         "http://127.0.0.1:8501"
     ),
+    protocol: Annotated[
+        Protocol,
+        typer.Option(help="auto: gRPC for image observations (uint8 HxWxC), else REST JSON."),
+    ] = Protocol.auto,
+    grpc: Annotated[
+        str | None,
+        typer.Option(
+            "--grpc",
+            metavar="HOST:PORT",
+            help="Model server gRPC address (default: --server's host, port 8500).",
+        ),
+    ] = None,
     version: Annotated[int | None, typer.Option(help="Model version (default: latest).")] = None,
     label: Annotated[str | None, typer.Option(help="Version label, e.g. stable.")] = None,
     signature: Annotated[str, typer.Option(help="Signature to call.")] = "serving_default",
@@ -457,6 +477,7 @@ def play(
     """Play episodes in a local environment, asking the model server for every action.
 
     Same seeds, episodes and report as `rlplat eval`, so the two can be compared directly.
+    Image observations (Atari's preprocessed uint8 stack) go over gRPC as raw tensor bytes.
     """
     with _user_errors():
         if version is not None and label is not None:
@@ -466,18 +487,22 @@ def play(
 
             media.require_display()
         from rlplat import envs
-        from rlplat.config import EnvConfig
-        from rlplat.play import recorded_env, remote_policy
+        from rlplat import play as client
         from rlplat.serving.auth import read_token
 
-        env_cfg = EnvConfig(id=env) if env else recorded_env(model_base_path, model, version)
-        if not env:
+        env_cfg, recorded = client.play_env(env, model_base_path, model, version)
+        if recorded:
             err.print(f"env: {env_cfg.id} (recorded in the model)", highlight=False)
-        envs.spaces(env_cfg)  # an unknown env id fails here, before any request
-        policy = remote_policy(server, model, env_cfg, version, label, signature,
-                               read_token(token_file))  # fmt: skip
-        _episodes_report(policy, episodes, seed, render, video_format, out, "play.json",
-                         {"server": server, "signature": signature})  # fmt: skip
+        # An unknown env id fails here, before any request.
+        chosen = client.protocol_for(protocol.value, envs.spaces(env_cfg).observation)
+        token = read_token(token_file)
+        if chosen == "grpc":
+            server = client.grpc_target(server, grpc)
+            policy = client.grpc_policy(server, model, env_cfg, version, label, signature, token)
+        else:
+            policy = client.remote_policy(server, model, env_cfg, version, label, signature, token)
+        record = {"server": server, "protocol": chosen, "signature": signature}
+        _episodes_report(policy, episodes, seed, render, video_format, out, "play.json", record)
 
 
 @app.command()

@@ -20,9 +20,11 @@ from rlplat.config import EnvConfig
 
 EVAL_SEED_OFFSET = 1_000_000  # eval envs never share seeds with training envs
 
-# on_frame(episode, frame) gets each rgb frame (the first after reset, then one per step);
-# on_episode_end(episode, return, length) is called when that episode is over.
-FrameHook = Callable[[int, np.ndarray], None]
+# on_frame(episode, frame, score, step) gets each rgb frame (the first after reset, then one
+# per step) with the episode's return and length so far: for Atari, the colour screen
+# (ALE's 210x160) and the game's own score; on_episode_end(episode, return, length) is
+# called when that episode is over.
+FrameHook = Callable[[int, np.ndarray, float, int], None]
 EndHook = Callable[[int, float, int], None]
 
 
@@ -88,7 +90,7 @@ def _play(policy, env_cfg, indices, seed, render_mode, on_frame, returns, length
         obs = np.stack([env.reset(seed=base + i)[0] for i, env in zip(indices, pool, strict=True)])
         if record:
             for i, env in zip(indices, pool, strict=True):
-                on_frame(i, env.render())
+                on_frame(i, env.render(), 0.0, 0)
         active = np.ones(len(indices), bool)
         while active.any():
             idx = np.flatnonzero(active)
@@ -98,10 +100,11 @@ def _play(policy, env_cfg, indices, seed, render_mode, on_frame, returns, length
             for j, action in zip(idx, actions, strict=True):
                 o, r, terminated, truncated, _ = pool[j].step(action)
                 obs[j] = o
-                returns[indices[j]] += r
-                lengths[indices[j]] += 1
+                k = indices[j]
+                returns[k] += r
+                lengths[k] += 1
                 if record:
-                    on_frame(indices[j], pool[j].render())
+                    on_frame(k, pool[j].render(), float(returns[k]), int(lengths[k]))
                 if terminated or truncated:
                     active[j] = False
     finally:

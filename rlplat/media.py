@@ -40,10 +40,14 @@ def env_fps(env_cfg: EnvConfig) -> int:
 
 class EpisodeVideos:
     """One file per episode, written as frames arrive and named by episode and return
-    once the episode is over: `episode-003-return-231.5.mp4`."""
+    once the episode is over: `episode-003-return-231.5.mp4`. With `score_strip`, each
+    frame gets a strip below it with the episode's running score and step."""
 
-    def __init__(self, out_dir: Path, fmt: str = "mp4", fps: int = 30):
+    def __init__(
+        self, out_dir: Path, fmt: str = "mp4", fps: int = 30, score_strip: bool = False
+    ) -> None:
         self.out_dir, self.fmt, self.fps = out_dir, fmt, fps
+        self.score_strip = score_strip
         self.paths: list[Path] = []
         self.frames: dict[int, int] = {}
         self._writers: dict[int, Any] = {}
@@ -52,7 +56,10 @@ class EpisodeVideos:
     def _tmp(self, episode: int) -> Path:
         return self.out_dir / f".episode-{episode:03d}.tmp.{self.fmt}"
 
-    def frame(self, episode: int, frame: np.ndarray) -> None:
+    def frame(self, episode: int, frame: np.ndarray, score: float = 0.0, step: int = 0) -> None:
+        """`score` and `step`: the episode's return and length so far (for the strip)."""
+        if self.score_strip:
+            frame = with_score(frame, score, step)
         writer = self._writers.get(episode)
         if writer is None:
             import imageio.v2 as imageio
@@ -84,6 +91,23 @@ class EpisodeVideos:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
+
+
+def with_score(frame: np.ndarray, score: float, step: int) -> np.ndarray:
+    """`frame` (h, w, 3) above a black strip reading `score 12  step 340` in white."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    text = f"score {score:.1f}".removesuffix(".0") + f"  step {step}"
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, min(w / 320, 1.0)
+    while (size := cv2.getTextSize(text, font, scale, 1))[0][0] > w - 8 and scale > 0.3:
+        scale *= 0.9  # shrink to the frame's width (ALE's screen is only 160 wide)
+    (_, text_h), baseline = size
+    strip_h = text_h + baseline + 6
+    strip_h += strip_h % 2  # keeps an even frame even (H.264)
+    strip = np.zeros((strip_h, w, 3), np.uint8)
+    cv2.putText(strip, text, (4, 3 + text_h), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([frame[..., :3], strip])
 
 
 def _even(frame: np.ndarray) -> np.ndarray:

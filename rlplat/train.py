@@ -344,7 +344,7 @@ class Trainer:
         frames: list[np.ndarray] = []
         run_episodes(
             lambda obs: self.agent.act(obs, explore=False), self.cfg.env, 1, self.cfg.seed,
-            render_mode="rgb_array", on_frame=lambda _, frame: frames.append(frame),
+            render_mode="rgb_array", on_frame=lambda _, frame, *__: frames.append(frame),
         )  # fmt: skip
         if not frames or frames[0] is None:
             return
