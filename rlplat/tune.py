@@ -198,9 +198,12 @@ def _fit(
             str(path), trainable, resume_unfinished=True, resume_errored=True
         )
     else:
+        # PBT may clone any trial's last-but-N checkpoint: keep them all (disk!); else a
+        # trial only ever continues from its own latest.
+        keep = None if sweep.opts.scheduler == "pbt" else 2
         run_config = tune.RunConfig(
             name=name, storage_path=str(sweep.dir), verbose=1,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
         )  # fmt: skip
         tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                            run_config=run_config)  # fmt: skip

@@ -140,8 +140,9 @@ def test_best_yaml_trains_unchanged(asha_sweep):
 def test_pbt_mutation_is_used_after_restore(tmp_path):
     """The worse trial takes the better one's checkpoint with a perturbed learning rate;
     the optimizer's learning rate at every later report is that perturbed value (not the
-    one restored from the checkpoint)."""
-    exp = _experiment(tmp_path)
+    one restored from the checkpoint). Both trials run at once for 10 evals: PBT exploits
+    when the worse trial reports after the better one has reported in the upper half."""
+    exp = _experiment(tmp_path, train={"env_steps": 4000})
     space = _space(
         tmp_path,
         "agent.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n"
