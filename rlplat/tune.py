@@ -13,6 +13,8 @@ import functools
 import json
 import math
 import shlex
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -207,13 +209,23 @@ def _fit(
         )  # fmt: skip
         tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                            run_config=run_config)  # fmt: skip
-    grid = tuner.fit()
-    # Ray Tune's Ctrl-C saves its state and returns; unfinished trials mean we stop too.
-    # (ResultGrid has no per-trial status; its analysis has.)
-    statuses = [t.status for t in grid._experiment_analysis.trials]
-    if any(s not in ("TERMINATED", "ERROR") for s in statuses):
+    # Ray Tune takes Ctrl-C itself (it saves its state, stops the trials and returns as if
+    # done) and then puts back the handler it found: finding ours back means Ctrl-C came.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _ctrl_c_seen) if main else None
+    try:
+        grid = tuner.fit()
+    finally:
+        if main:
+            interrupted = signal.getsignal(signal.SIGINT) is _ctrl_c_seen
+            signal.signal(signal.SIGINT, previous)
+    if main and interrupted:
         raise SweepInterrupted()
     return grid
+
+
+def _ctrl_c_seen(signum: int, frame: Any) -> None:
+    raise SweepInterrupted()  # a second Ctrl-C, after Ray Tune's
 
 
 def _ranked(grid: Any, sweep: Sweep) -> list[dict[str, Any]]:
