@@ -347,7 +347,7 @@ def ranked_table(rows: list[dict[str, Any]], metric: str, title: str) -> Table:
     table = Table(title=title)
     table.add_column("#", justify="right")
     for column in ("trial", "config", metric, "env steps", "note"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # every value in full, even on 80 columns
     for i, row in enumerate(rows, 1):
         score = row.get("score")
         note = row.get("error") or ("" if row.get("finished", True) else "stopped early")
