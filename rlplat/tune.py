@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import shlex
 import signal
 import threading
@@ -194,6 +195,9 @@ def _fit(
         functools.partial(run_trial, setup=setup),
         tune.PlacementGroupFactory([{"CPU": 1}] * (1 + sweep.cfg.collect.num_actors)),
     )
+    # Ray Tune snapshots its state at each kept checkpoint (what a resume after a kill
+    # needs) and warns that this is frequent: frequent on purpose here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     path = sweep.dir / name
     if sweep.opts.resume and tune.Tuner.can_restore(str(path)):
         tuner = tune.Tuner.restore(
