@@ -103,7 +103,24 @@ def _sweep_dir(opts: SweepOptions, cfg: ExperimentConfig) -> Path:
         path = found[-1].parent if found else base / "tune-*"
     if not (path / "sweep.json").is_file():
         raise UserError(f"--resume: no sweep to continue at {path}")
+    _check_same_sweep(path, opts)
     return path
+
+
+_SAME_ON_RESUME = ("experiment", "space", "scheduler", "metric", "samples", "pbt_keys")
+
+
+def _check_same_sweep(path: Path, opts: SweepOptions) -> None:
+    """A resumed sweep keeps what its trials were started with (Ray Tune's restore would
+    silently keep the old values)."""
+    before = json.loads((path / "sweep.json").read_text())["options"]
+    now = json.loads(json.dumps(asdict(opts), default=str))
+    for key in _SAME_ON_RESUME:
+        if before.get(key) != now[key]:
+            raise UserError(
+                f"--resume: {key} was {before.get(key)!r} in {path} (now {now[key]!r}); "
+                "resume with the sweep's own command"
+            )
 
 
 def run_sweep(sweep: Sweep, argv: list[str], console: Console) -> dict[str, Any]:
@@ -119,6 +136,11 @@ def run_sweep(sweep: Sweep, argv: list[str], console: Console) -> dict[str, Any]
             (sweep.dir / "sweep.json").write_text(json.dumps(record, indent=2, default=str))
         console.print(f"sweep directory: {sweep.dir}", highlight=False)
         ranked = _search(sweep)
+        if ranked and all(r["error"] for r in ranked):
+            raise UserError(
+                f"every trial failed; the first: {ranked[0]['error']} (details: "
+                f"{sweep.dir / 'ray' / ranked[0]['trial'] / 'error.txt'})"
+            )
         console.print(ranked_table(ranked, sweep.opts.metric, "trials, ranked"))
         candidates = _distinct([r["params"] for r in ranked if r["score"] is not None])
         held = _held_out(sweep, candidates[: sweep.opts.top_k], console)

@@ -67,6 +67,23 @@ def test_bad_space_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_resume_refuses_other_settings_and_missing_sweeps(tmp_path):
+    exp = _experiment(tmp_path)
+    space = _space(tmp_path, "agent.learning_rate: {choice: [1.0e-3, 2.0e-3]}\n")
+    args = ["tune", str(exp), "--space", str(space), "--resume"]
+    out = run_cli(*args, cwd=tmp_path, timeout=60)
+    assert out.returncode == 2 and "--resume: no sweep to continue" in out.stderr, out.stderr
+    sweep = tmp_path / "runs" / "tiny" / "tune-1"
+    sweep.mkdir(parents=True)
+    options = {"experiment": str(exp), "space": str(space), "scheduler": "asha",
+               "metric": "eval_return", "samples": 4, "pbt_keys": []}  # fmt: skip
+    (sweep / "sweep.json").write_text(json.dumps({"argv": [], "options": options}))
+    out = run_cli(*args, "--metric", "wall_s_to_threshold", cwd=tmp_path, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "--resume: metric was 'eval_return'" in out.stderr
+    assert sorted(p.name for p in sweep.iterdir()) == ["sweep.json"]  # nothing written
+
+
 @pytest.fixture(scope="module")
 def asha_sweep(tmp_path_factory):
     """Two trials under ASHA, one after the other (ASHA is asynchronous: the first trial at
