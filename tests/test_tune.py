@@ -84,6 +84,18 @@ def test_resume_refuses_other_settings_and_missing_sweeps(tmp_path):
     assert sorted(p.name for p in sweep.iterdir()) == ["sweep.json"]  # nothing written
 
 
+@pytest.mark.slow
+def test_a_sweep_whose_every_trial_fails_says_why(tmp_path):
+    exp = _experiment(tmp_path)
+    # the schema takes any id; the trial's environment then cannot be made
+    space = _space(tmp_path, "env.id: {choice: [NoSuchEnv-v0]}\n")
+    out = run_cli("tune", str(exp), "--space", str(space), "--samples", "1", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    (line,) = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert "every trial failed" in line and "error.txt" in line
+    assert not (_sweep_dir(tmp_path) / "best.yaml").exists()
+
+
 @pytest.fixture(scope="module")
 def asha_sweep(tmp_path_factory):
     """Two trials under ASHA, one after the other (ASHA is asynchronous: the first trial at
