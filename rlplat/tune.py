@@ -76,6 +76,7 @@ def prepare(opts: SweepOptions) -> Sweep:
     if opts.samples < 1 or opts.top_k < 1 or opts.held_out_seeds < 0:
         raise UserError("--samples and --top-k must be >= 1, --held-out-seeds >= 0")
     cfg = config_mod.load(opts.experiment)
+    config_mod.check_env(cfg)  # as `rlplat train` does (the space's env values: by trials)
     space = load_space(opts.space, opts.experiment)
     if opts.metric != "eval_return" and cfg.eval.threshold is None:
         raise UserError(f"--metric {opts.metric}: {opts.experiment} sets no eval.threshold")
