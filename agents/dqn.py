@@ -145,7 +145,9 @@ class DQNAgent(Agent):
         lr = self.cfg.learning_rate
         if self.cfg.lr_schedule == "linear":
             lr *= max(0.0, 1.0 - progress)
-            self._optimizer.learning_rate = lr
+        # Also when constant: a checkpoint restores the optimizer's own learning rate, and a
+        # resume that changes it (a PBT mutation, rlplat/tune_trial.py) must win.
+        self._optimizer.learning_rate = lr
         return {"charts/epsilon": self.cfg.epsilon.value(env_steps), "charts/learning_rate": lr}
 
     # ---------------------------------------------------------------- learning

@@ -506,6 +506,56 @@ def play(
 
 
 @app.command()
+def tune(  # long only in its option declarations
+    config: Annotated[Path, typer.Argument(help="Experiment YAML.")],
+    space: Annotated[
+        Path, typer.Option(help="Search space YAML: dotted keys -> choice/uniform/... .")
+    ],
+    samples: Annotated[int, typer.Option(help="Trials to sample (x each grid point).")] = 4,
+    scheduler: Annotated[str, typer.Option(help="asha, pbt or none.")] = "asha",
+    metric: Annotated[
+        str,
+        typer.Option(help="eval_return, env_steps_to_threshold or wall_s_to_threshold."),
+    ] = "eval_return",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to run the trials on (as train's).")
+    ] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="Trials at once (default: as CPUs allow).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the newest (or --name) sweep of this experiment.")
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option(help="Sweep directory name (default tune-TIMESTAMP).")
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="Configs re-run on held-out seeds.")] = 3,
+    held_out_seeds: Annotated[int, typer.Option(help="Held-out seeds per config.")] = 3,
+    pbt_keys: Annotated[
+        str | None, typer.Option(help="Comma-separated keys PBT perturbs (else the space's pbt:).")
+    ] = None,
+) -> None:
+    """Sweep hyperparameters on Ray Tune; every trial is a run directory under
+    runs/NAME/tune-TIMESTAMP/. Writes results.json and best.yaml (the winner on held-out
+    seeds). Ctrl-C stops; the same command with --resume continues."""
+    from rlplat import tune as tune_mod
+
+    opts = tune_mod.SweepOptions(
+        config, space, samples, scheduler, metric, address, max_concurrent, resume, name,
+        top_k, held_out_seeds, pbt_keys.split(",") if pbt_keys else None,
+    )  # fmt: skip
+    with _user_errors():
+        sweep = tune_mod.prepare(opts)
+        try:
+            tune_mod.run_sweep(sweep, ["rlplat", *sys.argv[1:]], err)
+        except tune_mod.SweepInterrupted:
+            again = " ".join([*sys.argv[1:], *([] if resume else ["--resume"])])
+            err.print(f"interrupted; continue with: rlplat {again}",
+                      highlight=False)  # fmt: skip
+            raise typer.Exit(130) from None
+
+
+@app.command()
 def plot(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to draw.")],
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("curves.png"),

@@ -137,6 +137,9 @@ class Trainer:
             env_steps=0, episodes=0, wall_s=0.0, evals=[], first_threshold=None,
             train_phases=0, actor_restarts=0, stale_fragments=0,
         )  # fmt: skip
+        # Called after each periodic eval with its record and a checkpoint of that point
+        # (a sweep's trial reports both to Ray Tune: rlplat/tune.py).
+        self.on_eval: Callable[[dict[str, Any], Path], None] | None = None
 
     def close(self) -> None:
         """Release replay shards, and Ray if this Trainer started it."""
@@ -229,7 +232,7 @@ class Trainer:
             self.cfg, self.agent, self.state, self.replay, tb,
             progress_bar(self.console, show_progress), self.placement.device,
             distributed=self.cfg.collect.num_actors > 0,
-            evaluate=lambda step: self._evaluate(episodes, step, wall(), tb).mean,
+            evaluate=lambda step: self._periodic_eval(episodes, step, wall(), tb),
             checkpoint=lambda: self._checkpoint(wall()),
         )  # fmt: skip
         try:
@@ -323,6 +326,15 @@ class Trainer:
             self.state["first_threshold"] = {"env_steps": step, "wall_s": round(wall_s, 3)}
         self._report_eval(result, step, wall_s, episodes, final)
         return result
+
+    def _periodic_eval(
+        self, episodes: int, step: int, wall_s: float, tb: TensorBoardLogger
+    ) -> float:
+        mean = self._evaluate(episodes, step, wall_s, tb).mean
+        if self.on_eval is not None:
+            tb.flush()
+            self.on_eval(self.state["evals"][-1], self._checkpoint(wall_s))
+        return mean
 
     def _report_eval(
         self, result: EvalResult, step: int, wall_s: float, episodes: int, final: bool
