@@ -44,6 +44,7 @@ from rlplat.agents.networks import (
 from rlplat.agents.tf_actors import TFNatureCNN
 from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
+from rlplat.errors import ConfigError
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -86,6 +87,15 @@ class PPOAgent(Agent):
         self._obs_mean = tf.Variable(np.zeros(self._obs_shape, np.float32), trainable=False)
         self._obs_var = tf.Variable(np.ones(self._obs_shape, np.float32), trainable=False)
         self._obs_count = tf.Variable(1e-4, dtype=tf.float64, trainable=False)
+        # Built under learner.strategy's scope (rlplat/learner.py: learner_scope), variables
+        # are mirrored and each minibatch is split evenly across the replicas.
+        self._strategy = tf.distribute.get_strategy()
+        replicas = self._strategy.num_replicas_in_sync
+        if cfg.minibatch_size is not None and cfg.minibatch_size % replicas:
+            raise ConfigError(
+                f"agent.minibatch_size: {cfg.minibatch_size} does not split evenly across "
+                f"the learner's {replicas} devices (learner.devices)"
+            )
         self._optimizer = tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate, epsilon=1e-5)
         self._optimizer.build(self._vars)
         # What applies the gradients; `_optimizer` is what is checkpointed (one format).
@@ -239,36 +249,67 @@ class PPOAgent(Agent):
         old_logp, _ = self._log_prob_entropy(self._policy_out(nobs), actions)
         perms = tf.stack([tf.random.shuffle(tf.range(n)) for _ in range(cfg.epochs)])
         total = cfg.epochs * per_epoch
+        data = (nobs, actions, advantages, returns, old_values, old_logp)
 
         def body(i, sums):
             start = (i % per_epoch) * mb
             idx = perms[i // per_epoch, start : start + mb]
-            o, a = tf.gather(nobs, idx), tf.gather(actions, idx)
-            adv, ret = tf.gather(advantages, idx), tf.gather(returns, idx)
-            v_old, lp_old = tf.gather(old_values, idx), tf.gather(old_logp, idx)
-            if cfg.normalize_advantages:
+            o, a, adv, ret, v_old, lp_old = (tf.gather(x, idx) for x in data)
+            if cfg.normalize_advantages:  # over the whole minibatch, before it is split
                 adv = (adv - tf.reduce_mean(adv)) / (tf.math.reduce_std(adv) + 1e-8)
-            with tf.GradientTape() as tape:
-                out, v = self._forward(o)
-                terms = self._losses(out, v, a, adv, ret, v_old, lp_old, clip)
-                loss = terms[0] - cfg.ent_coef * terms[2] + cfg.vf_coef * terms[1]
-                if self.mixed_precision:  # float16 gradients would underflow unscaled
-                    loss = self._apply.get_scaled_loss(loss)
-            grads = tape.gradient(loss, self._vars)
-            if self.mixed_precision:
-                grads = self._apply.get_unscaled_gradients(grads)
-            grads, _ = tf.clip_by_global_norm(grads, cfg.max_grad_norm)
-            # Loss-scaled: non-finite gradients skip the step and halve the scale.
-            self._apply.apply_gradients(zip(grads, self._vars, strict=True))
-            return i + 1, sums + tf.stack(terms)
+            terms = self._strategy.run(
+                self._replica_step, args=(o, a, adv, ret, v_old, lp_old, clip)
+            )
+            # Equal slices: the mean of the replicas' means is the minibatch's mean.
+            terms = self._strategy.reduce(tf.distribute.ReduceOp.MEAN, terms, axis=None)
+            return i + 1, sums + terms
 
         _, sums = tf.while_loop(lambda i, _: i < total, body, (tf.constant(0), tf.zeros(5)))
         self._train_step.assign_add(tf.cast(total, tf.int64))
         return sums / tf.cast(tf.maximum(total, 1), tf.float32)
 
+    def _replica_step(self, o, a, adv, ret, v_old, lp_old, clip):
+        """One gradient step on this replica's slice of the minibatch (all of it with no
+        strategy). Gradients are summed over replicas before clipping, so the step equals
+        the one-device step on the whole minibatch."""
+        cfg = self.cfg
+        ctx = tf.distribute.get_replica_context()
+        k = ctx.num_replicas_in_sync
+        size = tf.shape(adv)[0] // k
+        start = size * tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+        o, a, adv, ret, v_old, lp_old = (
+            x[start : start + size] for x in (o, a, adv, ret, v_old, lp_old)
+        )
+        with tf.GradientTape() as tape:
+            out, v = self._forward(o)
+            terms = self._losses(out, v, a, adv, ret, v_old, lp_old, clip)
+            # / k: the replicas' gradients are summed below (a mean over the minibatch).
+            loss = (terms[0] - cfg.ent_coef * terms[2] + cfg.vf_coef * terms[1]) / k
+            if self.mixed_precision:  # float16 gradients would underflow unscaled
+                loss = self._apply.get_scaled_loss(loss)
+        grads = tape.gradient(loss, self._vars)
+        if self.mixed_precision:
+            grads = self._apply.get_unscaled_gradients(grads)
+        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        grads, _ = tf.clip_by_global_norm(grads, cfg.max_grad_norm)
+        # Loss-scaled: non-finite gradients skip the step and halve the scale.
+        self._apply.apply_gradients(
+            zip(grads, self._vars, strict=True), skip_gradients_aggregation=True
+        )
+        return tf.stack(terms)
+
     def train(self, batch: Transitions, weights: np.ndarray | None = None) -> TrainResult:
         """`batch` is one rollout, [T, N, ...] (time, env), with `last` flags."""
         t, n = batch.reward.shape
+        replicas, mb = (
+            self._strategy.num_replicas_in_sync,
+            min(self.cfg.minibatch_size or t * n, t * n),
+        )
+        if mb % replicas:
+            raise ConfigError(
+                f"a minibatch of {mb} does not split evenly across the learner's {replicas} "
+                "devices (agent.minibatch_size, collect.rollout_length x envs_per_actor)"
+            )
         obs = batch.obs.reshape(t * n, *self._obs_shape)
         next_obs = batch.next_obs.reshape(t * n, *self._obs_shape)
         if self._cnn:  # pixels go to the graph as they are (uint8), however they came

@@ -192,6 +192,7 @@ def _run_training(
     address: str | None,
     dashboard: bool,
 ) -> TrainSummary:
+    from rlplat.learner import learner_placement
     from rlplat.runs import training_lock
     from rlplat.train import Interrupted, start_cluster
     from rlplat.train import train as run_training
@@ -199,6 +200,7 @@ def _run_training(
     try:
         # Ray before the lock makes the run directory: a cluster that cannot be joined
         # leaves none behind.
+        learner_placement(cfg.learner)  # a learner.devices error leaves no run behind
         cluster = start_cluster(cfg, address, dashboard)
         try:
             with training_lock(target):  # held while training: `rlplat runs` says "running"

@@ -54,6 +54,18 @@ class LearnerConfig(Strict):
         "float16 with float32 variables, float32 heads and losses, and dynamic loss scaling; "
         "on a CPU learner it is off (one warning line): x86 CPUs have no fast float16 math",
     )
+    devices: Literal["auto"] | PosInt | list[str] = Field(
+        "auto",
+        description="the learner's devices: auto (strategy none: one, as learner.device; "
+        "mirrored: every GPU, else the one CPU), N (the first N GPUs, else N logical CPUs), "
+        "or names such as ['/GPU:0', '/GPU:1']; more than one needs strategy: mirrored",
+    )
+    strategy: Literal["none", "mirrored"] = Field(
+        "none",
+        description="mirrored: tf.distribute.MirroredStrategy over learner.devices (variables "
+        "mirrored, each minibatch of train.batch_size split evenly across the devices, "
+        "gradients summed); none: one device",
+    )
 
 
 class BetaSchedule(Strict):

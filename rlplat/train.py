@@ -99,7 +99,7 @@ class Trainer:
     ):
         import tensorflow as tf
 
-        from rlplat.learner import configure_tensorflow
+        from rlplat.learner import configure_tensorflow, learner_scope
 
         self.cfg = cfg
         self.run_dir = run_dir
@@ -107,7 +107,7 @@ class Trainer:
         self.placement = configure_tensorflow(cfg.learner)
         tf.random.set_seed(cfg.seed)
         self.spaces = envs.spaces(cfg.env)
-        with tf.device(self.placement.device):
+        with learner_scope(self.placement):
             self.agent = agents.build(
                 cfg.agent, self.spaces, cfg.seed, self.placement.mixed_precision
             )
