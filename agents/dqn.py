@@ -38,6 +38,7 @@ from rlplat.agents.networks import (
     q_net,
     resolve_network,
 )
+from rlplat.agents.replicas import replica_slice
 from rlplat.agents.tf_actors import TFNatureCNN
 from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
@@ -71,6 +72,9 @@ class DQNAgent(Agent):
         )  # fmt: skip
         # Checkpointed as it is (agents.networks.loss_scaled): one format either way.
         self._optimizer = tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate)
+        # Built under learner.strategy's scope (rlplat/learner.py: learner_scope), variables
+        # are mirrored and each minibatch is split evenly across the replicas.
+        self._strategy = tf.distribute.get_strategy()
         # int64: TF-Agents' summaries reject an int32 counter on TF 2.21.
         self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
         self._agent = self._tf_agent(time_step_spec, action_spec)
@@ -87,6 +91,8 @@ class DQNAgent(Agent):
         self.jit_compile = cfg.jit_compile
         if self.jit_compile is None:
             self.jit_compile = not self._cnn or bool(tf.config.list_physical_devices("GPU"))
+        # A phase over several devices is not one XLA cluster (its all-reduces cross them).
+        self.jit_compile = self.jit_compile and self._strategy.num_replicas_in_sync == 1
         self._train_fn = tf.function(
             self._train_phase, autograph=False, jit_compile=self.jit_compile,
             reduce_retracing=True,
@@ -111,11 +117,8 @@ class DQNAgent(Agent):
             if cfg.loss == "huber"
             else common.element_wise_squared_loss
         )
-        if self.mixed_precision:
-            agent_cls = _LossScaledDdqn if cfg.double else _LossScaledDqn
-        else:
-            agent_cls = dqn_agent.DdqnAgent if cfg.double else dqn_agent.DqnAgent
-        return agent_cls(
+        agent_cls = _ReplicaDdqn if cfg.double else _ReplicaDqn
+        agent = agent_cls(
             time_step_spec,
             action_spec,
             q_network=self._q,
@@ -127,6 +130,8 @@ class DQNAgent(Agent):
             gradient_clipping=cfg.gradient_clipping,
             train_step_counter=self._train_step,
         )
+        agent.loss_scaled = self.mixed_precision
+        return agent
 
     # ------------------------------------------------------------------ acting
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> EpsilonGreedyQ:
@@ -152,6 +157,23 @@ class DQNAgent(Agent):
 
     # ---------------------------------------------------------------- learning
     def _train_graph(self, obs, action, reward, next_obs, discount, weights):
+        """One gradient step on a [B] minibatch, split across the strategy's replicas."""
+        args = (obs, action, reward, next_obs, discount, weights)
+        loss, td_error = self._strategy.run(self._replica_train, args=args)
+        # Each replica's loss is its share of the minibatch mean (divided by the global B).
+        loss = self._strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+        td_error = self._strategy.gather(td_error, axis=0)  # contiguous slices: B's order
+        # What DqnAgent._train does after its step, here once for all replicas.
+        self._train_step.assign_add(1)
+        self._agent._update_target()
+        q, _ = self._q(obs, training=False)
+        q_taken = tf.gather(q, action, batch_dims=1)
+        return {"loss": loss, "q_mean": tf.reduce_mean(q_taken), "td_error": tf.abs(td_error)}
+
+    def _replica_train(self, obs, action, reward, next_obs, discount, weights):
+        obs, action, reward, next_obs, discount, weights = replica_slice(
+            obs, action, reward, next_obs, discount, weights
+        )
         # A [B, 2] trajectory: step 0 carries (obs, action, reward, discount), step 1 the
         # next observation. MID step types: DqnAgent masks transitions that start at LAST.
         mid = tf.fill(tf.shape(reward), ts.StepType.MID)
@@ -165,14 +187,7 @@ class DQNAgent(Agent):
             discount=tf.stack([discount, tf.ones_like(discount)], axis=1),
         )
         loss_info = self._agent.train(experience, weights=weights)
-        q, _ = self._q(obs, training=False)
-        q_taken = tf.gather(q, action, batch_dims=1)
-        td_error = tf.reshape(loss_info.extra.td_error, [-1])
-        return {
-            "loss": loss_info.loss,
-            "q_mean": tf.reduce_mean(q_taken),
-            "td_error": tf.abs(td_error),
-        }
+        return loss_info.loss, tf.reshape(loss_info.extra.td_error, [-1])
 
     def _train_phase(self, obs, action, reward, next_obs, discount, weights):
         # K sequential gradient steps in one graph (inputs are [K, B, ...]): one Python
@@ -196,6 +211,11 @@ class DQNAgent(Agent):
 
     def train(self, batch: Transitions, weights: np.ndarray | None = None) -> TrainResult:
         """`batch` is [K, B, ...]: K gradient steps on K minibatches, in order."""
+        if batch.reward.shape[1] % self._strategy.num_replicas_in_sync:
+            raise ConfigError(
+                f"train.batch_size: {batch.reward.shape[1]} does not split evenly across the "
+                f"learner's {self._strategy.num_replicas_in_sync} devices (learner.devices)"
+            )
         if weights is None:
             weights = np.ones(batch.reward.shape, np.float32)
         obs_dtype = self._obs_dtype.as_numpy_dtype
@@ -247,11 +267,16 @@ class DQNAgent(Agent):
         return _QServing(q, self._obs_shape, self._obs_dtype)
 
 
-class _LossScaledTrain:
-    """DqnAgent._train (TF-Agents 0.19) with dynamic loss scaling, for a float16 torso:
-    the loss is scaled inside the tape and the gradients unscaled before they are clipped
-    (TF-Agents differentiates the bare loss, which float16 gradients would underflow).
-    `_optimizer` is a LossScaleOptimizer (agents.networks.loss_scaled)."""
+class _ReplicaTrain:
+    """DqnAgent._train (TF-Agents 0.19) for one replica of `learner.strategy` (or the only
+    one): gradients are summed over replicas before they are clipped (TF-Agents clips each
+    replica's own), so N replicas take the one-device step. With `loss_scaled` (a float16
+    torso; `_optimizer` is then a LossScaleOptimizer, agents.networks.loss_scaled) the loss
+    is scaled inside the tape and the gradients unscaled before clipping. The step counter
+    and target update are the caller's (DQNAgent._train_graph), once per step, not per
+    replica."""
+
+    loss_scaled = False
 
     def _train(self, experience, weights):
         with tf.GradientTape() as tape:
@@ -259,27 +284,30 @@ class _LossScaledTrain:
                 experience, td_errors_loss_fn=self._td_errors_loss_fn, gamma=self._gamma,
                 reward_scale_factor=self._reward_scale_factor, weights=weights, training=True,
             )  # fmt: skip
-            scaled_loss = self._optimizer.get_scaled_loss(loss_info.loss)
+            loss = loss_info.loss
+            if self.loss_scaled:
+                loss = self._optimizer.get_scaled_loss(loss)
         tf.debugging.check_numerics(loss_info.loss, "Loss is inf or nan")
         variables = self._q_network.trainable_weights
-        grads = self._optimizer.get_unscaled_gradients(tape.gradient(scaled_loss, variables))
+        grads = tape.gradient(loss, variables)
+        if self.loss_scaled:
+            grads = self._optimizer.get_unscaled_gradients(grads)
+        grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
         grads_and_vars = list(zip(grads, variables, strict=True))
         if self._gradient_clipping is not None:
             grads_and_vars = eager_utils.clip_gradient_norms(
                 grads_and_vars, self._gradient_clipping
             )
-        # Non-finite gradients (an overflowing scale): the step is skipped, the scale halved.
-        self._optimizer.apply_gradients(grads_and_vars)
-        self.train_step_counter.assign_add(1)
-        self._update_target()
+        # Loss-scaled: non-finite gradients skip the step and halve the scale.
+        self._optimizer.apply_gradients(grads_and_vars, skip_gradients_aggregation=True)
         return loss_info
 
 
-class _LossScaledDqn(_LossScaledTrain, dqn_agent.DqnAgent):
+class _ReplicaDqn(_ReplicaTrain, dqn_agent.DqnAgent):
     pass
 
 
-class _LossScaledDdqn(_LossScaledTrain, dqn_agent.DdqnAgent):
+class _ReplicaDdqn(_ReplicaTrain, dqn_agent.DdqnAgent):
     pass
 
 

@@ -41,6 +41,7 @@ from rlplat.agents.networks import (
     named_variables,
     resolve_network,
 )
+from rlplat.agents.replicas import replica_slice
 from rlplat.agents.tf_actors import TFNatureCNN
 from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
@@ -275,11 +276,7 @@ class PPOAgent(Agent):
         cfg = self.cfg
         ctx = tf.distribute.get_replica_context()
         k = ctx.num_replicas_in_sync
-        size = tf.shape(adv)[0] // k
-        start = size * tf.cast(ctx.replica_id_in_sync_group, tf.int32)
-        o, a, adv, ret, v_old, lp_old = (
-            x[start : start + size] for x in (o, a, adv, ret, v_old, lp_old)
-        )
+        o, a, adv, ret, v_old, lp_old = replica_slice(o, a, adv, ret, v_old, lp_old)
         with tf.GradientTape() as tape:
             out, v = self._forward(o)
             terms = self._losses(out, v, a, adv, ret, v_old, lp_old, clip)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -123,7 +124,17 @@ def learner_scope(placement: Placement) -> Any:
 
     if not placement.devices:
         return tf.device(placement.device)
-    return tf.distribute.MirroredStrategy(list(placement.devices)).scope()
+    return _mirrored(placement.devices).scope()
+
+
+@functools.cache
+def _mirrored(devices: tuple[str, ...]) -> Any:
+    """One MirroredStrategy per device set and process: each strategy numbers its collective
+    ops from the same start, so two over the same devices (two agents built in one process)
+    would mix up each other's all-reduces."""
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def with_precision(placement: Placement, cfg: LearnerConfig) -> Placement:

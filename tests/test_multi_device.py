@@ -34,7 +34,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import gymnasium as gym
 from pathlib import Path
 from rlplat import agents
-from rlplat.agents.configs import PPOConfig
+from rlplat.agents.configs import DQNConfig, PPOConfig
 from rlplat.checkpoint import Checkpointer
 from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
@@ -54,10 +54,10 @@ batch = Transitions(
 )
 ONE, TWO = Placement("/CPU:0", "test"), Placement("/CPU:0", "test", devices=("/CPU:0", "/CPU:1"))
 
-def build(placement):
+def build(placement, agent_cfg=cfg):
     tf.random.set_seed(0)
     with learner_scope(placement):
-        return agents.build(cfg, spaces, seed=0)
+        return agents.build(agent_cfg, spaces, seed=0)
 
 def diff(a, b):
     wa, wb = a.get_weights(), b.get_weights()
@@ -83,6 +83,29 @@ on_one, out["ckpt_2_to_1"] = ckpt_round_trip(two, ONE, "a")
 on_one.train(batch)
 on_two, out["ckpt_1_to_2"] = ckpt_round_trip(on_one, TWO, "b")
 out["steps"] = [two.train_steps, on_one.train_steps, on_two.train_steps]
+# DQN (Double, PER weights, gradient clipping): K=3 steps on minibatches of 8.
+dqn_cfg = DQNConfig(type="dqn", network={"hidden": [16]}, double=True, gradient_clipping=0.5,
+                    target_update={"period": 2}, learning_rate=1e-2)
+K, B = 3, 8
+replay = Transitions(
+    obs=rng.normal(size=(K, B, 4)).astype(np.float32), action=rng.integers(0, 2, (K, B)),
+    reward=rng.normal(size=(K, B)).astype(np.float32),
+    next_obs=rng.normal(size=(K, B, 4)).astype(np.float32),
+    discount=np.full((K, B), 0.99, np.float32),
+)
+is_weights = rng.uniform(0.1, 1.0, (K, B)).astype(np.float32)
+q_one, q_two = build(ONE, dqn_cfg), build(TWO, dqn_cfg)
+out["dqn_init_diff"] = diff(q_one, q_two)
+start = q_one.get_weights()
+r_one, r_two = q_one.train(replay, is_weights), q_two.train(replay, is_weights)
+out["dqn_moved"] = max(float(np.abs(start[k] - v).max()) for k, v in q_one.get_weights().items())
+out["dqn_trained_diff"] = diff(q_one, q_two)
+out["dqn_td_diff"] = float(np.abs(r_one.td_errors - r_two.td_errors).max())
+out["dqn_td_shape"] = list(r_two.td_errors.shape)
+out["dqn_loss_diff"] = abs(r_one.metrics["losses/td_loss"] - r_two.metrics["losses/td_loss"])
+target = [q_two._agent._target_q_network.variables, q_one._agent._target_q_network.variables]
+out["dqn_target_diff"] = max(float(np.abs(a.numpy() - b.numpy()).max()) for a, b in zip(*target))
+out["dqn_steps"] = [q_one.train_steps, q_two.train_steps]
 obs = batch.obs.reshape(-1, 4)
 path = export_saved_model(two.serving_module(), tmp / "models", "ppo", {})
 out["export"] = str(path)
@@ -111,7 +134,7 @@ def _python(code: str, *args: str) -> list[str]:
     return done.stdout.strip().splitlines()
 
 
-def test_ppo_on_two_replicas_matches_one_and_checkpoints_and_exports(tmp_path: Path):
+def test_two_replicas_match_one_and_checkpoints_and_exports(tmp_path: Path):
     out = json.loads(_python(_TWO_CPUS, str(tmp_path))[-1])
     assert out["replicas"] == 2
     assert out["init_diff"] == 0.0
@@ -119,6 +142,12 @@ def test_ppo_on_two_replicas_matches_one_and_checkpoints_and_exports(tmp_path: P
     assert out["trained_diff"] < TOLERANCE
     assert out["ckpt_2_to_1"] == 0.0 and out["ckpt_1_to_2"] == 0.0
     assert out["steps"] == [4, 8, 8]  # 2 epochs x 2 minibatches of 32 per phase
+    assert out["dqn_init_diff"] == 0.0 and out["dqn_moved"] > 100 * TOLERANCE
+    assert out["dqn_trained_diff"] < TOLERANCE and out["dqn_target_diff"] < TOLERANCE
+    # Prioritized replay's TD errors come back [K, B] in the minibatch's order.
+    assert out["dqn_td_shape"] == [3, 8] and out["dqn_td_diff"] < TOLERANCE
+    assert out["dqn_loss_diff"] < TOLERANCE
+    assert out["dqn_steps"] == [3, 3]
     # The export is a plain SavedModel: it loads where only TensorFlow is imported.
     actions, modules = (json.loads(line) for line in _python(
         _PLAIN_TF, out["export"], str(tmp_path / "obs.npy"))[-2:])  # fmt: skip
