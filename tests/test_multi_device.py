@@ -106,6 +106,26 @@ out["dqn_loss_diff"] = abs(r_one.metrics["losses/td_loss"] - r_two.metrics["loss
 target = [q_two._agent._target_q_network.variables, q_one._agent._target_q_network.variables]
 out["dqn_target_diff"] = max(float(np.abs(a.numpy() - b.numpy()).max()) for a, b in zip(*target))
 out["dqn_steps"] = [q_one.train_steps, q_two.train_steps]
+# A Nature CNN torso (uint8 pixels, dueling heads): float32 matches; mixed precision trains.
+pixels = EnvSpaces(gym.spaces.Box(0, 255, (36, 36, 4), np.uint8), gym.spaces.Discrete(3))
+cnn_cfg = DQNConfig(type="dqn", network={"type": "nature_cnn", "dense": 32}, dueling=True)
+frames = Transitions(
+    rng.integers(0, 256, (2, 8, 36, 36, 4), dtype=np.uint8), rng.integers(0, 3, (2, 8)),
+    rng.normal(size=(2, 8)).astype(np.float32),
+    rng.integers(0, 256, (2, 8, 36, 36, 4), dtype=np.uint8), np.full((2, 8), 0.99, np.float32),
+)
+for mixed in (False, True):
+    cnn = []
+    for placement in (ONE, TWO):
+        with learner_scope(placement):
+            cnn.append(agents.build(cnn_cfg, pixels, seed=0, mixed_precision=mixed))
+    # Same start: the conv initialisers draw differently under a strategy.
+    ckpt = tf.train.Checkpoint(**cnn[0].checkpoint_items()).write(str(tmp / f"cnn{mixed}"))
+    tf.train.Checkpoint(**cnn[1].checkpoint_items()).read(ckpt).assert_existing_objects_matched()
+    for agent in cnn:
+        agent.train(frames)
+    out[f"cnn_mixed{mixed}"] = [diff(*cnn), cnn[1].mixed_precision,
+                                int(cnn[1]._optimizer.iterations.numpy())]
 obs = batch.obs.reshape(-1, 4)
 path = export_saved_model(two.serving_module(), tmp / "models", "ppo", {})
 out["export"] = str(path)
@@ -148,6 +168,11 @@ def test_two_replicas_match_one_and_checkpoints_and_exports(tmp_path: Path):
     assert out["dqn_td_shape"] == [3, 8] and out["dqn_td_diff"] < TOLERANCE
     assert out["dqn_loss_diff"] < TOLERANCE
     assert out["dqn_steps"] == [3, 3]
+    assert out["cnn_mixedFalse"][0] < TOLERANCE
+    # float16 rounding differs with the batch split and Adam's first steps (about
+    # lr * sign(g)) amplify it: mixed precision is only checked to train on 2 replicas.
+    _, mixed, adam_steps = out["cnn_mixedTrue"]
+    assert mixed and adam_steps == 2  # no step skipped for non-finite gradients
     # The export is a plain SavedModel: it loads where only TensorFlow is imported.
     actions, modules = (json.loads(line) for line in _python(
         _PLAIN_TF, out["export"], str(tmp_path / "obs.npy"))[-2:])  # fmt: skip
