@@ -8,8 +8,10 @@ steps per seed, with a deterministic eval of --episodes full games every --eval-
 and plays a uniformly random policy on the same eval envs and episode seeds as the baseline.
 Prints one JSON line (per seed: the eval curve, the final eval, wall time; the random
 policy's score) and draws the curve (mean over seeds, min-max band) beside the published
-point. A seed whose run directory already holds a finished run is read, not retrained, so an
-interrupted check picks up where it stopped (`--report-only` never trains).
+points. A seed whose run directory holds a final eval (eval_final.json) is read, not
+retrained (`--report-only` never trains): the seeds can run as separate processes at the same
+time (`--seeds 0`, `--seeds 1`, ... with one --runs-root), then one call with all the seeds
+and `--report-only` prints the JSON and draws the plot.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -62,40 +63,44 @@ def overrides(args: argparse.Namespace, seed: int, run_dir: Path) -> list[str]:
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict:
-    """Train one seed (unless its run is already finished) and read its eval curve back."""
+    """Train one seed (unless its run dir holds a final eval) and read its figures back."""
     from rlplat.train import train
 
     run_dir = args.runs_root / f"seed{seed}"
     done = run_dir / "check.json"
     if done.exists():
         return json.loads(done.read_text())
-    if args.report_only:
-        return {}
     cfg = config_mod.load(args.experiment, overrides(args, seed, run_dir))
-    t0 = time.perf_counter()
-    s = train(cfg, run_dir, show_progress=False)
-    curve = [
-        {
-            "env_steps": e["env_steps"],
-            "return_mean": round(e["return_mean"], 2),
-            "return_std": round(e["return_std"], 2),
-            "final": e["final"],
-        }
-        for e in s.evals
-    ]
-    out = {
-        "seed": seed,
-        "curve": curve,
-        "final_eval_mean": round(s.final_eval["return_mean"], 2),
-        "final_eval_std": round(s.final_eval["return_std"], 2),
-        "final_eval_episodes": s.final_eval["episodes"],
-        "random": random_baseline(cfg, args.episodes, seed),
-        "env_steps": s.env_steps,
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "env_steps_per_s": round(s.env_steps_per_s, 1),
-    }
+    if not (run_dir / "eval_final.json").exists():
+        if args.report_only:
+            return {}
+        train(cfg, run_dir, show_progress=False)
+    out = read_run(run_dir, seed)
+    out["random"] = random_baseline(cfg, args.episodes, seed)
     done.write_text(json.dumps(out))
     return out
+
+
+def read_run(run_dir: Path, seed: int) -> dict:
+    """A finished run's eval curve (evals.jsonl) and final eval (eval_final.json)."""
+    evals = [json.loads(line) for line in (run_dir / "evals.jsonl").read_text().splitlines()]
+    final = json.loads((run_dir / "eval_final.json").read_text())
+    curve = [
+        {"env_steps": e["env_steps"], "return_mean": round(e["return_mean"], 2),
+         "return_std": round(e["return_std"], 2), "final": e["final"]}
+        for e in evals
+    ]  # fmt: skip
+    wall_s = evals[-1]["wall_s"]  # the final eval's end: training plus the periodic evals
+    return {
+        "seed": seed,
+        "curve": curve,
+        "final_eval_mean": round(final["return_mean"], 2),
+        "final_eval_std": round(final["return_std"], 2),
+        "final_eval_episodes": final["episodes"],
+        "env_steps": final["env_steps"],
+        "wall_s": wall_s,
+        "env_steps_per_s": round(final["env_steps"] / wall_s, 1),
+    }
 
 
 def random_baseline(cfg: config_mod.ExperimentConfig, episodes: int, seed: int) -> dict:
