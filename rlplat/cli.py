@@ -192,9 +192,10 @@ def _run_training(
     address: str | None,
     dashboard: bool,
 ) -> TrainSummary:
+    from rlplat.cluster import start_cluster
     from rlplat.learner import learner_placement
     from rlplat.runs import training_lock
-    from rlplat.train import Interrupted, start_cluster
+    from rlplat.train import Interrupted
     from rlplat.train import train as run_training
 
     try:

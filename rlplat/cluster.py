@@ -10,11 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
 
 from rlplat import _bootstrap, envs
 from rlplat.errors import UserError
+
+if TYPE_CHECKING:
+    from rlplat.config import ExperimentConfig
 
 COLLECTOR_ENV = {**_bootstrap.ENV_VARS, "CUDA_VISIBLE_DEVICES": ""}
 log = logging.getLogger(__name__)
@@ -258,3 +264,33 @@ def stop() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@dataclass
+class Cluster:
+    """The Ray a run uses; `info` (for ray.json and logs) is None when it needs none."""
+
+    info: dict[str, Any] | None = None
+
+    def close(self) -> None:
+        """Stop Ray if this run started it (a joined cluster lives on)."""
+        if self.info is not None and self.info["local"]:
+            stop()
+
+
+def start_cluster(
+    cfg: ExperimentConfig,
+    address: str | None = None,
+    dashboard: bool = False,
+    console: Console | None = None,
+) -> Cluster:
+    """Start or join Ray when Ray collectors or replay shards need it (`address`: a
+    cluster's, else a local Ray). Call it before writing anything to a new run directory:
+    a cluster that cannot be joined then leaves none behind."""
+    shards = cfg.replay.shards if cfg.replay else 0
+    if cfg.collect.num_actors == 0 and shards == 0:
+        return Cluster()
+    info = start(address, cfg.collect.num_actors, dashboard)
+    if info.get("dashboard"):
+        (console or Console(stderr=True)).print(f"Ray dashboard: {info['dashboard']}")
+    return Cluster(info)

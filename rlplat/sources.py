@@ -71,7 +71,7 @@ def open_source(
     """The source `cfg.collect` asks for (Ray must be up for `num_actors` > 0)."""
     if cfg.collect.num_actors == 0:
         return LocalSource(cfg, agent, seed)
-    assert ray_info is not None, "Ray collectors need Ray (rlplat.train.start_cluster)"
+    assert ray_info is not None, "Ray collectors need Ray (rlplat.cluster.start_cluster)"
     return RaySource(cfg, agent, seed, ray_info, console, report)
 
 

@@ -23,6 +23,7 @@ from rich.console import Console
 from rlplat import agents, envs
 from rlplat import replay as replay_mod
 from rlplat.checkpoint import Checkpointer
+from rlplat.cluster import Cluster, start_cluster
 from rlplat.collect import CollectorDiedError
 from rlplat.config import ExperimentConfig
 from rlplat.evaluate import EvalResult, run_episodes
@@ -51,40 +52,6 @@ class TrainSummary:
     actor_restarts: int = 0
     stale_fragments: int = 0
     evals: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class Cluster:
-    """The Ray a run uses; `info` (for ray.json and logs) is None when it needs none."""
-
-    info: dict[str, Any] | None = None
-
-    def close(self) -> None:
-        """Stop Ray if this run started it (a joined cluster lives on)."""
-        if self.info is not None and self.info["local"]:
-            from rlplat import cluster
-
-            cluster.stop()
-
-
-def start_cluster(
-    cfg: ExperimentConfig,
-    address: str | None = None,
-    dashboard: bool = False,
-    console: Console | None = None,
-) -> Cluster:
-    """Start or join Ray when Ray collectors or replay shards need it (`address`: a
-    cluster's, else a local Ray). Call it before writing anything to a new run directory:
-    a cluster that cannot be joined then leaves none behind."""
-    shards = cfg.replay.shards if cfg.replay else 0
-    if cfg.collect.num_actors == 0 and shards == 0:
-        return Cluster()
-    from rlplat import cluster
-
-    info = cluster.start(address, cfg.collect.num_actors, dashboard)
-    if info.get("dashboard"):
-        (console or _stderr_console()).print(f"Ray dashboard: {info['dashboard']}")
-    return Cluster(info)
 
 
 class Trainer:

@@ -46,7 +46,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """Ray Tune's trainable: train, reporting every periodic eval and the final one."""
     from ray import tune
 
-    from rlplat.train import Trainer, start_cluster
+    from rlplat.cluster import start_cluster
+    from rlplat.train import Trainer
 
     params = setup.params(config)
     cfg = config_mod.load(setup.experiment, overrides(params) + TRIAL_OVERRIDES)
