@@ -80,6 +80,7 @@ class ServingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._arm_children: dict[tuple, tuple] = {}
         self.shadow_requests = Counter(
             "rlplat_serving_shadow_requests",
             "Copies of split requests sent to the shadow arm, by result: ok, error (the "
@@ -117,8 +118,16 @@ class ServingMetrics:
         self.latency.labels(model, version, api, method).observe(seconds)
 
     def arm(self, model: str, arm: str, version: str, api: str, code: int | str, seconds: float):
-        self.arm_requests.labels(model, arm, version, api, str(code)).inc()
-        self.arm_latency.labels(model, arm).observe(seconds)
+        # The labelled children are cached: `labels()` costs more than the rest of a split.
+        key = (model, arm, version, api, code)
+        children = self._arm_children.get(key)
+        if children is None:
+            children = self._arm_children[key] = (
+                self.arm_requests.labels(model, arm, version, api, str(code)),
+                self.arm_latency.labels(model, arm),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def shadow(
         self, model: str, version: int, result: str, seconds: float | None, agreed: bool | None

@@ -17,6 +17,7 @@ Semantics (README "A/B experiments"):
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import itertools
 import random
@@ -30,6 +31,7 @@ VERSION_HEADER = b"x-rlplat-version"  # REST answer: the version that answered
 ARM_HEADER = b"x-rlplat-arm"  # REST answer: the arm of the split that answered
 
 
+@functools.lru_cache(maxsize=65536)  # an episode sends its key with every step
 def key_point(key: bytes) -> float:
     """A routing key's stable point in [0, 1): the same on every process and run (Python's
     hash() is salted per process, so it would not be)."""

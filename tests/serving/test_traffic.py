@@ -260,9 +260,9 @@ def test_a_shadow_that_fails_is_counted_as_an_error(models):
 
     metrics = ServingMetrics()
     manager = ModelManager(models, ServingConfig(), metrics=metrics)  # nothing loaded
-    manager.shadow.run(Copy("cartpole", 2, "serving_default", [OBS], {}))
+    manager.shadow.run([Copy("cartpole", 2, "serving_default", [OBS], {})] * 2)
     text = metrics.render().decode()
-    assert series(text, "rlplat_serving_shadow_requests_total", result="error", version="2") == 1
+    assert series(text, "rlplat_serving_shadow_requests_total", result="error", version="2") == 2
 
 
 def test_the_shadow_never_changes_an_answer_nor_delays_it(ab, models):
@@ -293,3 +293,25 @@ def test_the_shadow_never_changes_an_answer_nor_delays_it(ab, models):
     assert agreement == ok
     assert series(metrics, "rlplat_serving_shadow_latency_seconds_count", version="2") == ok
     assert series(metrics, "rlplat_serving_shadow_requests_total", result="error") == 0
+
+
+def test_queued_shadow_copies_run_as_one_batch_with_each_ones_agreement(models):
+    from rlplat.serving.metrics import ServingMetrics
+    from rlplat.serving.shadow import Copy
+
+    metrics = ServingMetrics()
+    manager = ModelManager(models, ServingConfig(models=[ModelEntry(name="cartpole")]),
+                           metrics=metrics)  # fmt: skip
+    manager.start(watch=False)
+    try:
+        want = reference(models / "cartpole" / "2", OBS)
+        same = {k: v[:1] for k, v in want.items()}
+        other = {**same, "actions": 1 - same["actions"]}
+        group = [Copy("cartpole", 2, "serving_default", [OBS[:1]], a) for a in (same, other, same)]
+        manager.shadow.run(group)
+    finally:
+        manager.stop()
+    text = metrics.render().decode()
+    assert series(text, "rlplat_serving_shadow_agreement_total", agree="true") == 2
+    assert series(text, "rlplat_serving_shadow_agreement_total", agree="false") == 1
+    assert series(text, "rlplat_serving_batch_size_count") == 0  # not through the batcher
