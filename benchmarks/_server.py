@@ -64,7 +64,7 @@ def _wait(url: str, model: str, server: subprocess.Popen, log) -> None:
         try:
             if requests.get(f"{url}/v1/models/{model}", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # (not up yet, or a busy machine)
             pass
         if server.poll() is not None or time.time() > deadline:
             log.seek(0)
