@@ -1,0 +1,84 @@
+"""Comparing the arms of an A/B split by episode return (what `rlplat play --compare-arms`
+prints): per arm the episodes, the mean return with a 95% confidence interval (Student's
+t), and Welch's t-test of each arm against the first (unequal variances, as two policies'
+returns have).
+
+The t distribution's tail is the regularized incomplete beta function,
+P(|T| > t) = I_{df / (df + t^2)}(df / 2, 1 / 2), from TensorFlow (tf.math.betainc): scipy
+is not part of this stack.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
+    import tensorflow as tf
+
+    x = df / (df + t * t)
+    return float(tf.math.betainc(tf.constant(df / 2, tf.float64), tf.constant(0.5, tf.float64),
+                                 tf.constant(x, tf.float64)))  # fmt: skip
+
+
+def t_quantile_975(df: float) -> float:
+    """The t with P(|T| >= t) = 0.05 (the 95% interval's half-width in standard errors),
+    by bisection on the tail: it falls monotonically in t."""
+    lo, hi = 0.0, 1000.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > 0.05 else (lo, mid)
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    arm: str
+    episodes: int
+    mean: float
+    ci95: float | None  # half-width; None below two episodes
+    # Welch's t-test against the first arm (None for the first arm, or when undefined)
+    t: float | None = None
+    df: float | None = None
+    p: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _var(x: Sequence[float]) -> float:
+    m = sum(x) / len(x)
+    return sum((v - m) ** 2 for v in x) / (len(x) - 1)
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float] | None:
+    """(t, df, two-sided p) of Welch's test that a and b have the same mean; None when it is
+    undefined (fewer than two episodes in an arm, or no variance in either)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    sa, sb = _var(a) / len(a), _var(b) / len(b)
+    if sa + sb == 0:
+        return None
+    t = (sum(b) / len(b) - sum(a) / len(a)) / math.sqrt(sa + sb)
+    df = (sa + sb) ** 2 / (sa**2 / (len(a) - 1) + sb**2 / (len(b) - 1))
+    return t, df, t_two_sided_p(t, df)
+
+
+def compare(returns: Sequence[float], arms: Sequence[str]) -> list[ArmStats]:
+    """Per-arm statistics of episode `returns`, each episode's arm in `arms`; arms in the
+    order first seen, each tested against the first."""
+    by_arm: dict[str, list[float]] = {}
+    for r, arm in zip(returns, arms, strict=True):
+        by_arm.setdefault(arm, []).append(float(r))
+    out = []
+    first = next(iter(by_arm.values()), [])
+    for i, (arm, xs) in enumerate(by_arm.items()):
+        n, mean = len(xs), sum(xs) / len(xs)
+        ci = t_quantile_975(n - 1) * math.sqrt(_var(xs) / n) if n >= 2 else None
+        test = welch(first, xs) if i > 0 else None
+        t, df, p = test if test is not None else (None, None, None)
+        out.append(ArmStats(arm, n, mean, ci, t, df, p))
+    return out
