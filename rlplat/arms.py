@@ -4,8 +4,9 @@ t), and Welch's t-test of each arm against the first (unequal variances, as two 
 returns have).
 
 The t distribution's tail is the regularized incomplete beta function,
-P(|T| > t) = I_{df / (df + t^2)}(df / 2, 1 / 2), from TensorFlow (tf.math.betainc): scipy
-is not part of this stack.
+P(|T| > t) = I_{df / (df + t^2)}(df / 2, 1 / 2), computed here by its continued fraction
+(Numerical Recipes 6.4, Lentz's method): scipy is not part of this stack, and `rlplat play`
+is a client that must not import TensorFlow (tf.math.betainc) for one number.
 """
 
 from __future__ import annotations
@@ -15,13 +16,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), 0 <= x <= 1."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    front = math.exp(
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
+        return 1.0 - betainc(b, a, 1.0 - x)
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):  # fmt: skip
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return front * h / a
+
+
 def t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
-    import tensorflow as tf
-
-    x = df / (df + t * t)
-    return float(tf.math.betainc(tf.constant(df / 2, tf.float64), tf.constant(0.5, tf.float64),
-                                 tf.constant(x, tf.float64)))  # fmt: skip
+    return betainc(df / 2, 0.5, df / (df + t * t))
 
 
 def t_quantile_975(df: float) -> float:

@@ -34,3 +34,12 @@ def test_compare_groups_episodes_by_arm():
     assert stats[0].ci95 == pytest.approx(t_quantile_975(2) * 1 / math.sqrt(3))
     assert stats[0].p is None and stats[1].p < 0.001 and stats[1].t > 0
     assert stats[2].ci95 is None and stats[2].p is None  # one episode: no interval, no test
+
+
+def test_betainc_known_values():
+    from rlplat.arms import betainc
+
+    assert betainc(3.0, 3.0, 0.5) == pytest.approx(0.5)  # symmetric
+    assert betainc(1.0, 1.0, 0.3) == pytest.approx(0.3)  # uniform
+    assert betainc(2.0, 1.0, 0.9) == pytest.approx(0.81)  # x^a when b = 1
+    assert betainc(0.5, 0.5, 0.25) == pytest.approx(1 / 3)  # arcsine: 2/pi asin(sqrt x)
