@@ -301,7 +301,7 @@ def eval_(
 
 def _episodes_report(
     policy, episodes: int, seed: int, render: Render, video_format: VideoFormat,
-    out: Path | None, record_name: str, extra: dict,
+    out: Path | None, record_name: str, extra: dict, arms=None,
 ) -> None:  # fmt: skip
     """Run the episodes (with videos or a window if asked), print the table, write the
     record: what `eval` and `play` share, so their numbers are comparable line for line."""
@@ -328,6 +328,8 @@ def _episodes_report(
         kwargs = dict(render_mode="rgb_array", on_frame=videos.frame, on_episode_end=videos.end)
     elif render is Render.human:
         kwargs = dict(render_mode="human")
+    if arms is not None:  # (a play.ArmRecorder: `play --compare-arms`)
+        kwargs = arms.episode_kwargs(kwargs)
     try:
         result = run_episodes(policy.act, policy.env, episodes, seed, **kwargs)
     finally:
@@ -345,6 +347,8 @@ def _episodes_report(
     console = Console(soft_wrap=True)
     console.print(table)
     console.print(f"policy: {policy.source}", highlight=False)
+    if arms is not None:
+        extra = {**extra, **arms.report(result.returns, console)}
     record = {
         "source": policy.source,
         "name": policy.name,
@@ -453,6 +457,10 @@ def play(
     token_file: Annotated[
         Path | None, typer.Option(help="Bearer token file (else $RLPLAT_SERVE_TOKEN).")
     ] = None,
+    compare_arms: Annotated[
+        bool,
+        typer.Option(help="A/B split model: one routing key per episode, a table per version."),
+    ] = False,
 ) -> None:
     """Play episodes in a local environment, asking the model server for every action.
 
@@ -467,17 +475,18 @@ def play(
             media.require_display()
         from rlplat import envs
         from rlplat.config import EnvConfig
-        from rlplat.play import recorded_env, remote_policy
+        from rlplat.play import ArmRecorder, recorded_env, remote_policy
         from rlplat.serving.auth import read_token
 
         env_cfg = EnvConfig(id=env) if env else recorded_env(model_base_path, model, version)
         if not env:
             err.print(f"env: {env_cfg.id} (recorded in the model)", highlight=False)
         envs.spaces(env_cfg)  # an unknown env id fails here, before any request
+        arms = ArmRecorder(seed) if compare_arms else None
         policy = remote_policy(server, model, env_cfg, version, label, signature,
-                               read_token(token_file))  # fmt: skip
+                               read_token(token_file), arms=arms)  # fmt: skip
         _episodes_report(policy, episodes, seed, render, video_format, out, "play.json",
-                         {"server": server, "signature": signature})  # fmt: skip
+                         {"server": server, "signature": signature}, arms)  # fmt: skip
 
 
 @app.command()

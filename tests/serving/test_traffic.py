@@ -315,3 +315,32 @@ def test_queued_shadow_copies_run_as_one_batch_with_each_ones_agreement(models):
     assert series(text, "rlplat_serving_shadow_agreement_total", agree="true") == 2
     assert series(text, "rlplat_serving_shadow_agreement_total", agree="false") == 1
     assert series(text, "rlplat_serving_batch_size_count") == 0  # not through the batcher
+
+
+# ---------------------------------------------------------------------- play --compare-arms
+
+
+def test_play_compares_arms_one_routing_key_per_episode(ab, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    reconfigure(ab, SPLIT.format(traffic="{stable: 50, canary: 50}"))
+
+    def play(*args: str) -> tuple[dict, str]:
+        out = tmp_path / "-".join(args or ("arms",))
+        r = run_cli("play", "--server", ab.base, "--model", "cartpole", "--env", "CartPole-v1",
+                    "--episodes", "8", "--out", str(out), *args, cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads((out / "play.json").read_text()), r.stdout
+
+    record, stdout = play("--compare-arms")
+    versions = record["episode_versions"]
+    assert len(versions) == 8 and set(versions) == {"1", "2"}, versions
+    assert set(record["episode_arms"]) == {"stable", "canary"}
+    # Each episode was played by the version it records: same seeds, deterministic policies.
+    pinned = {v: play("--version", v)[0]["returns"] for v in ("1", "2")}
+    assert record["returns"] == [pinned[v][i] for i, v in enumerate(versions)]
+    arms = {a["arm"]: a for a in record["arms"]}
+    assert {v: arms[v]["episodes"] for v in arms} == dict(Counter(versions))
+    assert "Welch" in stdout and "95% CI" in stdout
