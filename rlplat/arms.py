@@ -89,6 +89,25 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float] 
     return t, df, t_two_sided_p(t, df)
 
 
+def table(stats: list[ArmStats], title: str):
+    """The comparison as a rich Table: one row per arm."""
+    from rich.table import Table
+
+    out = Table(title=title)
+    for col in ("version", "episodes", "mean return", "95% CI", f"Welch t vs {stats[0].arm}",
+                "df", "p"):  # fmt: skip
+        out.add_column(col, justify="right")
+
+    def num(x: float | None, fmt: str = ".2f") -> str:
+        return "-" if x is None else format(x, fmt)
+
+    for s in stats:
+        ci = "-" if s.ci95 is None else f"[{s.mean - s.ci95:.2f}, {s.mean + s.ci95:.2f}]"
+        out.add_row(s.arm, str(s.episodes), num(s.mean), ci, num(s.t), num(s.df, ".1f"),
+                    num(s.p, ".3g"))  # fmt: skip
+    return out
+
+
 def compare(returns: Sequence[float], arms: Sequence[str]) -> list[ArmStats]:
     """Per-arm statistics of episode `returns`, each episode's arm in `arms`; arms in the
     order first seen, each tested against the first."""
