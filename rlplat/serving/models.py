@@ -392,8 +392,10 @@ class ModelManager:
     def _watch(self) -> None:
         while not self._stop.wait(self.cfg.poll_seconds):
             try:
-                self._reload_config()
+                reloaded = self._reload_config()
                 self.poll()
+                if reloaded:  # (said once the poll has put it in force: labels, splits)
+                    log.info("serving config reloaded from %s", self.config_path)
             except Exception as exc:  # noqa: BLE001  (the watcher must outlive any one bad poll)
                 self._say(("poll",), f"model poll failed: {exc!r}", exc_info=True)
             else:
@@ -432,22 +434,23 @@ class ModelManager:
             )
         return path
 
-    def _reload_config(self) -> None:
+    def _reload_config(self) -> bool:
+        """Whether a changed, valid config was read (the next poll puts it in force)."""
         if self.config_path is None:
-            return
+            return False
         mtime = _mtime(self.config_path)
         if mtime == self._config_mtime:
-            return
+            return False
         self._config_mtime = mtime
         try:
             cfg = serving_config.load(self.config_path)
             self._check_paths(cfg)
         except ConfigError as exc:
             log.error("serving config not reloaded, the previous one stays: %s", exc)
-            return
+            return False
         with self._lock:
             self.cfg = self.cfg.model_copy(update={"models": cfg.models})
-        log.info("serving config reloaded from %s", self.config_path)
+        return True
 
     def _entries(self) -> list[ModelEntry]:
         """The models to serve: the config's, or each directory under the base path that

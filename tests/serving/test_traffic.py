@@ -201,9 +201,14 @@ class KeyedHammer(threading.Thread):
                     self.versions[int(r.headers["X-Rlplat-Version"])] += 1
 
     def share_now(self, n: int = 100) -> dict[int, int]:
-        """The versions of the next n answers."""
-        start = self.versions.copy()
+        """The versions of the next n answers (after the one in flight now, which may have
+        been routed before the last edit was in force)."""
         deadline = time.monotonic() + 120
+        seen = sum(self.versions.values())
+        while sum(self.versions.values()) < seen + 2 and not self.failures:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        start = self.versions.copy()
         while sum((self.versions - start).values()) < n and not self.failures:
             assert time.monotonic() < deadline
             time.sleep(0.02)
