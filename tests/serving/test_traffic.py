@@ -286,11 +286,20 @@ def test_the_shadow_never_changes_an_answer_nor_delays_it(ab, models):
     # Loose (a busy machine): the shadow runs in its own thread after each answer.
     assert np.median(shadowed) < 2 * np.median(plain) + 0.01, (np.median(shadowed),
                                                                 np.median(plain))  # fmt: skip
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(f"127.0.0.1:{ab.grpc_port}")
+    )
+    for i in range(30):  # gRPC: mirrored once the RPC is done; the answer is version 1's
+        version, q = grpc_predict(stub, f"s-{i}")
+        assert version == 1
+        np.testing.assert_allclose(q, want, rtol=1e-5)
     deadline = time.monotonic() + 60
     while True:
         metrics = ab.get("/metrics").text
         ok = series(metrics, "rlplat_serving_shadow_requests_total", version="2", result="ok")
-        if ok >= 150:
+        if ok >= 180:
             break
         assert time.monotonic() < deadline, metrics
         time.sleep(0.1)
