@@ -165,7 +165,12 @@ def test_split_sticky_keys_and_bypass_over_rest_and_grpc(ab, models):
         assert grpc_predict(stub, f"ep-{i}", version=1)[0] == 1
     r = ab.post("/v1/models/cartpole:predict", {"inputs": OBS.tolist()})
     assert r.headers["X-Rlplat-Arm"] in ("stable", "canary")
+    bad = ab.post("/v1/models/cartpole:predict", {"inputs": [[1.0]]},
+                  headers={"X-Rlplat-Route": "ep-0"})  # fmt: skip
+    assert bad.status_code == 400
     metrics = ab.get("/metrics").text
+    arm0 = "stable" if seen["ep-0"] == 1 else "canary"  # errors are counted by arm too
+    assert series(metrics, "rlplat_serving_arm_requests_total", arm=arm0, code="400") == 1
     for api in ("rest", "grpc"):
         for arm, version in (("stable", 1), ("canary", 2)):
             assert (f'rlplat_serving_arm_requests_total{{api="{api}",arm="{arm}",code='
