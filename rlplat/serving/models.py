@@ -420,9 +420,10 @@ class ModelManager:
         for arm in arms:
             version = entry.arm_version(arm)
             if version not in served:
+                where = f"{self.config_path}: " if self.config_path is not None else ""
                 raise ConfigError(
-                    f"models.{entry.name}.traffic: arm '{arm}' is version {version}, which is "
-                    f"not among the versions served ({served})"
+                    f"{where}models.{entry.name}.traffic: arm '{arm}' is version {version}, "
+                    f"which is not among the versions served ({served})"
                 )
 
     def _model_path(self, entry: ModelEntry) -> Path:
