@@ -175,14 +175,16 @@ def summarize(concurrency: int, rounds: list[dict]) -> dict:
 
 async def load(
     port: int, path: str, concurrency: int, seconds: float, obs: np.ndarray,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, keyed: bool = False,
 ) -> dict:  # fmt: skip
+    """`keyed`: each body carries its own routing key (X-Rlplat-Route, benchmarks/serve_ab.py)."""
     bodies = []
-    for o in obs:
+    for i, o in enumerate(obs):
         payload = json.dumps({"instances": [o.tolist()]}).encode()
+        route = f"X-Rlplat-Route: episode-{i}\r\n" if keyed else ""
         bodies.append(
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            f"{route}Content-Length: {len(payload)}\r\n\r\n".encode()
             + payload
         )
     loop = asyncio.get_running_loop()

@@ -310,7 +310,7 @@ def eval_(
 
 def _episodes_report(
     policy, episodes: int, seed: int, render: Render, video_format: VideoFormat,
-    out: Path | None, record_name: str, extra: dict,
+    out: Path | None, record_name: str, extra: dict, arms=None,
 ) -> None:  # fmt: skip
     """Run the episodes (with videos or a window if asked), print the table, write the
     record: what `eval` and `play` share, so their numbers are comparable line for line."""
@@ -339,6 +339,8 @@ def _episodes_report(
         kwargs = dict(render_mode="rgb_array", on_frame=videos.frame, on_episode_end=videos.end)
     elif render is Render.human:
         kwargs = dict(render_mode="human")
+    if arms is not None:  # (a play.ArmRecorder: `play --compare-arms`)
+        kwargs = arms.episode_kwargs(kwargs)
     try:
         result = run_episodes(policy.act, policy.env, episodes, seed, **kwargs)
     finally:
@@ -356,6 +358,8 @@ def _episodes_report(
     console = Console(soft_wrap=True)
     console.print(table)
     console.print(f"policy: {policy.source}", highlight=False)
+    if arms is not None:
+        extra = {**extra, **arms.report(result.returns, console)}
     record = {
         "source": policy.source,
         "name": policy.name,
@@ -476,6 +480,10 @@ def play(
     token_file: Annotated[
         Path | None, typer.Option(help="Bearer token file (else $RLPLAT_SERVE_TOKEN).")
     ] = None,
+    compare_arms: Annotated[
+        bool,
+        typer.Option(help="A/B split model: one routing key per episode, a table per version."),
+    ] = False,
 ) -> None:
     """Play episodes in a local environment, asking the model server for every action.
 
@@ -489,23 +497,18 @@ def play(
             from rlplat import media
 
             media.require_display()
-        from rlplat import envs
         from rlplat import play as client
         from rlplat.serving.auth import read_token
 
         env_cfg, recorded = client.play_env(env, model_base_path, model, version)
         if recorded:
             err.print(f"env: {env_cfg.id} (recorded in the model)", highlight=False)
-        # An unknown env id fails here, before any request.
-        chosen = client.protocol_for(protocol.value, envs.spaces(env_cfg).observation)
-        token = read_token(token_file)
-        if chosen == "grpc":
-            server = client.grpc_target(server, grpc)
-            policy = client.grpc_policy(server, model, env_cfg, version, label, signature, token)
-        else:
-            policy = client.remote_policy(server, model, env_cfg, version, label, signature, token)
-        record = {"server": server, "protocol": chosen, "signature": signature}
-        _episodes_report(policy, episodes, seed, render, video_format, out, "play.json", record)
+        policy, record, arms = client.connect(
+            server, grpc, protocol.value, model, env_cfg, version, label, signature,
+            read_token(token_file), arms_seed=seed if compare_arms else None,
+        )  # fmt: skip
+        _episodes_report(policy, episodes, seed, render, video_format, out, "play.json",
+                         record, arms)  # fmt: skip
 
 
 @app.command()

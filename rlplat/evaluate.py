@@ -63,15 +63,19 @@ def run_episodes(
     render_mode: str | None = None,
     on_frame: FrameHook | None = None,
     on_episode_end: EndHook | None = None,
+    one_at_a_time: bool = False,
 ) -> EvalResult:
     """`policy` maps a batch of observations to actions (deterministic for evals).
 
     Episode i is seeded EVAL_SEED_OFFSET + 1000 * seed + i, whatever the render mode.
-    `render_mode` "rgb_array" hands frames to `on_frame`; "human" shows a window.
+    `render_mode` "rgb_array" hands frames to `on_frame`; "human" shows a window. Episodes
+    run one after the other when rendered or `one_at_a_time` (play's A/B comparison sends
+    one routing key per episode), else all together.
     """
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, np.int64)
-    groups = [list(range(episodes))] if render_mode is None else [[i] for i in range(episodes)]
+    together = render_mode is None and not one_at_a_time
+    groups = [list(range(episodes))] if together else [[i] for i in range(episodes)]
     for group in groups:
         _play(policy, env_cfg, group, seed, render_mode, on_frame, returns, lengths)
         if on_episode_end is not None:

@@ -11,6 +11,7 @@ bytes: the default for image observations, whose JSON is ~5x their bytes (a uint
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,6 +77,94 @@ def grpc_target(server: str, grpc_address: str | None) -> str:
     return f"[{host}]:8500" if ":" in host else f"{host}:8500"
 
 
+def connect(
+    server: str,
+    grpc_address: str | None,
+    protocol: str,
+    model: str,
+    env_cfg: EnvConfig,
+    version: int | None,
+    label: str | None,
+    signature: str,
+    token: str | None,
+    arms_seed: int | None = None,
+) -> tuple[LoadedPolicy, dict, ArmRecorder | None]:
+    """The policy `rlplat play` acts with, what play.json records of it, and (with
+    `arms_seed`, `--compare-arms`) the recorder of which version played each episode."""
+    from rlplat import envs
+
+    observation = envs.spaces(env_cfg).observation  # an unknown env id fails before any request
+    arms = None
+    if arms_seed is not None:
+        if protocol == "grpc":
+            raise UserError(
+                "--compare-arms: needs REST (a routing-key header per episode, the version "
+                "header back); use --protocol rest or auto"
+            )
+        protocol, arms = "rest", ArmRecorder(arms_seed)
+    chosen = protocol_for(protocol, observation)
+    if chosen == "grpc":
+        server = grpc_target(server, grpc_address)
+        policy = grpc_policy(server, model, env_cfg, version, label, signature, token)
+    else:
+        policy = remote_policy(server, model, env_cfg, version, label, signature, token, arms=arms)
+    return policy, {"server": server, "protocol": chosen, "signature": signature}, arms
+
+
+class ArmRecorder:
+    """`rlplat play --compare-arms`: one routing key per episode (the episodes run one at a
+    time), and which version (and arm) of the server's split answered each episode."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.episode = seed, 0
+        self.answers: dict[int, list[tuple[str, str]]] = {}  # episode -> (version, arm) seen
+
+    def key(self) -> str:
+        """Reproducible: a rerun with the same seed sends the same keys (same arms)."""
+        return f"play-seed{self.seed}-episode{self.episode}"
+
+    def saw(self, headers: Mapping[str, str]) -> None:
+        seen = (headers.get("X-Rlplat-Version", "?"), headers.get("X-Rlplat-Arm", ""))
+        answers = self.answers.setdefault(self.episode, [])
+        if seen not in answers:
+            answers.append(seen)
+
+    def end(self, episode: int, _return: float, _length: int) -> None:
+        self.episode = episode + 1
+
+    def version(self, episode: int) -> str:
+        """The version that played the episode ("1+2" if the weights changed during it)."""
+        return "+".join(v for v, _ in self.answers.get(episode, [("?", "")]))
+
+    def arm(self, episode: int) -> str:
+        return "+".join(a for _, a in self.answers.get(episode, [("?", "")]) if a)
+
+    def episode_kwargs(self, kwargs: dict) -> dict:
+        """run_episodes' arguments with episodes one at a time and this recorder told of each
+        end (after any hook already there, e.g. the videos')."""
+        before = kwargs.get("on_episode_end")
+
+        def end(episode: int, ret: float, length: int) -> None:
+            if before is not None:
+                before(episode, ret, length)
+            self.end(episode, ret, length)
+
+        return {**kwargs, "one_at_a_time": True, "on_episode_end": end}
+
+    def report(self, returns, console) -> dict:
+        """Print the per-version table; what play.json gets: each episode's version."""
+        from rlplat.arms import compare, table
+
+        versions = [self.version(i) for i in range(len(returns))]
+        stats = compare(returns, versions)
+        console.print(table(stats, f"arms: {len(returns)} episodes, one routing key each"))
+        return {
+            "episode_versions": versions,
+            "episode_arms": [self.arm(i) for i in range(len(returns))],
+            "arms": [s.to_dict() for s in stats],
+        }
+
+
 def model_url(server: str, model: str, version: int | None, label: str | None) -> str:
     url = f"{server.rstrip('/')}/v1/models/{model}"
     if version is not None:
@@ -94,6 +183,7 @@ def remote_policy(
     signature: str = "serving_default",
     token: str | None = None,
     timeout: float = 10.0,
+    arms: ArmRecorder | None = None,
 ) -> LoadedPolicy:
     """Checks the model is there (one line naming what is wrong if not) before any step."""
     session = requests.Session()
@@ -108,7 +198,12 @@ def remote_policy(
 
     def act(observations: np.ndarray) -> np.ndarray:
         body = {"signature_name": signature, "instances": observations.tolist()}
-        predictions = _call(session, "post", predict, timeout, json=body)["predictions"]
+        if arms is not None:
+            headers = {"X-Rlplat-Route": arms.key()}
+            predictions = _call(session, "post", predict, timeout, json=body, headers=headers,
+                                on_headers=arms.saw)["predictions"]  # fmt: skip
+        else:
+            predictions = _call(session, "post", predict, timeout, json=body)["predictions"]
         if predictions and isinstance(predictions[0], dict):
             if "actions" not in predictions[0]:
                 raise UserError(
@@ -123,7 +218,9 @@ def remote_policy(
     )
 
 
-def _call(session: requests.Session, method: str, url: str, timeout: float, **kw) -> dict:
+def _call(
+    session: requests.Session, method: str, url: str, timeout: float, on_headers=None, **kw
+) -> dict:
     try:
         response = getattr(session, method)(url, timeout=timeout, **kw)
     except requests.ConnectionError:
@@ -136,6 +233,8 @@ def _call(session: requests.Session, method: str, url: str, timeout: float, **kw
         data = {"error": response.text[:200]}
     if response.status_code != 200:
         raise UserError(f"{url}: HTTP {response.status_code}: {data.get('error', data)}")
+    if on_headers is not None:
+        on_headers(response.headers)
     return data
 
 

@@ -4,6 +4,10 @@ Without a file every model directory under --model-base-path is served at its la
 version. The file is re-read when it changes (as TF Serving polls its model config), so
 pinning a version or moving a label is an edit, not a restart; an invalid edit is logged
 and the previous config stays in force.
+
+A model may split its traffic between arms (`traffic: {stable: 90, canary: 10}`: label names
+or version numbers, non-negative weights) and mirror it to a `shadow` arm; see
+rlplat/serving/traffic.py for the routing.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rlplat.config import Strict, _format, read_yaml_mapping
 from rlplat.errors import ConfigError
+from rlplat.export import parse_version
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -49,6 +54,42 @@ class ModelEntry(Strict):
     base_path: str | None = None  # relative to --model-base-path; default: the name
     version_policy: VersionPolicy = VersionPolicy()
     labels: dict[str, int] = {}
+    # Arm (a label of this entry, or a version number) -> weight; requests that name no
+    # version or label are split by weight (rlplat/serving/traffic.py).
+    traffic: dict[str, float] | None = None
+    shadow: str | None = None  # an arm (label or version) that gets a copy of split requests
+
+    @field_validator("traffic", "shadow", mode="before")
+    @classmethod
+    def _arm_names(cls, v: object) -> object:
+        """YAML reads `{1: 50}` and `shadow: 2` as integers; arms are names."""
+        if isinstance(v, dict):
+            return {str(k): w for k, w in v.items()}
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _traffic(self) -> ModelEntry:
+        where = f"models.{self.name}"
+        arms = [*(self.traffic or {}), *([self.shadow] if self.shadow is not None else [])]
+        for arm in arms:
+            if arm not in self.labels and parse_version(arm) is None:
+                raise ValueError(
+                    f"{where}.traffic: '{arm}' is neither a label of this model "
+                    f"({sorted(self.labels)}) nor a version number"
+                )
+        if self.traffic is not None:
+            bad = {arm: w for arm, w in self.traffic.items() if not w >= 0 or w == float("inf")}
+            if bad:
+                raise ValueError(f"{where}.traffic: weights must be >= 0 and finite, got {bad}")
+            if not any(self.traffic.values()):
+                raise ValueError(f"{where}.traffic: all weights are zero (or no arms given)")
+        if self.shadow is not None and self.traffic is None:
+            raise ValueError(f"{where}.shadow: needs a traffic split (its copies are of those)")
+        return self
+
+    def arm_version(self, arm: str) -> int:
+        """The version an arm (a label or a version number, already validated) stands for."""
+        return self.labels[arm] if arm in self.labels else int(arm)
 
     @field_validator("name")
     @classmethod

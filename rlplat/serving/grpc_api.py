@@ -31,6 +31,8 @@ from rlplat.serving.errors import InvalidArgument, ServingError
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager
 from rlplat.serving.rest import signature_def_map
+from rlplat.serving.shadow import Copy
+from rlplat.serving.traffic import ROUTE_METADATA
 
 log = logging.getLogger("rlplat.serve")
 _STATE = get_model_status_pb2.ModelVersionStatus.State
@@ -75,10 +77,10 @@ class Handlers:
 
     def call(self, method: str, request: Any, context: grpc.ServicerContext, fn: Callable) -> Any:
         started = time.perf_counter()
-        name, version_label = request.model_spec.name, [""]
+        name, version_label = request.model_spec.name, ["", ""]  # version, arm (when split)
         code = "UNKNOWN"  # set before anything can raise: the finally reads it
         try:
-            response = fn(request, version_label)
+            response = fn(request, version_label, context)
             code = "OK"
             return response
         except ServingError as exc:
@@ -90,14 +92,16 @@ class Handlers:
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             model = name if self.manager.known(name) else "(unknown)"
-            self.metrics.observe(
-                model, version_label[0], "grpc", method, code, time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            self.metrics.observe(model, version_label[0], "grpc", method, code, seconds)
+            if version_label[1]:
+                self.metrics.arm(model, version_label[1], version_label[0], "grpc", code, seconds)
 
-    def predict(self, request: predict_pb2.PredictRequest, version_out: list) -> Any:
+    def predict(self, request: predict_pb2.PredictRequest, version_out: list, context: Any) -> Any:
         name, version, label = _spec(request)
-        with self.manager.use(name, version, label) as servable:
-            version_out[0] = str(servable.version)
+        key = _route_key(context)
+        with self.manager.use_routed(name, version, label, key) as (servable, routed):
+            version_out[0], version_out[1] = str(servable.version), routed.arm or ""
             sig = servable.signature(request.model_spec.signature_name or None)
             cfg = self.manager.cfg
             values = {
@@ -115,11 +119,22 @@ class Handlers:
             response.model_spec.name = name
             response.model_spec.version.value = servable.version
             response.model_spec.signature_name = sig.name
-            for key in wanted:
-                response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
-            return response
+            for k in wanted:
+                response.outputs[k].CopyFrom(tf.make_tensor_proto(outputs[k]))
+        shadow = routed.shadow_version
+        if shadow is not None and shadow != servable.version:
+            self._mirror(context, Copy(name, shadow, sig.name, arrays, outputs))
+        return response
 
-    def metadata(self, request: Any, version_out: list) -> Any:
+    def _mirror(self, context: Any, copy: Copy) -> None:
+        """The shadow gets its copy once the RPC has completed (its answer sent); a context
+        without callbacks (Ray Serve's) hands it over now: the shadow runs in its own thread."""
+        submit = self.manager.shadow.submit
+        add_callback = getattr(context, "add_callback", None)
+        if add_callback is None or not add_callback(lambda: submit(copy)):
+            submit(copy)
+
+    def metadata(self, request: Any, version_out: list, _context: Any = None) -> Any:
         name, version, label = _spec(request)
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
@@ -132,7 +147,7 @@ class Handlers:
             response.metadata["signature_def"].Pack(signature_def_map(servable))
             return response
 
-    def status(self, request: Any, version_out: list) -> Any:
+    def status(self, request: Any, version_out: list, _context: Any = None) -> Any:
         name, version, label = _spec(request)
         response = get_model_status_pb2.GetModelStatusResponse()
         for v, s in self.manager.status(name, version, label):
@@ -142,6 +157,14 @@ class Handlers:
             item.status.error_code = s.error_code_number
             item.status.error_message = s.error_message
         return response
+
+
+def _route_key(context: Any) -> bytes | None:
+    """The request's routing key (gRPC metadata x-rlplat-route), if any."""
+    for key, value in context.invocation_metadata() or ():
+        if key == ROUTE_METADATA:
+            return value.encode() if isinstance(value, str) else value
+    return None
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):

@@ -66,6 +66,43 @@ class ServingMetrics:
             registry=self.registry,
         )
 
+        # A/B splits (rlplat/serving/traffic.py): only requests routed by a split count here.
+        self.arm_requests = Counter(
+            "rlplat_serving_arm_requests",
+            "Split requests by model, arm, the version that answered, API and response code.",
+            ["model", "arm", "version", "api", "code"],
+            registry=self.registry,
+        )
+        self.arm_latency = Histogram(
+            "rlplat_serving_arm_request_latency_seconds",
+            "Latency of split requests by model and arm.",
+            ["model", "arm"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._arm_children: dict[tuple, tuple] = {}
+        self.shadow_requests = Counter(
+            "rlplat_serving_shadow_requests",
+            "Copies of split requests sent to the shadow arm, by result: ok, error (the "
+            "shadow failed), dropped (its queue was full).",
+            ["model", "version", "result"],
+            registry=self.registry,
+        )
+        self.shadow_latency = Histogram(
+            "rlplat_serving_shadow_latency_seconds",
+            "Time the shadow version took per copy (answered requests never wait for it).",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shadow_agreement = Counter(
+            "rlplat_serving_shadow_agreement",
+            "Shadow answers by whether they chose the same actions as the answer sent "
+            "(agree=true|false).",
+            ["model", "version", "agree"],
+            registry=self.registry,
+        )
+
     def state(self, model: str, version: int, state: str) -> None:
         """Follow a version's state (a TF Serving ModelVersionStatus.State name)."""
         if state != "END":
@@ -79,6 +116,27 @@ class ServingMetrics:
     ) -> None:
         self.requests.labels(model, version, api, method, str(code)).inc()
         self.latency.labels(model, version, api, method).observe(seconds)
+
+    def arm(self, model: str, arm: str, version: str, api: str, code: int | str, seconds: float):
+        # The labelled children are cached: `labels()` costs more than the rest of a split.
+        key = (model, arm, version, api, code)
+        children = self._arm_children.get(key)
+        if children is None:
+            children = self._arm_children[key] = (
+                self.arm_requests.labels(model, arm, version, api, str(code)),
+                self.arm_latency.labels(model, arm),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def shadow(
+        self, model: str, version: int, result: str, seconds: float | None, agreed: bool | None
+    ) -> None:
+        self.shadow_requests.labels(model, str(version), result).inc()
+        if seconds is not None:
+            self.shadow_latency.labels(model, str(version)).observe(seconds)
+        if agreed is not None:
+            self.shadow_agreement.labels(model, str(version), str(agreed).lower()).inc()
 
     def batch_hook(self, model: str, version: int, signature: str) -> Callable[[int], None]:
         return self.batch_size.labels(model, str(version), signature).observe

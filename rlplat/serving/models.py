@@ -38,6 +38,8 @@ from rlplat.serving import config as serving_config
 from rlplat.serving.batching import Batcher
 from rlplat.serving.config import NAME_RE, ModelEntry, ServingConfig
 from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
+from rlplat.serving.shadow import ShadowRunner
+from rlplat.serving.traffic import UNSPLIT, Routed, Split
 
 if TYPE_CHECKING:
     from rlplat.serving.metrics import ServingMetrics
@@ -278,6 +280,7 @@ class _Model:
     sighted: dict[int, tuple] = field(default_factory=dict)  # version -> files at last poll
     failed: dict[int, tuple] = field(default_factory=dict)  # version -> files that failed
     dirs: dict[int, str] = field(default_factory=dict)  # version -> its directory's name
+    split: Split | None = None  # the entry's traffic split (rlplat/serving/traffic.py)
 
 
 OUTSIDE = "resolves outside the model base path"
@@ -362,6 +365,7 @@ class ModelManager:
         self._say = SayOnce()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.shadow = ShadowRunner(self, metrics)  # copies of split requests to a shadow arm
         self._check_paths(cfg)
 
     # ------------------------------------------------------------------ lifecycle
@@ -388,8 +392,10 @@ class ModelManager:
     def _watch(self) -> None:
         while not self._stop.wait(self.cfg.poll_seconds):
             try:
-                self._reload_config()
+                reloaded = self._reload_config()
                 self.poll()
+                if reloaded:  # (said once the poll has put it in force: labels, splits)
+                    log.info("serving config reloaded from %s", self.config_path)
             except Exception as exc:  # noqa: BLE001  (the watcher must outlive any one bad poll)
                 self._say(("poll",), f"model poll failed: {exc!r}", exc_info=True)
             else:
@@ -399,7 +405,26 @@ class ModelManager:
 
     def _check_paths(self, cfg: ServingConfig) -> None:
         for entry in cfg.models or []:
-            self._model_path(entry)
+            self._check_arms(entry, self._model_path(entry))
+
+    def _check_arms(self, entry: ModelEntry, path: Path) -> None:
+        """A split may only name versions this entry serves: on disk (now) and chosen by its
+        version_policy; otherwise its traffic would silently go elsewhere."""
+        arms = [*(entry.traffic or {}), *([entry.shadow] if entry.shadow is not None else [])]
+        if not arms:
+            return
+        try:
+            served = entry.version_policy.select(sorted(list_versions(path).dirs))
+        except OSError as exc:
+            raise ConfigError(f"models.{entry.name}: cannot list its versions ({exc})") from None
+        for arm in arms:
+            version = entry.arm_version(arm)
+            if version not in served:
+                where = f"{self.config_path}: " if self.config_path is not None else ""
+                raise ConfigError(
+                    f"{where}models.{entry.name}.traffic: arm '{arm}' is version {version}, "
+                    f"which is not among the versions served ({served})"
+                )
 
     def _model_path(self, entry: ModelEntry) -> Path:
         path = (self.base_path / (entry.base_path or entry.name)).resolve()
@@ -410,22 +435,23 @@ class ModelManager:
             )
         return path
 
-    def _reload_config(self) -> None:
+    def _reload_config(self) -> bool:
+        """Whether a changed, valid config was read (the next poll puts it in force)."""
         if self.config_path is None:
-            return
+            return False
         mtime = _mtime(self.config_path)
         if mtime == self._config_mtime:
-            return
+            return False
         self._config_mtime = mtime
         try:
             cfg = serving_config.load(self.config_path)
             self._check_paths(cfg)
         except ConfigError as exc:
             log.error("serving config not reloaded, the previous one stays: %s", exc)
-            return
+            return False
         with self._lock:
             self.cfg = self.cfg.model_copy(update={"models": cfg.models})
-        log.info("serving config reloaded from %s", self.config_path)
+        return True
 
     def _entries(self) -> list[ModelEntry]:
         """The models to serve: the config's, or each directory under the base path that
@@ -473,7 +499,7 @@ class ModelManager:
                 model = self._models.get(name)
                 if model is None:
                     model = self._models[name] = _Model(entry, path)
-                model.entry, model.path = entry, path
+                model.entry, model.path, model.split = entry, path, Split.of(entry)
         self._say.retain(lambda key: key[0] not in ("refused", "list") or key[1] in entries)
         for name in paths:
             self._sync(self._models[name])
@@ -619,20 +645,47 @@ class ModelManager:
             return max(model.loaded)
         return version
 
+    def _arm(self, model: _Model, key: bytes | None) -> tuple[int | None, Routed]:
+        """A split model's version and arm for an unpinned request (rlplat/serving/traffic.py);
+        an arm that is not loaded now falls back to the latest version."""
+        split = model.split
+        if split is None:
+            return None, UNSPLIT
+        i = split.pick(key)
+        version = split.versions[i]
+        routed = Routed(split.arms[i], split.shadow, split.shadow_version)
+        return (version if version in model.loaded else None), routed
+
     @contextlib.contextmanager
     def use(
         self, name: str, version: int | None = None, label: str | None = None
     ) -> Iterator[Servable]:
         """The servable a request names, held (not unloaded) until the block ends."""
+        with self.use_routed(name, version, label) as (servable, _):
+            yield servable
+
+    @contextlib.contextmanager
+    def use_routed(
+        self,
+        name: str,
+        version: int | None = None,
+        label: str | None = None,
+        key: bytes | None = None,
+    ) -> Iterator[tuple[Servable, Routed]]:
+        """As `use`, and a request naming neither version nor label goes through the model's
+        traffic split (sticky by routing `key`); yields the servable and how it was routed."""
         with self._lock:
             model = self._model(name)
+            routed = UNSPLIT
+            if version is None and label is None:
+                version, routed = self._arm(model, key)
             v = self._version(model, version, label)
             servable = model.loaded.get(v)
             if servable is None:
                 raise NotFound(f"Servable not found for request: Specific({name}, {v})")
             servable.in_flight += 1
         try:
-            yield servable
+            yield servable, routed
         finally:
             with self._lock:
                 servable.in_flight -= 1

@@ -73,6 +73,9 @@ class _RayContext:
     def __init__(self, grpc_context) -> None:
         self._context = grpc_context
 
+    def invocation_metadata(self):
+        return self._context.invocation_metadata()
+
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         self._context.set_code(code)
         self._context.set_details(details)

@@ -8,6 +8,7 @@ arrays into bytes). Uvicorn runs it (`rlplat serve`), and so does Ray Serve (`--
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,8 @@ from rlplat.serving.decode import Offload, Split, decode, encode_predict
 from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager, Servable, Signature
+from rlplat.serving.shadow import Copy
+from rlplat.serving.traffic import ARM_HEADER, ROUTE_HEADER, VERSION_HEADER, Routed
 
 ROUTE = re.compile(
     r"/v1/models/(?P<name>[^/:]+)"
@@ -146,7 +149,7 @@ class RestApp:
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """One request, whatever the HTTP front end: (status, headers, body)."""
         started = time.perf_counter()
-        labels = ["", "", "other"]  # model, version, method: filled in as they are known
+        labels = ["", "", "other", ""]  # model, version, method, arm: filled in when known
         try:
             body, out_headers = await self._handle(method, path, headers, read_body, labels)
             status = 200
@@ -161,6 +164,10 @@ class RestApp:
             self.metrics.observe(
                 labels[0], labels[1], "rest", labels[2], status, time.perf_counter() - started
             )
+            if labels[3]:
+                self.metrics.arm(
+                    labels[0], labels[3], labels[1], "rest", status, time.perf_counter() - started
+                )
         return status, out_headers, body
 
     async def _handle(
@@ -191,7 +198,7 @@ class RestApp:
                 labels[2] = "metadata"
                 with self.manager.use(name, version, label) as servable:
                     labels[1] = str(servable.version)
-                    return orjson.dumps(metadata_json(servable)), JSON_HEADERS
+                    return orjson.dumps(metadata_json(servable)), answer_headers(servable)
             labels[2] = "status"
             items = self.manager.status(name, version, label)
             return orjson.dumps(status_json(items)), JSON_HEADERS
@@ -206,17 +213,32 @@ class RestApp:
         cap = self.manager.cfg.max_rows_per_request
         big = len(raw) > OFFLOAD_BYTES
         split = await self.offload.decode(raw, cap) if big else decode(raw, cap)
-        with self.manager.use(name, version, label) as servable:
-            labels[1] = str(servable.version)
+        key = next((v for k, v in headers if k.lower() == ROUTE_HEADER), None)
+        with self.manager.use_routed(name, version, label, key) as (servable, routed):
+            labels[1], labels[3] = str(servable.version), routed.arm or ""
             sig_name = split.signature_name
             if sig_name is not None and not isinstance(sig_name, str):
                 raise InvalidArgument("'signature_name' must be a string")
             sig = servable.signature(sig_name)
-            outputs = await servable.predict(sig, bind_predict(split, sig))
+            arrays = bind_predict(split, sig)
+            outputs = await servable.predict(sig, arrays)
         keys = list(sig.outputs)
+        self._mirror(name, servable, routed, sig, arrays, outputs)
+        out_headers = answer_headers(servable, routed)
         if max(out.size for out in outputs) > OFFLOAD_VALUES:
-            return await self.offload.encode(outputs, keys, split.rows), JSON_HEADERS
-        return encode_predict(outputs, keys, split.rows), JSON_HEADERS
+            return await self.offload.encode(outputs, keys, split.rows), out_headers
+        return encode_predict(outputs, keys, split.rows), out_headers
+
+    def _mirror(
+        self, name: str, servable: Servable, routed: Routed, sig: Signature, arrays, outputs
+    ) -> None:
+        """Hand a copy to the shadow arm once this answer is written (the loop's next turn
+        comes after the front end writes it), unless the shadow is what answered."""
+        shadow = routed.shadow_version
+        if shadow is None or shadow == servable.version:
+            return
+        copy = Copy(name, shadow, sig.name, arrays, dict(zip(sig.outputs, outputs, strict=True)))
+        asyncio.get_running_loop().call_soon(self.manager.shadow.submit, copy)
 
     async def _asgi_body(self, headers: list, receive: Any) -> bytes:
         limit = self.max_body_bytes
@@ -235,6 +257,14 @@ class RestApp:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+
+def answer_headers(servable: Servable, routed: Routed | None = None) -> list:
+    """JSON, and which version (and arm of a split) answered."""
+    headers = [*JSON_HEADERS, (VERSION_HEADER, str(servable.version).encode())]
+    if routed is not None and routed.arm is not None:
+        headers.append((ARM_HEADER, routed.arm.encode()))
+    return headers
 
 
 def _allow(method: str, allowed: str) -> None:

@@ -62,7 +62,7 @@ class Server:
             try:
                 requests.get(self.base + "/v1/models/x", timeout=2)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # (a busy machine: slow start)
                 time.sleep(0.2)
         raise AssertionError("server did not start: " + self.log.read_text()[-2000:])
 

@@ -1,0 +1,125 @@
+"""Comparing the arms of an A/B split by episode return (what `rlplat play --compare-arms`
+prints): per arm the episodes, the mean return with a 95% confidence interval (Student's
+t), and Welch's t-test of each arm against the first (unequal variances, as two policies'
+returns have).
+
+The t distribution's tail is the regularized incomplete beta function,
+P(|T| > t) = I_{df / (df + t^2)}(df / 2, 1 / 2), computed here by its continued fraction
+(Numerical Recipes 6.4, Lentz's method): scipy is not part of this stack, and `rlplat play`
+is a client that must not import TensorFlow (tf.math.betainc) for one number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), 0 <= x <= 1."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    front = math.exp(
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
+        return 1.0 - betainc(b, a, 1.0 - x)
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):  # fmt: skip
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return front * h / a
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
+    return betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def t_quantile_975(df: float) -> float:
+    """The t with P(|T| >= t) = 0.05 (the 95% interval's half-width in standard errors),
+    by bisection on the tail: it falls monotonically in t."""
+    lo, hi = 0.0, 1000.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > 0.05 else (lo, mid)
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    arm: str
+    episodes: int
+    mean: float
+    ci95: float | None  # half-width; None below two episodes
+    # Welch's t-test against the first arm (None for the first arm, or when undefined)
+    t: float | None = None
+    df: float | None = None
+    p: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _var(x: Sequence[float]) -> float:
+    m = sum(x) / len(x)
+    return sum((v - m) ** 2 for v in x) / (len(x) - 1)
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float] | None:
+    """(t, df, two-sided p) of Welch's test that a and b have the same mean; None when it is
+    undefined (fewer than two episodes in an arm, or no variance in either)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    sa, sb = _var(a) / len(a), _var(b) / len(b)
+    if sa + sb == 0:
+        return None
+    t = (sum(b) / len(b) - sum(a) / len(a)) / math.sqrt(sa + sb)
+    df = (sa + sb) ** 2 / (sa**2 / (len(a) - 1) + sb**2 / (len(b) - 1))
+    return t, df, t_two_sided_p(t, df)
+
+
+def table(stats: list[ArmStats], title: str):
+    """The comparison as a rich Table: one row per arm."""
+    from rich.table import Table
+
+    out = Table(title=title)
+    for col in ("version", "episodes", "mean return", "95% CI", f"Welch t vs {stats[0].arm}",
+                "df", "p"):  # fmt: skip
+        out.add_column(col, justify="right")
+
+    def num(x: float | None, fmt: str = ".2f") -> str:
+        return "-" if x is None else format(x, fmt)
+
+    for s in stats:
+        ci = "-" if s.ci95 is None else f"[{s.mean - s.ci95:.2f}, {s.mean + s.ci95:.2f}]"
+        out.add_row(s.arm, str(s.episodes), num(s.mean), ci, num(s.t), num(s.df, ".1f"),
+                    num(s.p, ".3g"))  # fmt: skip
+    return out
+
+
+def compare(returns: Sequence[float], arms: Sequence[str]) -> list[ArmStats]:
+    """Per-arm statistics of episode `returns`, each episode's arm in `arms`; arms in the
+    order first seen, each tested against the first."""
+    by_arm: dict[str, list[float]] = {}
+    for r, arm in zip(returns, arms, strict=True):
+        by_arm.setdefault(arm, []).append(float(r))
+    out = []
+    first = next(iter(by_arm.values()), [])
+    for i, (arm, xs) in enumerate(by_arm.items()):
+        n, mean = len(xs), sum(xs) / len(xs)
+        ci = t_quantile_975(n - 1) * math.sqrt(_var(xs) / n) if n >= 2 else None
+        test = welch(first, xs) if i > 0 else None
+        t, df, p = test if test is not None else (None, None, None)
+        out.append(ArmStats(arm, n, mean, ci, t, df, p))
+    return out

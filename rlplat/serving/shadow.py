@@ -1,0 +1,125 @@
+"""The shadow (mirror) arm: a copy of a split request, run once its answer is out.
+
+The front ends hand a copy over only after the answer is sent (REST: on the event loop's
+next turn, after the response is written; gRPC: when the RPC has completed). One daemon
+thread runs the copies on the shadow version's session directly (not through the request
+batcher, so the event loop never runs a shadow batch), the copies queued meanwhile as one
+batch: one session call and little Python per copy, so the thread seldom holds the GIL
+the front ends need. The queue is bounded: when the shadow
+falls behind, copies are dropped and counted rather than queued without end. Its answers are
+discarded; its latency, errors and agreement with the answer sent are recorded in metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from rlplat.serving.metrics import ServingMetrics
+    from rlplat.serving.models import ModelManager
+
+log = logging.getLogger("rlplat.serve")
+
+
+@dataclass(frozen=True)
+class Copy:
+    model: str
+    version: int
+    signature: str
+    arrays: list[np.ndarray]
+    answered: dict[str, np.ndarray]  # the outputs the client got, by key
+
+
+def agree(answered: dict[str, np.ndarray], shadow: dict[str, np.ndarray]) -> bool:
+    """Whether the shadow chose the same actions: the `actions` output when there is one
+    (policies' exports have it), else every output the client got, exactly."""
+    keys = ["actions"] if "actions" in answered and "actions" in shadow else list(answered)
+    return all(k in shadow and np.array_equal(answered[k], shadow[k]) for k in keys)
+
+
+class ShadowRunner:
+    """Runs copies in one background thread, started on the first copy."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        metrics: ServingMetrics | None,
+        size: int = 1024,
+        max_batch: int = 64,
+    ) -> None:
+        self.manager, self.metrics, self.max_batch = manager, metrics, max_batch
+        self._queue: queue.Queue[Copy] = queue.Queue(maxsize=size)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, copy: Copy) -> None:
+        """Never blocks: a full queue drops the copy (counted)."""
+        if self._thread is None:
+            self._start()
+        try:
+            self._queue.put_nowait(copy)
+        except queue.Full:
+            self._record(copy, "dropped", None, None)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="rlplat-shadow", daemon=True
+                )
+                self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            copies = [self._queue.get()]
+            while len(copies) < self.max_batch:  # what queued meanwhile: one session call
+                try:
+                    copies.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            groups: dict[tuple, list[Copy]] = {}
+            for copy in copies:
+                groups.setdefault((copy.model, copy.version, copy.signature), []).append(copy)
+            for group in groups.values():
+                try:
+                    self.run(group)
+                except Exception:  # noqa: BLE001  (a bug here must not end the shadow thread)
+                    log.exception("shadow copies of %s requests failed", group[0].model)
+
+    def run(self, group: list[Copy]) -> None:
+        """Copies for one model version and signature: run them (as one batch when the
+        signature is batchable), record each one's result."""
+        first = group[0]
+        started = time.perf_counter()
+        try:
+            with self.manager.use(first.model, first.version) as servable:
+                sig = servable.signature(first.signature)
+                if sig.batchable and len(group) > 1:
+                    columns = zip(*(c.arrays for c in group), strict=True)
+                    arrays = [np.concatenate(column) for column in columns]
+                    outs = servable.run(sig, arrays)
+                    ends = np.cumsum([c.arrays[0].shape[0] for c in group])[:-1]
+                    per_copy = zip(*(np.split(o, ends) for o in outs), strict=True)
+                else:
+                    per_copy = [servable.run(sig, c.arrays) for c in group]
+                results = [dict(zip(sig.outputs, o, strict=True)) for o in per_copy]
+        except Exception as exc:  # noqa: BLE001  (not loaded, wrong inputs: its error, counted)
+            seconds = time.perf_counter() - started
+            for copy in group:
+                self._record(copy, "error", seconds, None)
+            log.debug("shadow %s version %d: %s", first.model, first.version, exc)
+            return
+        seconds = time.perf_counter() - started  # each copy's: its batch's time
+        for copy, outputs in zip(group, results, strict=True):
+            self._record(copy, "ok", seconds, agree(copy.answered, outputs))
+
+    def _record(self, copy: Copy, result: str, seconds: float | None, agreed: bool | None):
+        if self.metrics is not None:
+            self.metrics.shadow(copy.model, copy.version, result, seconds, agreed)
