@@ -75,7 +75,7 @@ def in_process_us(version_dir: Path, obs: np.ndarray, calls: int) -> dict[str, f
 
     sig = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     from rlplat.serving.config import ServingConfig
-    from rlplat.serving.models import Servable, session_callable
+    from rlplat.serving.servable import Servable, session_callable
 
     out = {"saved_model_signature_call_us": round(median_us(lambda o: sig(observations=o)), 1)}
     # The server's session callable (its default config: ops in the calling thread), the

@@ -1,12 +1,7 @@
 """Comparing the arms of an A/B split by episode return (what `rlplat play --compare-arms`
 prints): per arm the episodes, the mean return with a 95% confidence interval (Student's
 t), and Welch's t-test of each arm against the first (unequal variances, as two policies'
-returns have).
-
-The t distribution's tail is the regularized incomplete beta function,
-P(|T| > t) = I_{df / (df + t^2)}(df / 2, 1 / 2), computed here by its continued fraction
-(Numerical Recipes 6.4, Lentz's method): scipy is not part of this stack, and `rlplat play`
-is a client that must not import TensorFlow (tf.math.betainc) for one number.
+returns have). The t distribution is scipy's.
 """
 
 from __future__ import annotations
@@ -15,45 +10,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b), 0 <= x <= 1."""
-    if x <= 0 or x >= 1:
-        return 0.0 if x <= 0 else 1.0
-    front = math.exp(
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
-        return 1.0 - betainc(b, a, 1.0 - x)
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):  # fmt: skip
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return front * h / a
-
-
-def t_two_sided_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
-    return betainc(df / 2, 0.5, df / (df + t * t))
+from scipy import stats as sps
 
 
 def t_quantile_975(df: float) -> float:
-    """The t with P(|T| >= t) = 0.05 (the 95% interval's half-width in standard errors),
-    by bisection on the tail: it falls monotonically in t."""
-    lo, hi = 0.0, 1000.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > 0.05 else (lo, mid)
-    return (lo + hi) / 2
+    """The 95% interval's half-width in standard errors: P(|T| >= t) = 0.05."""
+    return float(sps.t.ppf(0.975, df))
 
 
 @dataclass(frozen=True)
@@ -84,9 +46,8 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float] 
     sa, sb = _var(a) / len(a), _var(b) / len(b)
     if sa + sb == 0:
         return None
-    t = (sum(b) / len(b) - sum(a) / len(a)) / math.sqrt(sa + sb)
-    df = (sa + sb) ** 2 / (sa**2 / (len(a) - 1) + sb**2 / (len(b) - 1))
-    return t, df, t_two_sided_p(t, df)
+    result = sps.ttest_ind(b, a, equal_var=False)
+    return float(result.statistic), float(result.df), float(result.pvalue)
 
 
 def table(stats: list[ArmStats], title: str):

@@ -317,8 +317,6 @@ def _episodes_report(
     import json
     import time
 
-    from rich.table import Table
-
     from rlplat import media
     from rlplat.evaluate import run_episodes
 
@@ -347,16 +345,8 @@ def _episodes_report(
         if videos is not None:
             videos.close()
     stats = result.to_dict()
-    table = Table(title=f"{policy.name}: {episodes} episodes (seed {seed})")
-    for col in ("return mean ± std", "median", "min", "max", "mean length"):
-        table.add_column(col, justify="right")
-    table.add_row(
-        f"{shown(stats['return_mean'])} ± {shown(stats['return_std'])}",
-        shown(stats["return_median"]), shown(stats["return_min"]),
-        shown(stats["return_max"]), shown(stats["length_mean"]),
-    )  # fmt: skip
     console = Console(soft_wrap=True)
-    console.print(table)
+    console.print(_returns_table(f"{policy.name}: {episodes} episodes (seed {seed})", stats))
     console.print(f"policy: {policy.source}", highlight=False)
     if arms is not None:
         extra = {**extra, **arms.report(result.returns, console)}
@@ -373,6 +363,21 @@ def _episodes_report(
     for p in record["videos"]:
         typer.echo(p)
     typer.echo(str(out / record_name))
+
+
+def _returns_table(title: str, stats: dict):
+    """Mean ± std, median, min, max and mean length of an eval's returns (EvalResult.to_dict)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("return mean ± std", "median", "min", "max", "mean length"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        f"{shown(stats['return_mean'])} ± {shown(stats['return_std'])}",
+        shown(stats["return_median"]), shown(stats["return_min"]),
+        shown(stats["return_max"]), shown(stats["length_mean"]),
+    )  # fmt: skip
+    return table
 
 
 @app.command()
@@ -440,7 +445,7 @@ def serve(  # long only in its option declarations
 
 
 @app.command()
-def play(
+def play(  # long only in its option declarations
     model: Annotated[str, typer.Option(help="Model name on the server.")],
     env: Annotated[
         str | None,

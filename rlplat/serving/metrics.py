@@ -65,8 +65,10 @@ class ServingMetrics:
             ["api", "action"],
             registry=self.registry,
         )
+        self._declare_split_metrics()
 
-        # A/B splits (rlplat/serving/traffic.py): only requests routed by a split count here.
+    def _declare_split_metrics(self) -> None:
+        """A/B splits (rlplat/serving/traffic.py): only requests routed by a split count here."""
         self.arm_requests = Counter(
             "rlplat_serving_arm_requests",
             "Split requests by model, arm, the version that answered, API and response code.",

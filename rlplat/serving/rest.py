@@ -24,7 +24,8 @@ from rlplat.serving.auth import bearer_matches
 from rlplat.serving.decode import Offload, Split, decode, encode_predict
 from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
 from rlplat.serving.metrics import ServingMetrics
-from rlplat.serving.models import ModelManager, Servable, Signature
+from rlplat.serving.models import ModelManager
+from rlplat.serving.servable import Servable, Signature
 from rlplat.serving.shadow import Copy
 from rlplat.serving.traffic import ARM_HEADER, ROUTE_HEADER, VERSION_HEADER, Routed
 

@@ -16,14 +16,26 @@ import logging
 import queue
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from rlplat.serving.servable import Servable
+
 if TYPE_CHECKING:
     from rlplat.serving.metrics import ServingMetrics
-    from rlplat.serving.models import ModelManager
+
+
+class Servables(Protocol):
+    """What the shadow needs of the model manager (rlplat/serving/models.py): a loaded
+    version, held while its copies run."""
+
+    def use(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> AbstractContextManager[Servable]: ...
+
 
 log = logging.getLogger("rlplat.serve")
 
@@ -49,7 +61,7 @@ class ShadowRunner:
 
     def __init__(
         self,
-        manager: ModelManager,
+        manager: Servables,
         metrics: ServingMetrics | None,
         size: int = 1024,
         max_batch: int = 64,
