@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +79,14 @@ def env_config(game: str, backend: str, threads: int) -> EnvConfig:
     return EnvConfig(id=f"ALE/{game}-v5", atari={"backend": backend, "threads": threads})
 
 
-def experiment(algo: str, env_cfg: EnvConfig, actors: int, num_envs: int) -> ExperimentConfig:
+def experiment(
+    algo: str, env_cfg: EnvConfig, actors: int, num_envs: int, overrides: Sequence[str] = ()
+) -> ExperimentConfig:
+    """The experiment file of `algo` with `overrides` (`--set`), on `env_cfg`'s envs."""
     from rlplat import config as config_mod
 
-    cfg = config_mod.load(
-        EXPERIMENTS[algo], [f"collect.num_actors={actors}", f"collect.envs_per_actor={num_envs}"]
-    )
+    sizes = [f"collect.num_actors={actors}", f"collect.envs_per_actor={num_envs}"]
+    cfg = config_mod.load(EXPERIMENTS[algo], [*overrides, *sizes])
     return cfg.model_copy(update={"env": env_cfg})
 
 
@@ -183,10 +186,10 @@ def measure_game(game: str, args: argparse.Namespace) -> dict[str, Any]:
     skip = env_cfg.atari.frame_skip
     out: dict[str, Any] = {"raw": _rates(f"{game} raw", {"agent_steps_per_s": raw}, raw, skip)}
     for algo in args.algos:
-        one = in_process(experiment(algo, env_cfg, 0, args.envs), args.seconds)
+        one = in_process(experiment(algo, env_cfg, 0, args.envs, args.set), args.seconds)
         runs = {"collector": _rates(f"{game} {algo} collector", one, raw, skip)}
         for n in (1, 2):
-            r = ray_collectors(experiment(algo, env_cfg, n, args.envs), args.seconds)
+            r = ray_collectors(experiment(algo, env_cfg, n, args.envs, args.set), args.seconds)
             runs[f"ray_{n}"] = _rates(f"{game} {algo} ray_{n}", r, raw, skip)
         out[algo] = runs
     return out
@@ -280,10 +283,19 @@ def main() -> None:
     ap.add_argument("--envs", type=int, default=8, help="envs per collector")
     ap.add_argument("--threads", type=int, default=0, help="vector backend (0: ale-py picks)")
     ap.add_argument("--calls", type=int, default=200, help="per forward/Ray-call timing")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override in both experiment files, e.g. collect.rollout_length=32",
+    )  # fmt: skip
     args = ap.parse_args()
     from rlplat import cluster
     from rlplat.config import load
+    from rlplat.errors import UserError
 
+    try:  # a bad --set: one line and exit 2, before anything starts
+        fragments = {a: load(EXPERIMENTS[a], args.set).collect.rollout_length for a in args.algos}
+    except UserError as exc:
+        ap.error(str(exc))
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     cluster.start(None, 2)
@@ -302,10 +314,9 @@ def main() -> None:
         "backend": args.backend,
         "threads": args.threads,
         "envs_per_collector": args.envs,
+        "overrides": args.set,
         "seconds_each": args.seconds,
-        "fragment_vector_steps": {
-            a: load(EXPERIMENTS[a]).collect.rollout_length for a in args.algos
-        },
+        "fragment_vector_steps": fragments,
         "games": games,
         "central_inference": central,
         "load_avg_before": [round(x, 2) for x in load_before],
