@@ -157,7 +157,7 @@ def ray_collectors(cfg: ExperimentConfig, seconds: float) -> dict[str, Any]:
                 last_sync = time.perf_counter()
     finally:
         source.close()
-    per = [_actor_rate(returns.get(i, [])) for i in range(c.num_actors)]
+    per = [_actor_rate(i, returns.get(i, [])) for i in range(c.num_actors)]
     return {
         "agent_steps_per_s": round(sum(per), 1),
         "per_collector_agent_steps_per_s": [round(r, 1) for r in per],
@@ -167,16 +167,16 @@ def ray_collectors(cfg: ExperimentConfig, seconds: float) -> dict[str, Any]:
 
 def _enough(returns: dict[int, list], actors: int, elapsed: float, seconds: float) -> bool:
     """`seconds` are up and every collector has brought 3 fragments (2 timed), or the
-    time is up five times over (a collector that stalls then shows as NaN)."""
+    time is up five times over (then _actor_rate says which collector stalled)."""
     timed = all(len(returns.get(i, [])) >= 3 for i in range(actors))
     return elapsed >= 5 * seconds or (elapsed >= seconds and timed)
 
 
-def _actor_rate(returns: list[tuple[float, int]]) -> float:
+def _actor_rate(actor: int, returns: list[tuple[float, int]]) -> float:
     """Env steps after the first fragment in the window over the time since it: whole
     fragments only, so a fragment half-done at either end does not skew the rate."""
     if len(returns) < 2:
-        return float("nan")
+        raise RuntimeError(f"collector {actor} returned {len(returns)} fragment(s): stalled")
     return sum(n for _, n in returns[1:]) / (returns[-1][0] - returns[0][0])
 
 
