@@ -48,7 +48,7 @@ def export_model(base: Path) -> Path:
 
 def grpc_client(port: int):
     import grpc
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -57,14 +57,8 @@ def grpc_client(port: int):
     def call(obs: np.ndarray) -> None:
         req = predict_pb2.PredictRequest()
         req.model_spec.name = "pixels"
-        dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in obs.shape]
-        req.inputs["observations"].CopyFrom(
-            tensor_pb2.TensorProto(
-                dtype=types_pb2.DT_UINT8,
-                tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims),
-                tensor_content=obs.tobytes(),
-            )
-        )
+        # uint8 numpy -> DT_UINT8 with the array's bytes in tensor_content (as rlplat play)
+        req.inputs["observations"].CopyFrom(tf.make_tensor_proto(obs))
         resp = stub.Predict(req, timeout=30)
         assert len(resp.outputs["actions"].int64_val or resp.outputs["actions"].tensor_content)
 

@@ -35,20 +35,14 @@ def _pong_config() -> dict:
 
 
 def _predict_uint8(port: int, obs: np.ndarray):
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     req = predict_pb2.PredictRequest()
     req.model_spec.name = "pong"
     req.model_spec.signature_name = "serving_default"
-    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in obs.shape]
-    req.inputs["observations"].CopyFrom(
-        tensor_pb2.TensorProto(
-            dtype=types_pb2.DT_UINT8,
-            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims),
-            tensor_content=obs.tobytes(),  # raw bytes: 28,224 per observation
-        )
-    )
+    # uint8 numpy -> DT_UINT8, raw bytes in tensor_content: 28,224 per observation
+    req.inputs["observations"].CopyFrom(tf.make_tensor_proto(obs))
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         return stub.Predict(req, timeout=60)
