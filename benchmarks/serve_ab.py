@@ -1,26 +1,34 @@
 """What an A/B split and a shadow cost `rlplat serve`: batch-1 REST :predict throughput and
-latency at 1 and 64 clients for three servers of the same model, interleaved round by round:
-no split, a 50/50 keyed split, and the 50/50 split plus a shadow arm; one JSON line.
+latency at 1 and 64 clients under four routings of the same model, interleaved round by
+round in ONE server process: no split, a 50/50 split between two labels of one version
+(the routing alone), a 50/50 keyed split between two versions, and that split plus a
+shadow arm; one JSON line.
 
     .venv/bin/python benchmarks/serve_ab.py --model-base-path models --model lunarlander_pg
 
-The three arms are copies of the model's latest version (versions 1 and 2 split, 3 the
-shadow, so every request is mirrored): the figure is the routing's and the mirror's cost,
-not a difference between policies. Every request carries its own routing key
-(X-Rlplat-Route), as `rlplat play` sends one per episode. The load generator is
-benchmarks/serve_load.py's. The shadow's own figures (copies run, dropped when it fell
-behind, its latency) come from the server's /metrics. The machine's load average is
-recorded: the ratios compare servers under the same load, absolute figures do not travel.
+One process, because two server processes of the same config differ by a few percent in
+throughput on their own (measured: 2-3% on a 2-core machine), as much as the cost being
+measured. The routing is changed between rounds by rewriting serving.yaml (a hot reload;
+all versions stay loaded) and a round starts once the server answers with the new routing.
+
+The arms are copies of the model's latest version (versions 1, 2 and 3; 3 is the shadow, so
+every request is mirrored): the figure is the routing's and the mirror's cost, not a
+difference between policies. Every request carries its own routing key (X-Rlplat-Route),
+as `rlplat play` sends one per episode. The load generator is benchmarks/serve_load.py's.
+The shadow's figures (copies run, dropped when it fell behind, its latency) come from the
+server's /metrics. The machine's load average is recorded: the ratios compare routings
+under the same load, absolute figures do not travel.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +41,15 @@ import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 
 TARGET_SPLIT_COST = 0.05  # the issue's bar: a split costs at most 5% of throughput
 
-CONFIGS = {
-    "no_split": "",
-    "split_50_50": "    traffic: {1: 50, 2: 50}\n",
-    "split_50_50_shadow": "    traffic: {1: 50, 2: 50}\n    shadow: 3\n",
+ENTRY = "models:\n  - name: {model}\n    version_policy: {{all: true}}\n"
+ROUTINGS = {  # routing name -> (serving.yaml lines under the model, the arms that answer)
+    "no_split": ("", {None}),
+    # Two labels of one version: the server-side routing alone, one batch queue.
+    "split_one_version": ("    labels: {a: 3, b: 3}\n    traffic: {a: 50, b: 50}\n", {"a", "b"}),
+    # Clients split between versions 1 and 2 themselves (TF Serving's way): two batch queues.
+    "client_split": ("", {None}),
+    "split_50_50": ("    traffic: {1: 50, 2: 50}\n", {"1", "2"}),
+    "split_50_50_shadow": ("    traffic: {1: 50, 2: 50}\n    shadow: 3\n", {"1", "2"}),
 }
 
 
@@ -64,13 +77,35 @@ def shadow_figures(url: str) -> dict:
     return out
 
 
+def route_to(url: str, cfg: Path, model: str, routing: str, obs: np.ndarray) -> None:
+    """Rewrite serving.yaml for `routing` (atomically: the server never reads half a file)
+    and return once answers show it: the right arms, and for the shadow, copies counted."""
+    lines, arms = ROUTINGS[routing]
+    tmp = cfg.with_suffix(".tmp")
+    tmp.write_text(ENTRY.format(model=model) + lines)
+    tmp.replace(cfg)
+    body = {"instances": obs[:1].tolist()}
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        seen = {
+            requests.post(f"{url}/v1/models/{model}:predict", json=body, timeout=10,
+                          headers={"X-Rlplat-Route": f"probe-{i}"}).headers.get("x-rlplat-arm")
+            for i in range(16)
+        }  # fmt: skip
+        mirrored = "shadow" not in routing or shadow_figures(url).get("copies_ok", 0) > 0
+        if seen <= arms and len(seen) == len(arms) and mirrored:
+            return
+        time.sleep(0.1)
+    sys.exit(f"error: the server did not take routing {routing} within 60 s (answers: {seen})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-base-path", type=Path, default=Path("models"))
     ap.add_argument("--model", default="lunarlander_pg")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--seconds", type=float, default=4.0, help="per round")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds per server and level")
+    ap.add_argument("--rounds", type=int, default=4, help="rounds per routing and level")
     ap.add_argument("--warmup-seconds", type=float, default=1.0)
     args = ap.parse_args()
 
@@ -78,43 +113,59 @@ def main() -> None:
     obs = np.random.default_rng(0).normal(size=(256, *meta["observation_shape"]))
     obs = obs.astype(np.float32)
     path = f"/v1/models/{args.model}:predict"
+    client_paths = [f"/v1/models/{args.model}/versions/{v}:predict" for v in (1, 2)]
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        base = Path(tmp) / "models"
+    names = list(ROUTINGS)
+    rounds = {(n, c): [] for n in names for c in args.concurrency}
+    with tempfile.TemporaryDirectory() as tmp:
+        base, cfg = Path(tmp) / "models", Path(tmp) / "serving.yaml"
         copies(version_dir, args.model, base)
-        urls = {}
-        for name, traffic in CONFIGS.items():  # all up at once: rounds interleave across them
-            cfg = Path(tmp) / f"{name}.yaml"
-            cfg.write_text(f"models:\n  - name: {args.model}\n"
-                           f"    version_policy: {{all: true}}\n{traffic}")  # fmt: skip
-            urls[name] = stack.enter_context(running_server(base, args.model, "--config", str(cfg)))
-        ports = {n: int(u.rsplit(":", 1)[1]) for n, u in urls.items()}
-        for port in ports.values():
-            for c in args.concurrency:
-                uvloop.run(load(port, path, c, args.warmup_seconds, obs, keyed=True))
-        rounds = {(n, c): [] for n in ports for c in args.concurrency}
-        for _ in range(args.rounds):
-            for c in args.concurrency:
-                for n, port in ports.items():
-                    rounds[n, c].append(
-                        uvloop.run(load(port, path, c, args.seconds, obs, keyed=True))
-                    )
-        shadow = shadow_figures(urls["split_50_50_shadow"])
-    levels = {n: [summarize(c, rounds[n, c]) for c in args.concurrency] for n in ports}
+        cfg.write_text(ENTRY.format(model=args.model))
+        with running_server(base, args.model, "--config", str(cfg)) as url:
+            port = int(url.rsplit(":", 1)[1])
+            for r in range(args.rounds + 1):  # round 0 warms every routing up, unrecorded
+                for c in args.concurrency:
+                    for n in names[r % len(names) :] + names[: r % len(names)]:  # rotated
+                        route_to(url, cfg, args.model, n, obs)
+                        seconds = args.seconds if r else args.warmup_seconds
+                        paths = client_paths if n == "client_split" else path
+                        result = uvloop.run(load(port, paths, c, seconds, obs, keyed=True))
+                        if r:
+                            rounds[n, c].append(result)
+            shadow = shadow_figures(url)  # only the shadow routing makes copies
+    levels = {n: [summarize(c, rounds[n, c]) for c in args.concurrency] for n in names}
     print(json.dumps(report(args, version_dir, levels, shadow, load_before)))
 
 
 def report(args, version_dir: Path, levels: dict, shadow: dict, load_before) -> dict:
-    ratios = {}
+    """Pooled throughput ratios against no split, and each round's own ratio (rounds of one
+    level ran back to back, so a round's ratio compares routings under the same load)."""
+    ratios, per_round = {}, {}
     for i, c in enumerate(args.concurrency):
-        base_rps = levels["no_split"][i]["requests_per_s"]
-        for n in ("split_50_50", "split_50_50_shadow"):
-            rps = levels[n][i]["requests_per_s"]
-            ratios[f"{n}_vs_no_split_rps_c{c}"] = round(rps / base_rps, 3)
+        base = levels["no_split"][i]
+        for n in list(ROUTINGS)[1:]:
+            ratios[f"{n}_vs_no_split_rps_c{c}"] = round(
+                levels[n][i]["requests_per_s"] / base["requests_per_s"], 3
+            )
+            per_round[f"{n}_c{c}"] = [
+                round(r["requests_per_s"] / b["requests_per_s"], 3)
+                for r, b in zip(levels[n][i]["rounds"], base["rounds"], strict=True)
+            ]
     for lv in levels.values():
         for level in lv:
             level.pop("rounds")
     split_cost = max(1 - ratios[f"split_50_50_vs_no_split_rps_c{c}"] for c in args.concurrency)
+    routing_cost = max(
+        1 - ratios[f"split_one_version_vs_no_split_rps_c{c}"] for c in args.concurrency
+    )
+    vs_client = {
+        f"c{c}": round(
+            ratios[f"split_50_50_vs_no_split_rps_c{c}"]
+            / ratios[f"client_split_vs_no_split_rps_c{c}"],
+            3,
+        )
+        for c in args.concurrency
+    }
     return {
         "benchmark": "serve_ab",
         "model": f"{args.model} v{version_dir.name} (as versions 1, 2 and shadow 3)",
@@ -124,9 +175,12 @@ def report(args, version_dir: Path, levels: dict, shadow: dict, load_before) -> 
         "seconds_per_round": args.seconds,
         "rounds": args.rounds,
         "throughput_ratios": ratios,
+        "per_round_ratios": per_round,
         "split_cost": round(split_cost, 3),
         "split_cost_target": TARGET_SPLIT_COST,
         "split_cost_met": split_cost <= TARGET_SPLIT_COST,
+        "routing_cost": round(routing_cost, 3),
+        "server_split_vs_client_split_rps": vs_client,
         "shadow": shadow,
         "levels": levels,
     }

@@ -174,16 +174,19 @@ def summarize(concurrency: int, rounds: list[dict]) -> dict:
 
 
 async def load(
-    port: int, path: str, concurrency: int, seconds: float, obs: np.ndarray,
+    port: int, path: str | list[str], concurrency: int, seconds: float, obs: np.ndarray,
     stop: threading.Event | None = None, keyed: bool = False,
 ) -> dict:  # fmt: skip
-    """`keyed`: each body carries its own routing key (X-Rlplat-Route, benchmarks/serve_ab.py)."""
+    """`keyed`: each body carries its own routing key (X-Rlplat-Route, benchmarks/serve_ab.py).
+    `path` may be a list: body i goes to path i mod its length (a client-side split)."""
+    paths = [path] if isinstance(path, str) else list(path)
     bodies = []
     for i, o in enumerate(obs):
         payload = json.dumps({"instances": [o.tolist()]}).encode()
         route = f"X-Rlplat-Route: episode-{i}\r\n" if keyed else ""
         bodies.append(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"POST {paths[i % len(paths)]} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/json\r\n"
             f"{route}Content-Length: {len(payload)}\r\n\r\n".encode()
             + payload
         )

@@ -93,9 +93,9 @@ class Handlers:
         finally:
             model = name if self.manager.known(name) else "(unknown)"
             seconds = time.perf_counter() - started
-            self.metrics.observe(model, version_label[0], "grpc", method, code, seconds)
-            if version_label[1]:
-                self.metrics.arm(model, version_label[1], version_label[0], "grpc", code, seconds)
+            self.metrics.observe(
+                model, version_label[0], "grpc", method, code, seconds, version_label[1]
+            )
 
     def predict(self, request: predict_pb2.PredictRequest, version_out: list, context: Any) -> Any:
         name, version, label = _spec(request)

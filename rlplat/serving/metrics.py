@@ -27,14 +27,16 @@ class ServingMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "rlplat_serving_requests",
-            "Requests by model, version, API (rest|grpc), method and response code.",
-            ["model", "version", "api", "method", "code"],
+            "Requests by model, version, API (rest|grpc), method, response code and arm of an "
+            "A/B split (empty when the request was not routed by a split).",
+            ["model", "version", "api", "method", "code", "arm"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "rlplat_serving_request_latency_seconds",
-            "Request latency inside the server, from the parsed request to the response.",
-            ["model", "version", "api", "method"],
+            "Request latency inside the server, from the parsed request to the response, by "
+            "model, version, API, method and arm of an A/B split (empty: not split).",
+            ["model", "version", "api", "method", "arm"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -65,24 +67,13 @@ class ServingMetrics:
             ["api", "action"],
             registry=self.registry,
         )
+        self._children: dict[tuple, tuple] = {}
         self._declare_split_metrics()
 
     def _declare_split_metrics(self) -> None:
-        """A/B splits (rlplat/serving/traffic.py): only requests routed by a split count here."""
-        self.arm_requests = Counter(
-            "rlplat_serving_arm_requests",
-            "Split requests by model, arm, the version that answered, API and response code.",
-            ["model", "arm", "version", "api", "code"],
-            registry=self.registry,
-        )
-        self.arm_latency = Histogram(
-            "rlplat_serving_arm_request_latency_seconds",
-            "Latency of split requests by model and arm.",
-            ["model", "arm"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self._arm_children: dict[tuple, tuple] = {}
+        """A/B splits (rlplat/serving/traffic.py). Split requests are counted in `requests` and
+        `latency` under their arm label: no series of their own, so a split adds no metric
+        update to a request (measured by benchmarks/serve_ab.py)."""
         self.shadow_requests = Counter(
             "rlplat_serving_shadow_requests",
             "Copies of split requests sent to the shadow arm, by result: ok, error (the "
@@ -114,19 +105,24 @@ class ServingMetrics:
             self.available.remove(model, str(version))
 
     def observe(
-        self, model: str, version: str, api: str, method: str, code: int | str, seconds: float
+        self,
+        model: str,
+        version: str,
+        api: str,
+        method: str,
+        code: int | str,
+        seconds: float,
+        arm: str = "",
     ) -> None:
-        self.requests.labels(model, version, api, method, str(code)).inc()
-        self.latency.labels(model, version, api, method).observe(seconds)
-
-    def arm(self, model: str, arm: str, version: str, api: str, code: int | str, seconds: float):
-        # The labelled children are cached: `labels()` costs more than the rest of a split.
-        key = (model, arm, version, api, code)
-        children = self._arm_children.get(key)
+        # The labelled children are cached: two `labels()` lookups cost more than the rest of
+        # the bookkeeping. The keys are bounded as the series are (model names are the served
+        # ones or "(unknown)", versions the loaded ones).
+        key = (model, version, api, method, code, arm)
+        children = self._children.get(key)
         if children is None:
-            children = self._arm_children[key] = (
-                self.arm_requests.labels(model, arm, version, api, str(code)),
-                self.arm_latency.labels(model, arm),
+            children = self._children[key] = (
+                self.requests.labels(model, version, api, method, str(code), arm),
+                self.latency.labels(model, version, api, method, arm),
             )
         children[0].inc()
         children[1].observe(seconds)

@@ -440,8 +440,7 @@ class ModelManager:
             return None, UNSPLIT
         i = split.pick(key)
         version = split.versions[i]
-        routed = Routed(split.arms[i], split.shadow, split.shadow_version)
-        return (version if version in model.loaded else None), routed
+        return (version if version in model.loaded else None), split.routes[i]
 
     @contextlib.contextmanager
     def use(

@@ -162,13 +162,10 @@ class RestApp:
             status, out_headers = 500, JSON_HEADERS
             body = orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
         if labels[0]:
+            seconds = time.perf_counter() - started
             self.metrics.observe(
-                labels[0], labels[1], "rest", labels[2], status, time.perf_counter() - started
+                labels[0], labels[1], "rest", labels[2], status, seconds, labels[3]
             )
-            if labels[3]:
-                self.metrics.arm(
-                    labels[0], labels[3], labels[1], "rest", status, time.perf_counter() - started
-                )
         return status, out_headers, body
 
     async def _handle(

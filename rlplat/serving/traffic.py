@@ -40,6 +40,19 @@ def key_point(key: bytes) -> float:
 
 
 @dataclass(frozen=True)
+class Routed:
+    """What answered a request: the arm (None when the request bypassed the split) and the
+    shadow version to mirror it to (None: no mirror)."""
+
+    arm: str | None = None
+    shadow_arm: str | None = None
+    shadow_version: int | None = None
+
+
+UNSPLIT = Routed()
+
+
+@dataclass(frozen=True)
 class Split:
     """One model's arms, their versions, and the arms' upper bounds in [0, 1]."""
 
@@ -48,6 +61,8 @@ class Split:
     bounds: tuple[float, ...]
     shadow: str | None = None
     shadow_version: int | None = None
+    # One Routed per arm, built once: a frozen dataclass per request is measurable.
+    routes: tuple[Routed, ...] = ()
 
     @classmethod
     def of(cls, entry: ModelEntry) -> Split | None:
@@ -59,12 +74,14 @@ class Split:
         bounds = [w / total for w in itertools.accumulate(entry.traffic.values())]
         bounds[-1] = 1.0  # (rounding must not leave a sliver no arm owns)
         shadow = entry.shadow
+        shadow_version = entry.arm_version(shadow) if shadow is not None else None
         return cls(
             arms=arms,
             versions=tuple(entry.arm_version(a) for a in arms),
             bounds=tuple(bounds),
             shadow=shadow,
-            shadow_version=entry.arm_version(shadow) if shadow is not None else None,
+            shadow_version=shadow_version,
+            routes=tuple(Routed(a, shadow, shadow_version) for a in arms),
         )
 
     def pick(self, key: bytes | None, rng: random.Random | None = None) -> int:
@@ -74,16 +91,3 @@ class Split:
         # its predecessor's, so it is never the first (and never picked).
         i = bisect.bisect_right(self.bounds, point)
         return min(i, len(self.arms) - 1)
-
-
-@dataclass(frozen=True)
-class Routed:
-    """What answered a request: the arm (None when the request bypassed the split) and the
-    shadow version to mirror it to (None: no mirror)."""
-
-    arm: str | None = None
-    shadow_arm: str | None = None
-    shadow_version: int | None = None
-
-
-UNSPLIT = Routed()

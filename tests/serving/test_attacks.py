@@ -270,7 +270,7 @@ def test_a_tensor_with_an_unknown_dtype_is_invalid_argument_and_counted(server):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
     assert "dtype" in e.value.details()
     metrics = server.get("/metrics").text
-    assert re.search(r'rlplat_serving_requests_total\{api="grpc",code="INVALID_ARGUMENT",'
+    assert re.search(r'rlplat_serving_requests_total\{api="grpc",arm="",code="INVALID_ARGUMENT",'
                      r'method="predict",model="cartpole"', metrics)  # fmt: skip
 
 

@@ -141,7 +141,7 @@ def test_a_body_over_the_limit_is_413_and_the_server_goes_on(server):
 def test_prometheus_metrics_count_requests_latency_and_batch_sizes(server):
     server.post("/v1/models/cartpole:predict", {"instances": OBS.tolist()})
     text = server.get("/monitoring/prometheus/metrics").text
-    assert 'rlplat_serving_requests_total{api="rest",code="200",method="predict",' \
+    assert 'rlplat_serving_requests_total{api="rest",arm="",code="200",method="predict",' \
            'model="cartpole",version="2"}' in text  # fmt: skip
     assert "rlplat_serving_request_latency_seconds_bucket" in text
     assert 'rlplat_serving_batch_size_sum{model="cartpole",signature="serving_default",' \

@@ -168,14 +168,15 @@ def test_split_sticky_keys_and_bypass_over_rest_and_grpc(ab, models):
     assert bad.status_code == 400
     metrics = ab.get("/metrics").text
     arm0 = "stable" if seen["ep-0"] == 1 else "canary"  # errors are counted by arm too
-    assert series(metrics, "rlplat_serving_arm_requests_total", arm=arm0, code="400") == 1
+    assert series(metrics, "rlplat_serving_requests_total", arm=arm0, code="400") == 1
     for api in ("rest", "grpc"):
         for arm, version in (("stable", 1), ("canary", 2)):
-            assert (f'rlplat_serving_arm_requests_total{{api="{api}",arm="{arm}",code='
-                    f'"{200 if api == "rest" else "OK"}",model="cartpole",version="{version}"}}'
-                    in metrics), metrics  # fmt: skip
-    assert 'rlplat_serving_arm_request_latency_seconds_count{arm="canary"' in metrics
-
+            assert (f'rlplat_serving_requests_total{{api="{api}",arm="{arm}",code='
+                    f'"{200 if api == "rest" else "OK"}",method="predict",model="cartpole",'
+                    f'version="{version}"}}' in metrics), metrics  # fmt: skip
+    assert series(metrics, "rlplat_serving_request_latency_seconds_count", arm="canary") > 0
+    # Requests that named a version bypassed the split: counted with an empty arm.
+    assert series(metrics, "rlplat_serving_requests_total", arm="", version="1") >= 20
 
 class KeyedHammer(threading.Thread):
     """A client playing episodes of 5 requests, each episode with a new routing key; every
