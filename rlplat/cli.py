@@ -405,11 +405,19 @@ def serve(  # long only in its option declarations
     http: Annotated[
         HttpFrontEnd, typer.Option(help="REST front end: lean (fastest here) or uvicorn.")
     ] = HttpFrontEnd.lean,
-    ray: Annotated[bool, typer.Option(help="REST and gRPC as a Ray Serve deployment.")] = False,
-    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas (with --ray).")] = 2,
+    ray: Annotated[
+        bool,
+        typer.Option(help="Run --replicas servers on Ray (placed, checked, restarted by Ray)."),
+    ] = False,
+    replicas: Annotated[
+        int, typer.Option(min=1, help="With --ray: servers sharing the ports, 1 CPU each.")
+    ] = 2,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster to join with --ray (default: a local Ray).")
     ] = None,
+    metrics_port: Annotated[
+        int, typer.Option(help="With --ray: every replica's metrics, labelled by replica.")
+    ] = 8502,
 ) -> None:
     """Serve exported policies with the TensorFlow Serving REST and gRPC APIs.
 
@@ -429,11 +437,12 @@ def serve(  # long only in its option declarations
                       "can call it (--token-file)", markup=False, highlight=False)  # fmt: skip
         try:
             if ray:
-                from rlplat.serving import ray_app
+                from rlplat.serving import replicas as fleet
 
-                ray_app.serve(
-                    model_base_path, host, port, grpc_port or None, config, token, replicas, address
-                )
+                fleet.serve(
+                    model_base_path, host, port, grpc_port or None, config, token, replicas,
+                    address, metrics_port, http.value,
+                )  # fmt: skip
             else:
                 from rlplat.serving import server
 

@@ -106,8 +106,8 @@ def _package_tree() -> Path:
     for a cluster job's py_modules: installed, its own folder; from a source checkout or an
     editable install, a temporary copy with the two folders moved in (rlplat/__init__.py)."""
     import atexit
+    import importlib.util
     import shutil
-    import sys
     import tempfile
 
     import rlplat
@@ -119,9 +119,10 @@ def _package_tree() -> Path:
     atexit.register(shutil.rmtree, tree.parent, ignore_errors=True)
     skip = shutil.ignore_patterns("__pycache__")
     shutil.copytree(here, tree, ignore=skip)
-    for name in ("agents", "envs"):
-        folder = Path(sys.modules[f"rlplat.{name}"].__file__).parent
-        shutil.copytree(folder, tree / name, ignore=skip)
+    for name in ("agents", "envs"):  # found, not imported (`rlplat serve` needs neither)
+        spec = importlib.util.find_spec(f"rlplat.{name}")
+        assert spec is not None and spec.submodule_search_locations
+        shutil.copytree(spec.submodule_search_locations[0], tree / name, ignore=skip)
     return tree
 
 

@@ -2,6 +2,6 @@
 
 `models` loads versions (a TF1 Session per version, as TF Serving's SavedModelBundle does)
 and hot-swaps them; `batching` merges concurrent requests; `rest` and `grpc_api` are the two
-front ends over the same `ModelManager`; `server` runs them; `ray_app` runs the REST API as
-a Ray Serve deployment.
+front ends over the same `ModelManager`; `server` runs them in one process; `replicas`
+(with `replica` and `fleet_metrics`) runs several such processes on Ray (`--ray`).
 """

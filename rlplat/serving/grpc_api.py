@@ -211,16 +211,18 @@ def make_server(
     workers: int = 16,
     max_connections: int = 1000,
     idle_timeout: float = 30.0,
+    reuse_port: bool = False,
 ) -> grpc.Server:
     """A started-on-demand gRPC server bound to `address` (raises if it cannot bind).
-    Beyond `max_connections` gRPC itself refuses new connections; idle ones close."""
+    Beyond `max_connections` gRPC itself refuses new connections; idle ones close.
+    `reuse_port`: share the port with the other replicas on this host (server.bind)."""
     handlers = Handlers(manager, metrics)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlplat-grpc"),
         interceptors=[_BearerToken(token)] if token else [],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.max_allowed_incoming_connections", max_connections),
             ("grpc.max_connection_idle_ms", int(idle_timeout * 1000)),
         ],

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import resource
 import signal
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from rlplat.errors import UserError
@@ -27,8 +30,11 @@ def hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """Bind before loading anything, so a busy port is one line, not a traceback."""
+def bind(host: str, port: int, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """Bind before loading anything, so a busy port is one line, not a traceback.
+    `reuse_port`: share the port with the other replicas on this host (SO_REUSEPORT: the
+    kernel spreads new connections over the listening sockets); such a socket only takes
+    connections once it listens, so a replica listens after its models are loaded."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -36,12 +42,15 @@ def bind(host: str, port: int) -> socket.socket:
     family, _, _, _, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(addr)
     except OSError as exc:
         sock.close()
         raise UserError(f"cannot listen on {hostport(host, port)}: {exc.strerror}") from None
-    sock.listen(2048)
+    if listen:
+        sock.listen(2048)
     sock.setblocking(False)
     return sock
 
@@ -76,6 +85,15 @@ def build(
     return manager, metrics, RestApp(manager, metrics, cfg.max_body_bytes, token)
 
 
+@dataclass(frozen=True)
+class ReplicaRole:
+    """This server is one replica of `rlplat serve --ray` (rlplat/serving/replicas.py): it
+    shares its ports with the other replicas on its host, and its supervisor reaches it on
+    a loopback admin port that `ready_file` names once it serves."""
+
+    ready_file: Path
+
+
 def serve(
     model_base_path: Path,
     host: str = "127.0.0.1",
@@ -84,48 +102,36 @@ def serve(
     config_path: Path | None = None,
     token: str | None = None,
     http: str = "lean",
+    replica: ReplicaRole | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM. `http`: "lean" (rlplat.serving.http) or "uvicorn"."""
     import uvloop
 
-    from rlplat.serving.grpc_api import make_server
-
     manager, metrics, app = build(model_base_path, config_path, token)
-    cfg = manager.cfg
-    limits = Limits.of(cfg, connection_cap(cfg.max_connections))
-    sock = bind(host, port)
+    limits = Limits.of(manager.cfg, connection_cap(manager.cfg.max_connections))
+    shared = replica is not None
+    sock = bind(host, port, reuse_port=shared, listen=not shared)
     grpc_server = None
-    if grpc_port is not None:
-        try:
-            grpc_server = make_server(
-                manager, metrics, hostport(host, grpc_port), cfg.max_body_bytes, token,
-                max_connections=limits.max_connections, idle_timeout=limits.idle_timeout,
-            )  # fmt: skip
-        except (OSError, RuntimeError):
-            sock.close()
-            why = _bind_error(host, grpc_port)
-            raise UserError(f"cannot listen on {hostport(host, grpc_port)} (gRPC): {why}") from None
+    # A replica binds gRPC once loaded, as it listens: connections reach only ready replicas.
+    if not shared:
+        grpc_server = _grpc(manager, metrics, host, grpc_port, limits, token, sock)
 
     async def main() -> None:
+        nonlocal grpc_server
         manager.loop = asyncio.get_running_loop()
         await asyncio.to_thread(manager.start)
         _keep_heap_frozen(manager)
         summary = ", ".join(f"{n} {_versions(manager, n)}" for n in manager.names())
         log.info("serving from %s: %s", manager.base_path, summary or "no models yet")
+        if shared:
+            sock.listen(2048)
+            grpc_server = _grpc(manager, metrics, host, grpc_port, limits, token, sock, True)
         if grpc_server is not None:
             grpc_server.start()
-        rest_port = sock.getsockname()[1]
         log.info("REST on http://%s/v1/models/NAME, gRPC on %s, metrics at "
-                 "/monitoring/prometheus/metrics", hostport(host, rest_port),
+                 "/monitoring/prometheus/metrics", hostport(host, sock.getsockname()[1]),
                  hostport(host, grpc_port) if grpc_server else "off")  # fmt: skip
-        if http == "uvicorn":
-            await _uvicorn(app, limits).serve(sockets=[sock])
-        else:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await serve_http(app, sock, stop, limits)
+        await _front_ends(app, sock, limits, http, replica)
 
     try:
         uvloop.run(main())
@@ -135,6 +141,50 @@ def serve(
         manager.stop()
         app.offload.close()
         sock.close()
+
+
+def _grpc(manager, metrics, host, port, limits, token, rest_sock, reuse_port=False):
+    """The gRPC server (None when `port` is None), or one line on why it cannot bind."""
+    from rlplat.serving.grpc_api import make_server
+
+    if port is None:
+        return None
+    try:
+        return make_server(
+            manager, metrics, hostport(host, port), manager.cfg.max_body_bytes, token,
+            max_connections=limits.max_connections, idle_timeout=limits.idle_timeout,
+            reuse_port=reuse_port,
+        )  # fmt: skip
+    except (OSError, RuntimeError):
+        rest_sock.close()
+        why = _bind_error(host, port)
+        raise UserError(f"cannot listen on {hostport(host, port)} (gRPC): {why}") from None
+
+
+async def _front_ends(
+    app: RestApp, sock: socket.socket, limits: Limits, http: str, replica: ReplicaRole | None
+) -> None:
+    """REST until SIGINT/SIGTERM; a replica also answers its supervisor on loopback."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    fronts = []
+    if replica is not None:
+        admin = bind("127.0.0.1", 0)
+        fronts.append(serve_http(app, admin, stop, limits))
+        _write_ready(replica.ready_file, admin.getsockname()[1])
+    if http == "uvicorn":  # (uvicorn takes the signals itself; its end ends the rest)
+        await asyncio.gather(_uvicorn(app, limits).serve(sockets=[sock]), *fronts)
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await asyncio.gather(serve_http(app, sock, stop, limits), *fronts)
+
+
+def _write_ready(path: Path, admin_port: int) -> None:
+    """Atomically: the supervisor never reads half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "admin_port": admin_port}))
+    tmp.replace(path)
 
 
 def _keep_heap_frozen(manager: ModelManager) -> None:

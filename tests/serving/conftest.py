@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.helpers import PPO, Server, export_tiny
+from serving.helpers import PPO, RayServer, Server, export_tiny
 
 
 @pytest.fixture(scope="package")
@@ -20,10 +20,30 @@ def models(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="package")
-def server(models):
+def single_server(models):
     s = Server(models)
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="package")
+def server(single_server):
+    return single_server
+
+
+@pytest.fixture(scope="package")
+def ray_server(models):
+    """`rlplat serve --ray --replicas 2` over the same models (the conformance tests run
+    against both: test_rest.py, test_grpc.py)."""
+    s = RayServer(models)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module", params=["one process", "ray replicas"])
+def either_server(request):
+    name = "single_server" if request.param == "one process" else "ray_server"
+    return request.getfixturevalue(name)
 
 
 @pytest.fixture

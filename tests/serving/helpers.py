@@ -46,25 +46,39 @@ def reference(version_dir: Path, obs: np.ndarray, signature: str = "serving_defa
 class Server:
     """`rlplat serve` in a subprocess on free ports."""
 
+    START_TIMEOUT = 120
+
     def __init__(self, base: Path, *args: str, env: dict | None = None) -> None:
         self.port, self.grpc_port = free_port(), free_port()
         self.log = base.parent / f"serve-{self.port}.log"
         self.proc = subprocess.Popen(
             [RLPLAT, "serve", "--model-base-path", str(base), "--port", str(self.port),
-             "--grpc-port", str(self.grpc_port), *args],
+             "--grpc-port", str(self.grpc_port), *self.extra_args(), *args],
             stdout=subprocess.DEVNULL, stderr=self.log.open("w"), env=env or user_env(),
             start_new_session=True,
         )  # fmt: skip
         self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 120
+        deadline = time.time() + self.START_TIMEOUT
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-2000:]
-            try:
-                requests.get(self.base + "/v1/models/x", timeout=2)
+            if self.ready():
                 return
-            except (requests.ConnectionError, requests.Timeout):  # (a busy machine: slow start)
-                time.sleep(0.2)
+            time.sleep(0.2)  # (a busy machine: slow start)
         raise AssertionError("server did not start: " + self.log.read_text()[-2000:])
+
+    def extra_args(self) -> list[str]:
+        return []
+
+    def ready(self) -> bool:
+        try:
+            requests.get(self.base + "/v1/models/x", timeout=2)
+            return True
+        except (requests.ConnectionError, requests.Timeout):
+            return False
+
+    def metrics(self) -> str:
+        """The server's Prometheus text (of every replica, for RayServer)."""
+        return self.get("/monitoring/prometheus/metrics").text
 
     def get(self, path: str, **kw) -> requests.Response:
         return requests.get(self.base + path, timeout=10, **kw)
@@ -97,6 +111,51 @@ class Server:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+class RayServer(Server):
+    """`rlplat serve --ray --replicas 2`: ready once the driver says every replica serves."""
+
+    START_TIMEOUT = 300
+
+    def extra_args(self) -> list[str]:
+        self.metrics_port = free_port()
+        return ["--ray", "--replicas", "2", "--metrics-port", str(self.metrics_port)]
+
+    def ready(self) -> bool:
+        return "replica(s) on" in self.log.read_text()
+
+    def metrics(self) -> str:
+        return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=30).text
+
+    def replica_pids(self) -> list[int]:
+        """The serving processes (children of the replica actors)."""
+        return processes_with("rlplat.serving.replica", f'"port": {self.port}')
+
+
+def processes_with(*words: str) -> list[int]:
+    """Pids whose command line or environment holds every word (a replica's spec is in
+    its environment)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            text = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if all(w.encode() in text for w in words):
+            found.append(int(proc.name))
+    return found
+
+
+def series(metrics: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels` (0 if none)."""
+    total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def states(status: dict) -> dict[str, str]:

@@ -12,6 +12,12 @@ from serving.helpers import (
 )
 
 
+@pytest.fixture(scope="module")
+def server(either_server):
+    """Every test here runs against one `rlplat serve` and against `--ray` replicas."""
+    return either_server
+
+
 def test_grpc_with_the_official_stubs(server, models):
     import tensorflow as tf
     from tensorflow_serving.apis import (

@@ -14,11 +14,19 @@ from conftest import ROOT
 
 from serving.helpers import (
     OBS,
+    RayServer,
     Server,
     raw_http,
     reference,
+    series,
     states,
 )
+
+
+@pytest.fixture(scope="module")
+def server(either_server):
+    """Every test here runs against one `rlplat serve` and against `--ray` replicas."""
+    return either_server
 
 
 def test_status_lists_the_latest_version_and_each_version_on_its_own(server):
@@ -140,16 +148,21 @@ def test_a_body_over_the_limit_is_413_and_the_server_goes_on(server):
 
 def test_prometheus_metrics_count_requests_latency_and_batch_sizes(server):
     server.post("/v1/models/cartpole:predict", {"instances": OBS.tolist()})
-    text = server.get("/monitoring/prometheus/metrics").text
-    assert 'rlplat_serving_requests_total{api="rest",arm="",code="200",method="predict",' \
-           'model="cartpole",version="2"}' in text  # fmt: skip
+    text = server.metrics()
+    ok = {"api": "rest", "arm": "", "code": "200", "method": "predict", "model": "cartpole"}
+    assert series(text, "rlplat_serving_requests_total", **ok, version="2") >= 1
     assert "rlplat_serving_request_latency_seconds_bucket" in text
-    assert 'rlplat_serving_batch_size_sum{model="cartpole",signature="serving_default",' \
-           'version="2"}' in text  # fmt: skip
-    assert 'rlplat_serving_model_version_available{model="cartpole",version="2"} 1.0' in text
-    assert 'rlplat_serving_model_loads_total{model="pg",result="ok"} 1.0' in text
+    assert series(text, "rlplat_serving_batch_size_sum", model="cartpole",
+                  signature="serving_default", version="2") > 0  # fmt: skip
+    replicas = 2 if isinstance(server, RayServer) else 1
+    assert series(text, "rlplat_serving_model_version_available", model="cartpole",
+                  version="2") == replicas  # fmt: skip
+    assert series(text, "rlplat_serving_model_loads_total", model="pg", result="ok") == replicas
     assert 'model="(unknown)"' in text  # unknown names are not a label-cardinality attack
     assert server.get("/metrics").status_code == 200
+    if replicas > 1:  # every replica's series, labelled by replica
+        assert series(text, "rlplat_serving_replica_up", replica="0") == 1
+        assert series(text, "rlplat_serving_replica_up", replica="1") == 1
 
 
 def test_fuzzed_malformed_requests_never_get_a_5xx(server, monkeypatch):

@@ -20,7 +20,7 @@ from rlplat.serving import config as serving_config
 from rlplat.serving.config import ModelEntry, ServingConfig
 from rlplat.serving.models import ModelManager
 from rlplat.serving.traffic import Split
-from serving.helpers import OBS, Server, reference
+from serving.helpers import OBS, Server, reference, series
 
 
 def chi_square_p(counts: list[int], weights: list[float]) -> float:
@@ -178,6 +178,7 @@ def test_split_sticky_keys_and_bypass_over_rest_and_grpc(ab, models):
     # Requests that named a version bypassed the split: counted with an empty arm.
     assert series(metrics, "rlplat_serving_requests_total", arm="", version="1") >= 20
 
+
 class KeyedHammer(threading.Thread):
     """A client playing episodes of 5 requests, each episode with a new routing key; every
     answer must be a 200."""
@@ -243,15 +244,6 @@ def test_ramp_and_rollback_under_load_fail_nothing_and_bad_edits_keep_the_routin
 
 
 # ---------------------------------------------------------------------- shadow
-
-
-def series(metrics: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include `labels` (0 if none)."""
-    total = 0.0
-    for line in metrics.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_agreement_compares_actions_or_else_every_output():

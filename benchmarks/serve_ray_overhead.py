@@ -1,0 +1,161 @@
+"""Where `rlplat serve --ray`'s old Ray Serve path spent its time: Ray Serve's own cost per
+request, with no model at all; one JSON line.
+
+    .venv/bin/python benchmarks/serve_ray_overhead.py
+
+A trivial ASGI app (it answers every request with the same 40-byte JSON, no TensorFlow) is
+served three ways and loaded with wrk (one thread, keep-alive, the README's batch-1 body):
+1. by rlplat's own HTTP front end (rlplat/serving/http.py) in this process's child: the
+   floor a Python front end sets on this machine;
+2. by Ray Serve with 1 replica, 3. with 2 replicas (`max_ongoing_requests` 256, access log
+   off, log level WARNING: as the old `--ray` deployed rlplat): every request crosses Ray
+   Serve's HTTP proxy (a uvicorn ASGI server in its own actor) and a handle call to a
+   replica actor (routing, gRPC between the processes, pickled request and answer).
+Whatever 2 and 3 lose against 1 is Ray Serve's path, since the app does nothing. The model
+adds its own cost on top (benchmarks/serve_load.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import tempfile
+import time
+
+import requests
+from serve_load import WRK_SCRIPT, wrk_round
+
+import rlplat  # noqa: F401  (environment set-up before Ray)
+
+ANSWER = b'{"predictions": [{"actions": 0}]}'
+BODY = b'{"instances": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]]}'
+
+
+class Trivial:
+    """ASGI: read the body, answer ANSWER."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(ANSWER)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": ANSWER})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lean(port: int) -> None:
+    import asyncio
+
+    import uvloop
+
+    from rlplat.serving.http import serve_http
+    from rlplat.serving.server import bind
+
+    class App(Trivial):  # what serve_http calls: respond(), as RestApp has
+        async def respond(self, method, path, headers, read_body):
+            await read_body()
+            return 200, [(b"content-type", b"application/json")], ANSWER
+
+        metrics = None  # (only read when connections go over the cap: not here)
+        max_body_bytes = 1 << 20
+
+    async def main() -> None:
+        await serve_http(App(), bind("127.0.0.1", port), asyncio.Event())
+
+    uvloop.run(main())
+
+
+def wait_up(url: str, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with contextlib.suppress(requests.RequestException):
+            if requests.post(url, data=BODY, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def measure(url: str, levels: list[int], seconds: float, script: str) -> list[dict]:
+    wrk = shutil.which("wrk")
+    out = []
+    for c in levels:
+        wrk_round(wrk, script, url, c, 1, BODY)  # warm-up
+        r = wrk_round(wrk, script, url, c, seconds, BODY)
+        out.append({"connections": c, **{k: r[k] for k in
+                    ("requests_per_s", "p50_ms", "p99_ms", "errors")}})  # fmt: skip
+    return out
+
+
+def ray_serve(replicas: int, port: int) -> None:
+    from ray import serve
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                logging_config={"log_level": "WARNING", "enable_access_log": False})  # fmt: skip
+    dep = serve.deployment(
+        serve.ingress(Trivial())(type("App", (), {})),
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": 0.5},
+        max_ongoing_requests=256,
+        logging_config={"log_level": "WARNING", "enable_access_log": False},
+    )
+    serve.run(dep.bind(), name="trivial", route_prefix="/", blocking=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 16, 64])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("error: wrk is not on the PATH (apt install wrk)")
+    results = {}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT)
+        script.flush()
+        port = free_port()
+        proc = multiprocessing.get_context("spawn").Process(target=_lean, args=(port,))
+        proc.start()
+        try:
+            wait_up(f"http://127.0.0.1:{port}/")
+            results["rlplat_http_1_process"] = measure(
+                f"http://127.0.0.1:{port}/", args.levels, args.seconds, script.name
+            )
+        finally:
+            proc.terminate()
+            proc.join()
+        import ray
+        from ray import serve
+
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+        try:
+            for replicas in (1, 2):
+                port = free_port()
+                ray_serve(replicas, port)
+                wait_up(f"http://127.0.0.1:{port}/")
+                results[f"ray_serve_{replicas}_replicas"] = measure(
+                    f"http://127.0.0.1:{port}/", args.levels, args.seconds, script.name
+                )
+                serve.shutdown()
+        finally:
+            ray.shutdown()
+    print(json.dumps({"benchmark": "serve_ray_overhead", "cpus": os.cpu_count(),
+                      "loadavg": [round(x, 2) for x in os.getloadavg()],
+                      "seconds": args.seconds, "results": results}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""rlplat serve --ray: replicas of the single server placed and kept alive by Ray.
+
+(The REST and gRPC conformance tests run against `--ray` too: test_rest.py, test_grpc.py.)
+Here: the A/B split routes a key alike on every replica, a replica's serving process or its
+actor killed under load fails no more requests than were on it and is replaced, SIGTERM
+stops everything quietly, and on a two-node cluster both nodes serve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import requests
+from conftest import RLPLAT, free_port, processes_of, user_env
+
+from serving.helpers import OBS, RayServer, processes_with, reference, series
+
+pytestmark = pytest.mark.slow
+PREDICT = "/v1/models/cartpole:predict"
+
+
+@pytest.fixture(scope="module")
+def fleet(models, tmp_path_factory) -> RayServer:
+    cfg = tmp_path_factory.mktemp("fleet") / "serving.yaml"
+    cfg.write_text("models:\n  - name: cartpole\n    version_policy: {specific: [1, 2]}\n"
+                   "    traffic: {1: 50, 2: 50}\n")  # fmt: skip
+    s = RayServer(models, "--config", str(cfg))
+    yield s
+    s.stop()
+
+
+def test_a_key_lands_on_the_same_arm_on_every_replica_and_api(fleet, models):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    wants = {v: reference(models / "cartpole" / str(v), OBS) for v in (1, 2)}
+    keyed: dict[str, int] = {}
+    for i in range(60):  # a new connection each: the kernel spreads them over the replicas
+        r = requests.post(fleet.base + PREDICT, data=json.dumps({"instances": OBS.tolist()}),
+                          headers={"X-Rlplat-Route": f"ep-{i % 20}"}, timeout=30)  # fmt: skip
+        assert r.status_code == 200, r.text
+        version = int(r.headers["X-Rlplat-Version"])
+        assert keyed.setdefault(f"ep-{i % 20}", version) == version
+        np.testing.assert_allclose([p["q_values"] for p in r.json()["predictions"]],
+                                   wants[version]["q_values"], rtol=1e-5)  # fmt: skip
+    assert set(keyed.values()) == {1, 2}
+    text = fleet.metrics()  # both replicas answered some of them
+    for replica in ("0", "1"):
+        assert series(text, "rlplat_serving_requests_total", replica=replica, code="200") > 0
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(f"127.0.0.1:{fleet.grpc_port}")
+    )
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "cartpole"
+    req.inputs["observations"].CopyFrom(tf.make_tensor_proto(OBS))
+    for key, version in list(keyed.items())[:10]:
+        resp = stub.Predict(req, timeout=30, metadata=[("x-rlplat-route", key)])
+        assert resp.model_spec.version.value == version
+
+
+class Load(threading.Thread):
+    """`clients` keep-alive connections posting back to back; a failed request is counted
+    and its client reconnects."""
+
+    def __init__(self, base: str, clients: int = 8) -> None:
+        super().__init__(daemon=True)
+        self.base, self.clients = base, clients
+        self.stop = threading.Event()
+        self.ok, self.failed, self.failures = 0, 0, []
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        workers = [threading.Thread(target=self._client, daemon=True) for _ in range(self.clients)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    def _client(self) -> None:
+        session, body = requests.Session(), json.dumps({"instances": OBS.tolist()})
+        while not self.stop.is_set():
+            try:
+                r = session.post(self.base + PREDICT, data=body, timeout=30)
+                good = r.status_code == 200
+            except requests.RequestException as exc:
+                good, r = False, exc
+            with self._lock:
+                if good:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.failures.append(repr(r)[:200])
+            if not good:
+                session = requests.Session()  # a new connection: to a live replica
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            return self.ok, self.failed
+
+
+def wait_for(what, timeout: float = 240.0, step: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while not (value := what()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(step)
+    return value
+
+
+def killed_under_load(fleet: RayServer, victim: int, replaced) -> Load:
+    """SIGKILL `victim` while 8 clients post; wait until `replaced()`; a little more load."""
+    load = Load(fleet.base)
+    load.start()
+    try:
+        wait_for(lambda: load.counts()[0] > 200)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(replaced)
+        after = load.counts()[0]
+        wait_for(lambda: load.counts()[0] > after + 200)
+    finally:
+        load.stop.set()
+        load.join(timeout=60)
+    return load
+
+
+def test_a_killed_serving_process_is_restarted_and_fails_only_what_was_on_it(fleet):
+    before = fleet.replica_pids()
+    assert len(before) == 2
+    load = killed_under_load(fleet, before[0], lambda: len(set(fleet.replica_pids())) == 2
+                             and set(fleet.replica_pids()) != set(before))  # fmt: skip
+    # Each of the 8 connections fails at most once: those on the killed process lose the
+    # request in flight (or find the connection gone), reconnect, and land on a live one.
+    assert load.failed <= load.clients, load.failures
+    wait_for(lambda: series(fleet.metrics(), "rlplat_serving_replica_restarts_total") == 1)
+    text = fleet.metrics()
+    restarts = [series(text, "rlplat_serving_replica_restarts_total", replica=r)
+                for r in ("0", "1")]  # fmt: skip
+    assert sorted(restarts) == [0, 1], text
+
+
+def test_a_killed_replica_actor_is_replaced_and_its_process_goes_with_it(fleet):
+    before = set(fleet.replica_pids())
+    victim = next(iter(before))
+    actor = int(Path(f"/proc/{victim}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    load = killed_under_load(fleet, actor, lambda: len(set(fleet.replica_pids()) - before) == 1
+                             and len(fleet.replica_pids()) == 2)  # fmt: skip
+    assert victim not in fleet.replica_pids()  # it died with its actor (PR_SET_PDEATHSIG)
+    assert load.failed <= load.clients, load.failures
+    assert "its actor died" in fleet.log.read_text()
+
+
+def test_sigterm_stops_every_process_quietly(fleet):
+    time.sleep(1.0)  # (let the log settle: what follows SIGTERM is what is judged)
+    before = len(fleet.log.read_text())
+    fleet.proc.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` does
+    assert fleet.proc.wait(timeout=120) == 0, fleet.log.read_text()[-3000:]
+    tail = fleet.log.read_text()[before:]
+    for noise in ("Traceback", "SIGTERM received", "Failed to push", "ERROR"):
+        assert noise not in tail, tail[-3000:]
+    assert not fleet.replica_pids()
+    assert not processes_of(f"_{fleet.proc.pid}/logs")  # the driver's embedded Ray
+
+
+def test_a_busy_port_is_one_line_and_exit_2(models, tmp_path):
+    import socket
+
+    with socket.socket() as taken:  # a plain listener, without SO_REUSEPORT
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [RLPLAT, "serve", "--ray", "--replicas", "1", "--model-base-path", str(models),
+             "--port", str(port), "--grpc-port", "0", "--metrics-port", str(free_port())],
+            capture_output=True, text=True, env=user_env(), timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and str(port) in last, out.stderr[-3000:]
+    assert not processes_with("rlplat.serving.replica", f'"port": {port}')
+
+
+def test_on_a_two_node_cluster_both_nodes_serve(models, tmp_path):
+    from test_cluster import cluster
+
+    with cluster(tmp_path / "c", "token") as c:
+        port, mport = free_port(), free_port()
+        log = tmp_path / "fleet.log"
+        proc = subprocess.Popen(
+            [RLPLAT, "serve", "--ray", "--replicas", "2", "--address", c.address,
+             "--model-base-path", str(models), "--port", str(port), "--grpc-port", "0",
+             "--metrics-port", str(mport)],
+            stdout=subprocess.DEVNULL, stderr=log.open("w"), env=c.env, cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: proc.poll() is not None or "replica(s) on" in log.read_text())
+            assert "2 replica(s) on 2 node(s)" in log.read_text(), log.read_text()[-3000:]
+            for _ in range(40):  # a new connection each
+                r = requests.post(
+                    f"http://127.0.0.1:{port}{PREDICT}",
+                    data=json.dumps({"instances": OBS.tolist()}),
+                    timeout=30,
+                )
+                assert r.status_code == 200  # fmt: skip
+            text = requests.get(f"http://127.0.0.1:{mport}/metrics", timeout=30).text
+            served = {line.split('node="')[1].split('"')[0] for line in text.splitlines()
+                      if line.startswith("rlplat_serving_requests_total{")
+                      and 'code="200"' in line and not line.endswith(" 0.0")}  # fmt: skip
+            assert len(served) == 2, text
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
