@@ -115,6 +115,47 @@ def ray_serve(replicas: int, port: int) -> None:
     serve.run(dep.bind(), name="trivial", route_prefix="/", blocking=False)
 
 
+class Echo:
+    """A Ray actor, and a Serve deployment, answering ANSWER."""
+
+    def __call__(self, body: bytes) -> bytes:
+        return ANSWER
+
+
+def call_latency(call, n: int = 1000) -> dict:
+    """Sequential calls: p50/p99 round trip in ms."""
+    for _ in range(50):
+        call()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return {"calls": n, "p50_ms": round(times[n // 2], 3), "p99_ms": round(times[n * 99 // 100], 3)}
+
+
+def breakdown(port: int) -> dict:
+    """Where a request's time goes inside Ray, one hop at a time, from this process: a plain
+    actor call (Ray's RPC and pickling), a Serve handle call (plus Serve's router), HTTP
+    through Serve's proxy (plus the proxy's ASGI server and its own handle call)."""
+    import ray
+    from ray import serve
+
+    actor = ray.remote(num_cpus=0)(Echo).remote()
+    out = {"actor_call": call_latency(lambda: ray.get(actor.__call__.remote(BODY)))}
+    handle = serve.run(serve.deployment(Echo, num_replicas=1,
+                                        ray_actor_options={"num_cpus": 0.5}).bind(),
+                       name="echo", route_prefix="/echo")  # fmt: skip
+    out["serve_handle_call"] = call_latency(lambda: handle.remote(BODY).result())
+    session = requests.Session()
+    url = f"http://127.0.0.1:{port}/echo"
+    out["serve_http_via_proxy"] = call_latency(lambda: session.post(url, data=BODY))
+    serve.delete("echo")
+    ray.kill(actor)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 16, 64])
@@ -149,6 +190,8 @@ def main() -> None:
                 results[f"ray_serve_{replicas}_replicas"] = measure(
                     f"http://127.0.0.1:{port}/", args.levels, args.seconds, script.name
                 )
+                if replicas == 1:
+                    results["sequential_round_trips"] = breakdown(port)
                 serve.shutdown()
         finally:
             ray.shutdown()
