@@ -90,6 +90,9 @@ class DQNConfig(AgentConfig):
         "benchmarks/cnn_learner.py)",
     )
 
+    def split_batches(self, exp: Any) -> dict[str, int]:
+        return {"train.batch_size": exp.train.batch_size}
+
     @model_validator(mode="after")
     def _check(self) -> DQNConfig:
         if self.epsilon.end > self.epsilon.start:
@@ -121,6 +124,9 @@ class PPOConfig(AgentConfig):
     normalize_observations: bool = True
     log_std_init: float = Field(0.0, description="Box actions: initial log std")
 
+    def split_batches(self, exp: Any) -> dict[str, int]:
+        return rollout_minibatch(self.minibatch_size, exp)
+
 
 class ReinforceConfig(AgentConfig):
     """REINFORCE: discounted returns-to-go, normalised, times grad log pi; optionally
@@ -141,6 +147,9 @@ class ReinforceConfig(AgentConfig):
     normalize_observations: bool = True
     log_std_init: float = 0.0
 
+    def split_batches(self, exp: Any) -> dict[str, int]:
+        return rollout_minibatch(None, exp)  # one full-batch step (as_ppo)
+
     def as_ppo(self) -> PPOConfig:
         """The same update as one full-batch PPO step: at ratio 1 the clipped objective's
         gradient is exactly A * grad log pi, with lambda = 1 returns-to-go."""
@@ -154,3 +163,13 @@ class ReinforceConfig(AgentConfig):
             max_grad_norm=self.max_grad_norm, normalize_advantages=self.normalize_advantages,
             normalize_observations=self.normalize_observations, log_std_init=self.log_std_init,
         )  # fmt: skip
+
+
+def rollout_minibatch(minibatch_size: int | None, exp: Any) -> dict[str, int]:
+    """An on-policy minibatch: `minibatch_size` rows of the [T, N] rollout (all of it when
+    None or larger), named by the settings that make it."""
+    c = exp.collect
+    rollout = c.rollout_length * c.envs_per_actor * max(1, c.num_actors)
+    if minibatch_size is not None and minibatch_size < rollout:
+        return {"agent.minibatch_size": minibatch_size}
+    return {"collect.rollout_length x envs_per_actor x num_actors": rollout}

@@ -193,7 +193,7 @@ def _run_training(
     dashboard: bool,
 ) -> TrainSummary:
     from rlplat.cluster import start_cluster
-    from rlplat.learner import learner_placement
+    from rlplat.learner import check_split, learner_placement
     from rlplat.runs import training_lock
     from rlplat.train import Interrupted
     from rlplat.train import train as run_training
@@ -201,7 +201,8 @@ def _run_training(
     try:
         # Ray before the lock makes the run directory: a cluster that cannot be joined
         # leaves none behind.
-        learner_placement(cfg.learner)  # a learner.devices error leaves no run behind
+        # A learner.devices error, or a batch those devices cannot split, leaves no run.
+        check_split(cfg, learner_placement(cfg.learner))
         cluster = start_cluster(cfg, address, dashboard)
         try:
             with training_lock(target):  # held while training: `rlplat runs` says "running"

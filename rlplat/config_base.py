@@ -76,3 +76,8 @@ class AgentConfig(Strict):
     # The gymnasium action-space classes the algorithm can act in (checked before a run
     # starts, so a mismatch is a config error, not a failure after TensorFlow loaded).
     action_spaces: ClassVar[tuple[str, ...]] = ("Discrete", "Box")
+
+    def split_batches(self, exp: Any) -> dict[str, int]:
+        """The batches a mirrored learner splits across its devices, by the settings that
+        size them (`exp` is the ExperimentConfig): checked before a run starts."""
+        return {}

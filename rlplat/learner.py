@@ -27,7 +27,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from rlplat.config import LearnerConfig
+from rlplat.config import ExperimentConfig, LearnerConfig
 from rlplat.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,18 @@ def place_learner(requested: str, gpus: list[str]) -> Placement:
 def configure_tensorflow(cfg: LearnerConfig) -> Placement:
     """Thread count and GPU memory growth (both must precede TF's first op), then placement."""
     return with_precision(learner_placement(cfg), cfg)
+
+
+def check_split(exp: ExperimentConfig, placement: Placement) -> None:
+    """A mirrored learner splits each of the agent's batches evenly across its devices: a
+    batch that does not divide is a ConfigError naming the setting, before a run starts."""
+    n = len(placement.devices)
+    for key, size in exp.agent.split_batches(exp).items() if n > 1 else ():
+        if size % n:
+            raise ConfigError(
+                f"{key}: {size} does not split evenly across the learner's {n} devices "
+                "(learner.devices)"
+            )
 
 
 def learner_placement(cfg: LearnerConfig) -> Placement:

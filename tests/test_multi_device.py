@@ -208,3 +208,24 @@ def test_more_devices_than_the_machine_has_is_a_config_error(tmp_path: Path):
     errors = [line for line in done.stderr.splitlines() if "learner.devices: 64" in line]
     assert len(errors) == 1, done.stderr[-2000:]
     assert not run_dir.exists()
+
+
+def test_a_batch_the_devices_cannot_split_is_a_config_error_before_the_run():
+    from rlplat import config
+    from rlplat.learner import Placement, check_split
+
+    two = Placement("/CPU:0", "test", devices=("/CPU:0", "/CPU:1"))
+    dqn = config.parse(tiny_config(train={"batch_size": 63}))
+    with pytest.raises(ConfigError, match=r"^train.batch_size: 63 does not split evenly .* 2 "):
+        check_split(dqn, two)
+    check_split(dqn, Placement("/CPU:0", "one device"))  # one device splits nothing
+    ppo = tiny_config(collect={"rollout_length": 33, "envs_per_actor": 1})
+    ppo["agent"] = {"type": "ppo", "minibatch_size": 15}
+    ppo.pop("replay")
+    with pytest.raises(ConfigError, match=r"^agent.minibatch_size: 15 "):
+        check_split(config.parse(ppo), two)
+    ppo["agent"]["minibatch_size"] = None  # the whole rollout: 33 rows
+    with pytest.raises(ConfigError, match=r"^collect.rollout_length x envs_per_actor"):
+        check_split(config.parse(ppo), two)
+    ppo["collect"]["rollout_length"] = 32
+    check_split(config.parse(ppo), two)
