@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -154,9 +155,13 @@ def serve(
     if not base.is_dir():
         raise UserError(f"--model-base-path {model_base_path}: not a directory")
     config = str(Path(config_path).resolve()) if config_path else None
-    spec = ReplicaSpec(str(base), host, port, grpc_port, config, http)
+    spec = ReplicaSpec(str(base), host, port, grpc_port, config, http, os.nice(0))
     stop = threading.Event()
     _stop_on_signals(stop)
+    # Ray starts its workers at nice 15 (fine for batch work); a server must not yield to
+    # everything else on the node. A local Ray starts them un-niced; on a joined cluster
+    # the replica process raises its own priority where it may (rlplat/serving/replica.py).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     cluster.start(address, num_actors=replicas, what="--replicas")
     _stop_on_signals(stop)  # again: ray.init may have taken SIGTERM
     fleet, endpoint = Fleet(spec, token, replicas), None

@@ -53,6 +53,9 @@ def test_a_key_lands_on_the_same_arm_on_every_replica_and_api(fleet, models):
         np.testing.assert_allclose([p["q_values"] for p in r.json()["predictions"]],
                                    wants[version]["q_values"], rtol=1e-5)  # fmt: skip
     assert set(keyed.values()) == {1, 2}
+    for pid in fleet.replica_pids():  # not at Ray's worker niceness (15)
+        nice = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        assert nice == os.nice(0)
     text = fleet.metrics()  # both replicas answered some of them
     for replica in ("0", "1"):
         assert series(text, "rlplat_serving_requests_total", replica=replica, code="200") > 0
@@ -202,6 +205,9 @@ def test_on_a_two_node_cluster_both_nodes_serve(models, tmp_path):
         try:
             wait_for(lambda: proc.poll() is not None or "replica(s) on" in log.read_text())
             assert "2 replica(s) on 2 node(s)" in log.read_text(), log.read_text()[-3000:]
+            for pid in processes_with("rlplat.serving.replica", f'"port": {port}'):
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                assert int(stat[16]) == os.nice(0)  # raised from Ray's worker niceness
             for _ in range(40):  # a new connection each
                 r = requests.post(
                     f"http://127.0.0.1:{port}{PREDICT}",
