@@ -63,7 +63,7 @@ def _lean(port: int) -> None:
     import uvloop
 
     from rlplat.serving.http import serve_http
-    from rlplat.serving.server import bind
+    from rlplat.serving.ports import bind
 
     class App(Trivial):  # what serve_http calls: respond(), as RestApp has
         async def respond(self, method, path, headers, read_body):

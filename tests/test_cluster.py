@@ -238,3 +238,69 @@ def test_a_collector_that_cannot_start_names_the_exception_not_rays_header():
     )
     killed = ActorDiedError()  # SIGKILL, OOM, a lost node: Ray's own first line says it
     assert death_cause(killed) == str(killed).splitlines()[0]
+
+
+@pytest.mark.slow
+def test_tune_runs_its_trials_on_a_cluster_by_address(token_cluster: Cluster, tmp_path: Path):
+    """`rlplat tune --address`: two trials, one per node (1 CPU each), every trial a run
+    directory, and the winner written as best.yaml."""
+    data = tiny_config(eval={"every_env_steps": 400, "threshold": 0})
+    data["agent"]["lr_schedule"] = "constant"
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "space.yaml").write_text("agent.learning_rate: {grid: [1.0e-3, 3.0e-3]}\n")
+    out = subprocess.run(
+        [RLPLAT, "tune", "tiny.yaml", "--space", "space.yaml", "--scheduler", "none",
+         "--samples", "1", "--max-concurrent", "2", "--top-k", "1", "--held-out-seeds", "1",
+         "--address", token_cluster.address],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**token_cluster.env, "RAY_worker_niceness": "0"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (sweep,) = (tmp_path / "runs" / "tiny").glob("tune-*")
+    results = json.loads((sweep / "results.json").read_text())
+    assert len(results["trials"]) == 2, results
+    assert len(list(sweep.glob("*/summary.json"))) == 2  # each trial ran to its end
+    assert (sweep / "best.yaml").exists()
+
+
+@pytest.mark.slow
+def test_serve_ray_on_a_two_node_cluster_serves_from_both_nodes(
+    token_cluster: Cluster, tmp_path: Path
+):
+    """`rlplat serve --ray --address`: one replica per node, both serving (same host here),
+    each at the driver's priority (raised from Ray's worker niceness)."""
+    import requests
+    from serving.helpers import OBS, export_tiny, processes_with
+
+    models = tmp_path / "models"
+    export_tiny(models, "cartpole", seed=1)
+    port, mport = free_port(), free_port()
+    log = tmp_path / "fleet.log"
+    proc = subprocess.Popen(
+        [RLPLAT, "serve", "--ray", "--replicas", "2", "--address", token_cluster.address,
+         "--model-base-path", str(models), "--port", str(port), "--grpc-port", "0",
+         "--metrics-port", str(mport)],
+        stdout=subprocess.DEVNULL, stderr=log.open("w"), env=token_cluster.env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and "replica(s) on" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert "2 replica(s) on 2 node(s)" in log.read_text(), log.read_text()[-3000:]
+        for pid in processes_with("rlplat.serving.replica", f'"port": {port}'):
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            assert int(stat[16]) == os.nice(0)
+        body = json.dumps({"instances": OBS.tolist()})
+        for _ in range(40):  # a new connection each: the kernel spreads them
+            r = requests.post(f"http://127.0.0.1:{port}/v1/models/cartpole:predict",
+                              data=body, timeout=30)  # fmt: skip
+            assert r.status_code == 200
+        text = requests.get(f"http://127.0.0.1:{mport}/metrics", timeout=30).text
+        served = {line.split('node="')[1].split('"')[0] for line in text.splitlines()
+                  if line.startswith("rlplat_serving_requests_total{")
+                  and 'code="200"' in line and not line.endswith(" 0.0")}  # fmt: skip
+        assert len(served) == 2, text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]

@@ -215,7 +215,7 @@ def make_server(
 ) -> grpc.Server:
     """A started-on-demand gRPC server bound to `address` (raises if it cannot bind).
     Beyond `max_connections` gRPC itself refuses new connections; idle ones close.
-    `reuse_port`: share the port with the other replicas on this host (server.bind)."""
+    `reuse_port`: share the port with the other replicas on this host (ports.bind)."""
     handlers = Handlers(manager, metrics)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlplat-grpc"),

@@ -19,6 +19,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,7 @@ class Replica:
                 self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self._kill()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def _answers(self) -> bool:
         try:

@@ -148,6 +148,7 @@ def serve(
     end with it."""
     from rlplat import cluster
     from rlplat.serving import config as serving_config
+    from rlplat.serving import ports
     from rlplat.serving.fleet_metrics import MetricsEndpoint
 
     serving_config.load(config_path)  # a bad file fails here, in one line, not in replicas
@@ -156,6 +157,11 @@ def serve(
         raise UserError(f"--model-base-path {model_base_path}: not a directory")
     config = str(Path(config_path).resolve()) if config_path else None
     spec = ReplicaSpec(str(base), host, port, grpc_port, config, http, os.nice(0))
+    for taken in (port, grpc_port, metrics_port):
+        # Held by anything (a server, another fleet: replicas would share its traffic): one
+        # line now, before Ray starts. (Other nodes' ports are their replicas' to find.)
+        if taken:
+            ports.bind(host, taken).close()
     stop = threading.Event()
     _stop_on_signals(stop)
     # Ray starts its workers at nice 15 (fine for batch work); a server must not yield to
@@ -167,6 +173,8 @@ def serve(
     fleet, endpoint = Fleet(spec, token, replicas), None
     try:
         fleet.start(stop)
+        if stop.is_set():  # a signal while the replicas started
+            return
         endpoint = MetricsEndpoint(fleet, host, metrics_port, token)
         nodes = len({s["node"] for s in fleet.states if s})
         log.info("%d replica(s) on %d node(s): REST on http://%s:%d/v1/models/NAME, gRPC on %s, "

@@ -1,0 +1,38 @@
+"""Binding the server's ports (no TensorFlow here: `rlplat serve --ray` checks its ports with
+it before starting Ray)."""
+
+from __future__ import annotations
+
+import socket
+
+from rlplat.errors import UserError
+
+
+def hostport(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 address in brackets (as URLs and gRPC want it)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind(host: str, port: int, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """Bind before loading anything, so a busy port is one line, not a traceback.
+    `reuse_port`: share the port with the other replicas on this host (SO_REUSEPORT: the
+    kernel spreads new connections over the listening sockets); such a socket only takes
+    connections once it listens, so a replica listens after its models are loaded."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: {exc.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {hostport(host, port)}: {exc.strerror}") from None
+    if listen:
+        sock.listen(2048)
+    sock.setblocking(False)
+    return sock
