@@ -49,6 +49,7 @@ class Server:
     START_TIMEOUT = 120
 
     def __init__(self, base: Path, *args: str, env: dict | None = None) -> None:
+        self.env = env
         self.port, self.grpc_port = free_port(), free_port()
         self.log = base.parent / f"serve-{self.port}.log"
         self.proc = subprocess.Popen(
@@ -126,7 +127,10 @@ class RayServer(Server):
         return "replica(s) on" in self.log.read_text()
 
     def metrics(self) -> str:
-        return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=30).text
+        token = (self.env or {}).get("RLPLAT_SERVE_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return requests.get(url, timeout=30, headers=headers).text
 
     def replica_pids(self) -> list[int]:
         """The serving processes (children of the replica actors)."""

@@ -21,11 +21,14 @@ import numpy as np
 import pytest
 import requests
 from conftest import RLPLAT, free_port, processes_of, user_env
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.helpers import OBS, RayServer, reference, series
 
 pytestmark = pytest.mark.slow
 PREDICT = "/v1/models/cartpole:predict"
+TOKEN = "fleet-token-1"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +36,20 @@ def fleet(models, tmp_path_factory) -> RayServer:
     cfg = tmp_path_factory.mktemp("fleet") / "serving.yaml"
     cfg.write_text("models:\n  - name: cartpole\n    version_policy: {specific: [1, 2]}\n"
                    "    traffic: {1: 50, 2: 50}\n")  # fmt: skip
-    s = RayServer(models, "--config", str(cfg))
+    s = RayServer(models, "--config", str(cfg), env={**user_env(), "RLPLAT_SERVE_TOKEN": TOKEN})
     yield s
     s.stop()
 
 
 def test_a_key_lands_on_the_same_arm_on_every_replica_and_api(fleet, models):
     import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     wants = {v: reference(models / "cartpole" / str(v), OBS) for v in (1, 2)}
     keyed: dict[str, int] = {}
     for i in range(60):  # a new connection each: the kernel spreads them over the replicas
         r = requests.post(fleet.base + PREDICT, data=json.dumps({"instances": OBS.tolist()}),
-                          headers={"X-Rlplat-Route": f"ep-{i % 20}"}, timeout=30)  # fmt: skip
+                          headers={"X-Rlplat-Route": f"ep-{i % 20}", **AUTH},
+                          timeout=30)  # fmt: skip
         assert r.status_code == 200, r.text
         version = int(r.headers["X-Rlplat-Version"])
         assert keyed.setdefault(f"ep-{i % 20}", version) == version
@@ -66,8 +69,28 @@ def test_a_key_lands_on_the_same_arm_on_every_replica_and_api(fleet, models):
     req.model_spec.name = "cartpole"
     req.inputs["observations"].CopyFrom(tf.make_tensor_proto(OBS))
     for key, version in list(keyed.items())[:10]:
-        resp = stub.Predict(req, timeout=30, metadata=[("x-rlplat-route", key)])
+        resp = stub.Predict(
+            req,
+            timeout=30,
+            metadata=[("x-rlplat-route", key), ("authorization", AUTH["Authorization"])],
+        )
         assert resp.model_spec.version.value == version
+
+
+def test_every_replica_and_the_metrics_endpoint_require_the_token(fleet):
+    for _ in range(10):  # a new connection each: both replicas
+        r = requests.post(fleet.base + PREDICT, data=json.dumps({"instances": OBS.tolist()}),
+                          timeout=30)  # fmt: skip
+        assert r.status_code == 401
+    url = f"http://127.0.0.1:{fleet.metrics_port}/metrics"
+    assert requests.get(url, timeout=30).status_code == 401
+    assert requests.get(url, timeout=30, headers=AUTH).status_code == 200
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(f"127.0.0.1:{fleet.grpc_port}")
+    )
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(predict_pb2.PredictRequest(), timeout=30)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 class Load(threading.Thread):
@@ -90,6 +113,7 @@ class Load(threading.Thread):
 
     def _client(self) -> None:
         session, body = requests.Session(), json.dumps({"instances": OBS.tolist()})
+        session.headers.update(AUTH)
         while not self.stop.is_set():
             try:
                 r = session.post(self.base + PREDICT, data=body, timeout=30)
@@ -104,6 +128,7 @@ class Load(threading.Thread):
                     self.failures.append(repr(r)[:200])
             if not good:
                 session = requests.Session()  # a new connection: to a live replica
+                session.headers.update(AUTH)
 
     def counts(self) -> tuple[int, int]:
         with self._lock:
