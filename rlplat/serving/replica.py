@@ -127,6 +127,7 @@ class Replica:
             try:
                 self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
+                log.warning("replica %d did not stop within 10 s of SIGINT: killed", self.index)
                 self._kill()
         shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -200,6 +201,9 @@ def _unnice(niceness: int) -> None:
 
 
 def main() -> None:
+    # A process inherits its starter's blocked signals, and Ray's worker threads block
+    # SIGINT: unblocked, or the supervisor's SIGINT (drain and exit) would never arrive.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     _die_with_parent()
     import rlplat  # noqa: F401  (TF_USE_LEGACY_KERAS etc. before TensorFlow)
     from rlplat.errors import UserError

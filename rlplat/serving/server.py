@@ -144,7 +144,14 @@ async def _front_ends(
         fronts.append(serve_http(app, admin, stop, limits))
         _write_ready(replica.ready_file, admin.getsockname()[1])
     if http == "uvicorn":  # (uvicorn takes the signals itself; its end ends the rest)
-        await asyncio.gather(_uvicorn(app, limits).serve(sockets=[sock]), *fronts)
+
+        async def uvicorn_then_stop() -> None:
+            try:
+                await _uvicorn(app, limits).serve(sockets=[sock])
+            finally:
+                stop.set()
+
+        await asyncio.gather(uvicorn_then_stop(), *fronts)
         return
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
