@@ -33,6 +33,8 @@ FEED_BYTES = 16 * 1024  # parsed per step (see HttpProtocol._feed)
 # a reset, which can destroy the answer before the client has read it.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
+DRAIN_SECONDS = 5.0  # on stop: how long answers in progress may take before their close
+IDLE_GRACE_SECONDS = 1.0  # on stop: how long an idle keep-alive connection may still ask
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -63,6 +65,7 @@ class Connections:
         self.limit, self.metrics = limit, metrics
         self.open: set[HttpProtocol] = set()
         self.idle: dict[HttpProtocol, None] = {}  # insertion order: the oldest idle first
+        self.draining = False  # stopping: answer what was asked, then close
 
     def admit(self, conn: HttpProtocol) -> bool:
         if len(self.open) >= self.limit:
@@ -341,7 +344,8 @@ class HttpProtocol(asyncio.Protocol):
                 )
             if self._closing():
                 return
-            close = not request.keep_alive
+            # Stopping: the last answer this connection owes says `Connection: close`.
+            close = not request.keep_alive or (self.connections.draining and not self.pending)
             head = _head(status, headers, len(body), close)
             self.transport.write(head if request.method == "HEAD" else head + body)
             if close:
@@ -415,6 +419,26 @@ async def serve_http(app: RestApp, sock, stop: asyncio.Event, limits: Limits = L
     try:
         await stop.wait()
     finally:
-        server.close()
-        for conn in list(connections.open):
-            conn.close()
+        await _drain(server, sock, connections)
+
+
+async def _drain(server: asyncio.AbstractServer, sock, connections: Connections) -> None:
+    """Stop listening; every connection's next answer says `Connection: close` and closes
+    it. A keep-alive client that sends within IDLE_GRACE_SECONDS gets that answer instead
+    of a connection closed under its request (the race a rolling restart would otherwise
+    lose a request to); idle ones are then closed, busy ones after DRAIN_SECONDS. The
+    socket is closed here, first: under SO_REUSEPORT (rlplat serve --ray) a listener left
+    open but no longer accepted from would take, and then reset, its share of connections."""
+    server.close()
+    sock.close()
+    connections.draining = True
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while connections.open and loop.time() < start + DRAIN_SECONDS:
+        if loop.time() > start + IDLE_GRACE_SECONDS:
+            for conn in list(connections.open):
+                if not conn.busy:
+                    conn.close()
+        await asyncio.sleep(0.01)
+    for conn in list(connections.open):
+        conn.close()

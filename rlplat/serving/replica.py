@@ -120,8 +120,19 @@ class Replica:
         assert self._proc is not None
         return self._proc.pid
 
+    def roll(self) -> dict:
+        """A new serving process in place of this one (a rolling restart: the driver rolls
+        one replica at a time, so the node's others serve meanwhile); settings read only at
+        start (batching, limits) and new code take effect."""
+        self._drain()
+        return self.start()
+
     def stop(self) -> None:
-        """SIGINT (the server drains and exits 0), then SIGKILL after 10 s."""
+        self._drain()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _drain(self) -> None:
+        """SIGINT (the server answers what it holds, then exits 0), SIGKILL after 10 s."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGINT)
             try:
@@ -129,7 +140,6 @@ class Replica:
             except subprocess.TimeoutExpired:
                 log.warning("replica %d did not stop within 10 s of SIGINT: killed", self.index)
                 self._kill()
-        shutil.rmtree(self._dir, ignore_errors=True)
 
     def _answers(self) -> bool:
         try:

@@ -8,7 +8,8 @@ traffic, auth, limits); across nodes, a load balancer or DNS spreads clients ove
 nodes (README "Serving on several cores or nodes"). This process (the driver) places the
 replicas one per CPU slot, SPREAD over the nodes, checks them every second, replaces an
 actor that died, and serves every replica's metrics, labelled by replica, on
---metrics-port. SIGINT or SIGTERM stop every replica (each drains, then exits) and Ray.
+--metrics-port. SIGINT or SIGTERM stop every replica (each drains, then exits) and Ray;
+SIGHUP restarts the replicas one at a time (a rolling restart).
 
 Why not Ray Serve, as before: with no model at all, Ray Serve's proxy and handle call cost
 more per request than rlplat's whole request path (benchmarks/serve_ray_overhead.py).
@@ -45,6 +46,7 @@ class Fleet:
         self.spec, self.token, self.size = spec, token, replicas
         self.actors: list[Any] = [None] * replicas
         self.states: list[dict | None] = [None] * replicas
+        self.roll_requested = threading.Event()  # SIGHUP: a rolling restart
         self._lock = threading.Lock()
 
     def start(self, stop: threading.Event) -> None:
@@ -76,6 +78,11 @@ class Fleet:
 
         pending: dict[int, Any] = {}
         while not stop.wait(CHECK_EVERY_S):
+            # A roll waits for every replica to serve: rolling one while another is still
+            # starting (replaced, or restarting) would leave the port without a listener.
+            if self.roll_requested.is_set() and all(self.states):
+                self.roll_requested.clear()
+                self._roll(stop)
             for i, actor in enumerate(self.actors):
                 pending.setdefault(i, actor.check.remote())
             done, _ = ray.wait(list(pending.values()), num_returns=len(pending), timeout=0.5)
@@ -90,6 +97,23 @@ class Fleet:
                     pending[i] = self._replace(i)
                 except ray.exceptions.RayTaskError as exc:  # its process could not restart
                     log.warning("replica %d: %s (retrying)", i, _cause(exc))
+
+    def _roll(self, stop: threading.Event) -> None:
+        """Restart every replica's serving process, one at a time (SIGHUP)."""
+        import ray
+
+        for i, actor in enumerate(self.actors):
+            if stop.is_set():
+                return
+            log.info("replica %d: rolling restart", i)
+            others = [a.check.remote() for j, a in enumerate(self.actors) if j != i]
+            try:
+                # The others serve first (a check returns once a restart it began is done).
+                ray.get(others, timeout=START_TIMEOUT_S)
+                self.states[i] = ray.get(actor.roll.remote(), timeout=START_TIMEOUT_S)
+            except (ray.exceptions.RayError, TimeoutError) as exc:
+                log.warning("replica %d: %s (the checks take it from here)", i, _cause(exc))
+        log.info("rolling restart done: %d replica(s)", len(self.actors))
 
     def _replace(self, i: int) -> Any:
         """A new actor for replica i; the ref of its start (checked as a check's is)."""
@@ -171,6 +195,7 @@ def serve(
     cluster.start(address, num_actors=replicas, what="--replicas")
     _stop_on_signals(stop)  # again: ray.init may have taken SIGTERM
     fleet, endpoint = Fleet(spec, token, replicas), None
+    signal.signal(signal.SIGHUP, lambda *_: fleet.roll_requested.set())
     try:
         fleet.start(stop)
         if stop.is_set():  # a signal while the replicas started

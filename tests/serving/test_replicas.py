@@ -185,6 +185,26 @@ def test_a_killed_replica_actor_is_replaced_and_its_process_goes_with_it(fleet):
     assert "its actor died" in fleet.log.read_text()
 
 
+def test_sighup_rolls_the_replicas_one_at_a_time_under_load(fleet):
+    before = set(fleet.replica_pids())
+    load = Load(fleet.base)
+    load.start()
+    try:
+        wait_for(lambda: load.counts()[0] > 200)
+        fleet.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "rolling restart done" in fleet.log.read_text())
+        after = load.counts()[0]
+        wait_for(lambda: load.counts()[0] > after + 200)
+    finally:
+        load.stop.set()
+        load.join(timeout=60)
+    now = set(fleet.replica_pids())
+    assert len(now) == 2 and not now & before  # both replaced
+    # A draining server answers what it holds and closes its idle keep-alive connections:
+    # a client's next request on one fails, at most once per connection.
+    assert load.failed <= load.clients, load.failures
+
+
 def test_sigterm_stops_every_process_quietly(fleet):
     time.sleep(1.0)  # (let the log settle: what follows SIGTERM is what is judged)
     before = len(fleet.log.read_text())
