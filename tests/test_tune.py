@@ -45,9 +45,9 @@ def _results(sweep: Path, tuner: str = "ray") -> dict[str, list[dict]]:
 
 
 def _sweep_env() -> dict[str, str]:
-    """A user's environment, with the sweep's Ray workers (its trials) un-niced: Ray starts
-    them at nice 15, so beside nice-0 work on a busy 2-core CI machine they starve and a
-    sweep of a few seconds runs past its timeout."""
+    """A user's environment, with the sweep's Ray workers (its trials) at the test's own
+    priority: Ray adds 15 to their niceness (RAY_worker_niceness), so beside nice-0 work on
+    a busy 2-core CI machine they starve and a sweep of seconds runs past its timeout."""
     return {**user_env(), "RAY_worker_niceness": "0"}
 
 
