@@ -44,6 +44,13 @@ def _results(sweep: Path, tuner: str = "ray") -> dict[str, list[dict]]:
     return out
 
 
+def _sweep_env() -> dict[str, str]:
+    """A user's environment, with the sweep's Ray workers (its trials) at the test's own
+    priority: Ray adds 15 to their niceness (RAY_worker_niceness), so beside nice-0 work on
+    a busy 2-core CI machine they starve and a sweep of seconds runs past its timeout."""
+    return {**user_env(), "RAY_worker_niceness": "0"}
+
+
 def test_held_out_seeds_skip_used_ones():
     assert held_out_seeds(3, {0, 2}) == [1, 3, 4]
 
@@ -89,7 +96,9 @@ def test_a_sweep_whose_every_trial_fails_says_why(tmp_path):
     exp = _experiment(tmp_path)
     # the schema takes any id; the trial's environment then cannot be made
     space = _space(tmp_path, "env.id: {choice: [NoSuchEnv-v0]}\n")
-    out = run_cli("tune", str(exp), "--space", str(space), "--samples", "1", cwd=tmp_path)
+    out = run_cli(
+        "tune", str(exp), "--space", str(space), "--samples", "1", cwd=tmp_path, env=_sweep_env()
+    )
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     (line,) = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert "every trial failed" in line and "error.txt" in line
@@ -111,7 +120,7 @@ def asha_sweep(tmp_path_factory):
     out = run_cli(
         "tune", str(exp), "--space", str(space), "--samples", "1", "--max-concurrent", "1",
         "--metric", "env_steps_to_threshold", "--top-k", "1", "--held-out-seeds", "1",
-        cwd=tmp, timeout=600,
+        cwd=tmp, timeout=600, env=_sweep_env(),
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return tmp, _sweep_dir(tmp)
@@ -181,7 +190,7 @@ def test_pbt_mutation_is_used_after_restore(tmp_path):
     out = run_cli(
         "tune", str(exp), "--space", str(space), "--samples", "1", "--scheduler", "pbt",
         "--metric", "env_steps_to_threshold", "--held-out-seeds", "0", cwd=tmp_path,
-        timeout=600,  # trials are Ray workers (niced): slow on a busy machine
+        timeout=600, env=_sweep_env(),
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     sweep = _sweep_dir(tmp_path)
@@ -205,7 +214,7 @@ def test_resume_after_ctrl_c_skips_finished_trials(tmp_path):
     args = ["tune", str(exp), "--space", str(space), "--samples", "1", "--scheduler", "none",
             "--max-concurrent", "1", "--held-out-seeds", "0"]  # fmt: skip
     proc = subprocess.Popen(
-        [RLPLAT, *args], cwd=tmp_path, env=user_env(), text=True,
+        [RLPLAT, *args], cwd=tmp_path, env=_sweep_env(), text=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -222,7 +231,7 @@ def test_resume_after_ctrl_c_skips_finished_trials(tmp_path):
     sweep = _sweep_dir(tmp_path)
     (short,) = [p for p in sweep.glob("trial-*") if (p / "summary.json").is_file()]
     finished_at = (short / "summary.json").stat().st_mtime_ns
-    out = run_cli(*args, "--resume", cwd=tmp_path)
+    out = run_cli(*args, "--resume", cwd=tmp_path, env=_sweep_env())
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert (short / "summary.json").stat().st_mtime_ns == finished_at  # not rerun
     assert "resumes" not in json.loads((short / "run.json").read_text())
