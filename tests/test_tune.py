@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RLPLAT, run_cli, tiny_config, user_env
+from conftest import RLPLAT, processes_of, run_cli, tiny_config, user_env
 
 from rlplat.tune import held_out_seeds
 
@@ -207,7 +207,8 @@ def test_pbt_mutation_is_used_after_restore(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_ctrl_c_skips_finished_trials(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill -9"])
+def test_resume_after_ctrl_c_or_a_kill_skips_finished_trials(tmp_path, signum):
     exp = _experiment(tmp_path)
     # one at a time: a short trial that finishes, then a long one that is interrupted
     space = _space(tmp_path, "train.env_steps: {grid: [1200, 10000]}\n")
@@ -219,15 +220,25 @@ def test_resume_after_ctrl_c_skips_finished_trials(tmp_path):
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not _long_trial_checkpointed(tmp_path):
+        # A kill gives Ray Tune no chance to save the sweep's state: it is saved as the
+        # sweep goes, so a kill waits for a few more of the long trial's reports.
+        reports = 2 if signum == signal.SIGINT else 4
+        while time.monotonic() < deadline and not _long_trial_checkpointed(tmp_path, reports):
             assert proc.poll() is None, proc.stderr.read()[-3000:]
             time.sleep(1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err[-3000:]
-    assert "--resume" in err
+    if signum == signal.SIGINT:
+        assert proc.returncode == 130, err[-3000:]
+        assert "--resume" in err
+    else:  # the sweep's own Ray dies with it
+        assert proc.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 60
+        while processes_of(f"_{proc.pid}/") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not processes_of(f"_{proc.pid}/")
     sweep = _sweep_dir(tmp_path)
     (short,) = [p for p in sweep.glob("trial-*") if (p / "summary.json").is_file()]
     finished_at = (short / "summary.json").stat().st_mtime_ns
@@ -241,11 +252,11 @@ def test_resume_after_ctrl_c_skips_finished_trials(tmp_path):
     assert json.loads((long / "run.json").read_text())["resumes"]  # continued, not restarted
 
 
-def _long_trial_checkpointed(tmp_path: Path) -> bool:
-    """The long trial has reported at least one checkpoint to Ray Tune: its second rlplat
-    checkpoint exists, so the report that followed the first is done (a busy machine can
-    leave the first file written but not yet reported)."""
+def _long_trial_checkpointed(tmp_path: Path, n: int = 2) -> bool:
+    """The long trial has reported at least n - 1 checkpoints to Ray Tune: its n-th rlplat
+    checkpoint exists, so the report that followed the one before is done (a busy machine
+    can leave a file written but not yet reported)."""
     for config in (tmp_path / "runs").glob("tiny/tune-*/trial-*/config.yaml"):
         if yaml.safe_load(config.read_text())["train"]["env_steps"] == 10000:
-            return len(list((config.parent / "checkpoints").glob("ckpt-*"))) >= 2
+            return len(list((config.parent / "checkpoints").glob("ckpt-*"))) >= n
     return False
