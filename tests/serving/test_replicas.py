@@ -37,6 +37,7 @@ def fleet(models, tmp_path_factory) -> RayServer:
     cfg.write_text("models:\n  - name: cartpole\n    version_policy: {specific: [1, 2]}\n"
                    "    traffic: {1: 50, 2: 50}\n")  # fmt: skip
     s = RayServer(models, "--config", str(cfg), env={**user_env(), "RLPLAT_SERVE_TOKEN": TOKEN})
+    s.config = cfg
     yield s
     s.stop()
 
@@ -75,6 +76,31 @@ def test_a_key_lands_on_the_same_arm_on_every_replica_and_api(fleet, models):
             metadata=[("x-rlplat-route", key), ("authorization", AUTH["Authorization"])],
         )
         assert resp.model_spec.version.value == version
+
+
+def test_an_edited_config_reaches_every_replica(fleet):
+    """A rollback by edit (traffic all to version 1) is served by both replicas within a
+    poll or so, then the split comes back."""
+    body = json.dumps({"instances": OBS.tolist()})
+
+    def versions() -> set[int]:
+        seen = set()
+        for i in range(24):  # a new connection each: both replicas
+            r = requests.post(fleet.base + PREDICT, data=body, timeout=30,
+                              headers={"X-Rlplat-Route": f"ep-{i}", **AUTH})  # fmt: skip
+            assert r.status_code == 200
+            seen.add(int(r.headers["X-Rlplat-Version"]))
+        return seen
+
+    original = fleet.config.read_text()
+    fleet.config.write_text(original.replace("traffic: {1: 50, 2: 50}", "traffic: {1: 100}"))
+    try:
+        wait_for(lambda: versions() == {1}, timeout=60)
+        for _ in range(3):  # and it stays so, whichever replica answers
+            assert versions() == {1}
+    finally:
+        fleet.config.write_text(original)
+    wait_for(lambda: versions() == {1, 2}, timeout=60)
 
 
 def test_every_replica_and_the_metrics_endpoint_require_the_token(fleet):
