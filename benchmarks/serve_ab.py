@@ -77,6 +77,17 @@ def shadow_figures(url: str) -> dict:
     return out
 
 
+def batch_totals(url: str) -> tuple[float, float]:
+    """Rows and session calls so far, over every version (the batch-size histogram)."""
+    rows = calls = 0.0
+    for line in requests.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("rlplat_serving_batch_size_sum{"):
+            rows += float(line.split()[-1])
+        elif line.startswith("rlplat_serving_batch_size_count{"):
+            calls += float(line.split()[-1])
+    return rows, calls
+
+
 def route_to(url: str, cfg: Path, model: str, routing: str, obs: np.ndarray) -> None:
     """Rewrite serving.yaml for `routing` (atomically: the server never reads half a file)
     and return once answers show it: the right arms, and for the shadow, copies counted."""
@@ -129,7 +140,10 @@ def main() -> None:
                         route_to(url, cfg, args.model, n, obs)
                         seconds = args.seconds if r else args.warmup_seconds
                         paths = client_paths if n == "client_split" else path
+                        before = batch_totals(url)
                         result = uvloop.run(load(port, paths, c, seconds, obs, keyed=True))
+                        rows, calls = np.subtract(batch_totals(url), before)
+                        result["rows_per_call"] = round(rows / max(calls, 1), 2)
                         if r:
                             rounds[n, c].append(result)
             shadow = shadow_figures(url)  # only the shadow routing makes copies
@@ -152,8 +166,10 @@ def report(args, version_dir: Path, levels: dict, shadow: dict, load_before) -> 
                 for r, b in zip(levels[n][i]["rounds"], base["rounds"], strict=True)
             ]
     for lv in levels.values():
-        for level in lv:
-            level.pop("rounds")
+        for level in lv:  # the shadow's calls count too: rows per call of both versions
+            level["rows_per_session_call"] = round(
+                float(np.mean([r["rows_per_call"] for r in level.pop("rounds")])), 2
+            )
     split_cost = max(1 - ratios[f"split_50_50_vs_no_split_rps_c{c}"] for c in args.concurrency)
     routing_cost = max(
         1 - ratios[f"split_one_version_vs_no_split_rps_c{c}"] for c in args.concurrency
