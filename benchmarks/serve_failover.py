@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 
 import requests
-from _server import RLPLAT, latest_version
-from serve_scale import free_port
+from _server import RLPLAT, free_port, latest_version
 
 EVENTS = ("rolling_restart", "actor_killed", "server_killed")
 

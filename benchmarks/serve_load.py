@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +221,15 @@ async def load(
     return out
 
 
+@contextlib.contextmanager
+def wrk_script() -> Iterator[str]:
+    """WRK_SCRIPT in a temporary .lua file, for wrk_round."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT)
+        script.flush()
+        yield script.name
+
+
 def wrk_round(wrk: str, script: str, url: str, concurrency: int, seconds: float,
               body: bytes) -> dict:  # fmt: skip
     """One wrk run (one thread, `concurrency` keep-alive connections): the round's figures."""
@@ -374,9 +384,7 @@ def main() -> None:
             with _pythonpath(args.baseline):
                 url = stack.enter_context(running_server(args.model_base_path, args.model, *extra))
             ports["baseline"] = int(url.rsplit(":", 1)[1])
-        script = stack.enter_context(tempfile.NamedTemporaryFile("w", suffix=".lua"))
-        script.write(WRK_SCRIPT)
-        script.flush()
+        script = stack.enter_context(wrk_script())
         in_proc = in_process_us(version_dir, obs[:, None], 2000)
         for port in ports.values():
             for c in args.concurrency:
@@ -396,7 +404,7 @@ def main() -> None:
                     if wrk:
                         url = f"http://127.0.0.1:{port}{path}"
                         wrk_rounds[http, c].append(
-                            wrk_round(wrk, script.name, url, c, args.seconds, wrk_body)
+                            wrk_round(wrk, script, url, c, args.seconds, wrk_body)
                         )
     by_http = {h: [summarize(c, rounds[h, c]) for c in args.concurrency] for h in ports}
     by_big = {h: summarize_big(big_rounds[h]) if args.big_body else None for h in ports}

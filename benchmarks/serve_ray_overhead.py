@@ -23,12 +23,11 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
-import tempfile
 import time
 
 import requests
-from serve_load import WRK_SCRIPT, wrk_round
+from _server import free_port
+from serve_load import wrk_round, wrk_script
 
 import rlplat  # noqa: F401  (environment set-up before Ray)
 
@@ -49,12 +48,6 @@ class Trivial:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(ANSWER)).encode())]})  # fmt: skip
         await send({"type": "http.response.body", "body": ANSWER})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _lean(port: int) -> None:
@@ -164,16 +157,14 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("error: wrk is not on the PATH (apt install wrk)")
     results = {}
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(WRK_SCRIPT)
-        script.flush()
+    with wrk_script() as script:
         port = free_port()
         proc = multiprocessing.get_context("spawn").Process(target=_lean, args=(port,))
         proc.start()
         try:
             wait_up(f"http://127.0.0.1:{port}/")
             results["rlplat_http_1_process"] = measure(
-                f"http://127.0.0.1:{port}/", args.levels, args.seconds, script.name
+                f"http://127.0.0.1:{port}/", args.levels, args.seconds, script
             )
         finally:
             proc.terminate()
@@ -188,7 +179,7 @@ def main() -> None:
                 ray_serve(replicas, port)
                 wait_up(f"http://127.0.0.1:{port}/")
                 results[f"ray_serve_{replicas}_replicas"] = measure(
-                    f"http://127.0.0.1:{port}/", args.levels, args.seconds, script.name
+                    f"http://127.0.0.1:{port}/", args.levels, args.seconds, script
                 )
                 if replicas == 1:
                     results["sequential_round_trips"] = breakdown(port)

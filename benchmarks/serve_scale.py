@@ -15,70 +15,19 @@ servers share the cores: absolute figures do not travel, the ratios are the resu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import requests
-from _server import RLPLAT, latest_version
-from serve_load import WRK_SCRIPT, summarize_wrk, wrk_round
+from _server import free_port, latest_version, running_server
+from serve_load import summarize_wrk, wrk_round, wrk_script
 
 SERVERS = {"one_process": [], "ray_1_replica": ["--ray", "--replicas", "1"],
            "ray_2_replicas": ["--ray", "--replicas", "2"]}  # fmt: skip
 TARGETS = {"c64_rps_ratio_min": 0.8, "c1_p50_ratio_max": 2.0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def server(base: Path, model: str, extra: list[str]) -> Iterator[int]:
-    """The server up (every replica serving), its REST port; SIGTERM at the end."""
-    port = free_port()
-    cmd = [RLPLAT, "serve", "--model-base-path", str(base), "--port", str(port),
-           "--grpc-port", "0", *extra]  # fmt: skip
-    if "--ray" in extra:
-        cmd += ["--metrics-port", str(free_port())]
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(cmd, stderr=log, stdout=subprocess.DEVNULL, text=True,
-                                start_new_session=True)  # fmt: skip
-        try:
-            _wait(proc, log, port, model, "--ray" in extra)
-            yield port
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=120)
-
-
-def _wait(proc: subprocess.Popen, log, port: int, model: str, fleet: bool) -> None:
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        log.seek(0)
-        up = "replica(s) on" in log.read() if fleet else _answers(port, model)
-        if up:
-            return
-        time.sleep(0.2)
-    log.seek(0)
-    sys.exit(f"error: the server did not serve {model}: {log.read()[-2000:]}")
-
-
-def _answers(port: int, model: str) -> bool:
-    with contextlib.suppress(requests.RequestException):
-        return requests.get(f"http://127.0.0.1:{port}/v1/models/{model}", timeout=1).ok
-    return False
 
 
 def main() -> None:
@@ -95,16 +44,19 @@ def main() -> None:
     body = json.dumps({"instances": obs.astype(np.float32).tolist()}).encode()
     load_before = os.getloadavg()
     rounds: dict[tuple[str, int], list[dict]] = {(n, c): [] for n in SERVERS for c in args.levels}
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(WRK_SCRIPT)
-        script.flush()
+    with wrk_script() as script:
         for _ in range(args.passes):
             for name, extra in SERVERS.items():
-                with server(args.model_base_path, args.model, extra) as port:
-                    url = f"http://127.0.0.1:{port}/v1/models/{args.model}:predict"
+                fleet = "--ray" in extra
+                with running_server(
+                    args.model_base_path, args.model, *extra,
+                    *(["--metrics-port", str(free_port())] if fleet else []),
+                    ready_text="replica(s) on" if fleet else None,
+                ) as base:  # fmt: skip
+                    url = f"{base}/v1/models/{args.model}:predict"
                     for c in args.levels:
-                        wrk_round(wrk, script.name, url, c, 1, body)  # warm-up
-                        rounds[name, c].append(wrk_round(wrk, script.name, url, c,
+                        wrk_round(wrk, script, url, c, 1, body)  # warm-up
+                        rounds[name, c].append(wrk_round(wrk, script, url, c,
                                                          args.seconds, body))  # fmt: skip
     levels = {n: [summarize_wrk(c, rounds[n, c]) for c in args.levels] for n in SERVERS}
     print(json.dumps(report(args, levels, load_before)))

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from rlplat.errors import UserError
 from rlplat.serving.auth import bearer_matches
 
 PATHS = ("/metrics", "/monitoring/prometheus/metrics")
@@ -72,8 +73,6 @@ class MetricsEndpoint:
         try:
             self._server = http.server.ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
-            from rlplat.errors import UserError
-
             raise UserError(f"--metrics-port {port}: cannot listen: {exc.strerror}") from None
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]

@@ -116,10 +116,6 @@ class Replica:
             return self._get("/metrics").decode()
         return ""
 
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
     def roll(self) -> dict:
         """A new serving process in place of this one (a rolling restart: the driver rolls
         one replica at a time, so the node's others serve meanwhile); settings read only at

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from rlplat.errors import UserError
+from rlplat.serving import replica
 from rlplat.serving.replica import Replica, ReplicaSpec
 
 log = logging.getLogger("rlplat.serve")
 CHECK_EVERY_S = 1.0
-START_TIMEOUT_S = 360.0
+START_TIMEOUT_S = replica.START_TIMEOUT_S + 60  # its server's start, and the actor's own
 
 
 class Fleet:
