@@ -14,7 +14,12 @@ all versions stay loaded) and a round starts once the server answers with the ne
 The arms are copies of the model's latest version (versions 1, 2 and 3; 3 is the shadow, so
 every request is mirrored): the figure is the routing's and the mirror's cost, not a
 difference between policies. Every request carries its own routing key (X-Rlplat-Route),
-as `rlplat play` sends one per episode. The load generator is benchmarks/serve_load.py's.
+as `rlplat play` sends one per episode (a fresh key per request is the costlier case: every
+key is hashed once). The load generator is wrk (C, one thread; the Python client of
+benchmarks/serve_load.py with `--client python` or without wrk on the PATH): a Python client
+takes a core's worth of this machine's two from the server and varies more.
+Besides throughput, each round records the server's CPU time per request (/proc): a ratio of
+those is the routing's cost to the server whatever share of the cores the client took.
 The shadow's figures (copies run, dropped when it fell behind, its latency) come from the
 server's /metrics. The machine's load average is recorded: the ratios compare routings
 under the same load, absolute figures do not travel.
@@ -34,10 +39,26 @@ from pathlib import Path
 import numpy as np
 import requests
 import uvloop
-from _server import latest_version, running_server
-from serve_load import load, summarize
+from _server import latest_version, running_server_process
+from serve_load import WRK_SCRIPT, load, summarize, summarize_wrk, wrk_round
 
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
+
+# wrk with a fresh routing key per request, and a client-side split over RLPLAT_WRK_PATHS
+# (comma-separated; request i goes to path i mod their number), as serve_load's Python client.
+WRK_KEYED = (
+    WRK_SCRIPT
+    + """
+local paths = {}
+for p in string.gmatch(os.getenv("RLPLAT_WRK_PATHS"), "[^,]+") do paths[#paths + 1] = p end
+local n = 0
+function request()
+  n = n + 1
+  wrk.headers["X-Rlplat-Route"] = "episode-" .. n
+  return wrk.format(nil, paths[n % #paths + 1])
+end
+"""
+)
 
 TARGET_SPLIT_COST = 0.05  # the issue's bar: a split costs at most 5% of throughput
 
@@ -88,6 +109,13 @@ def batch_totals(url: str) -> tuple[float, float]:
     return rows, calls
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time so far (Linux /proc): a server's cost per request
+    that does not depend on how the machine shares its cores with the load generator."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def route_to(url: str, cfg: Path, model: str, routing: str, obs: np.ndarray) -> None:
     """Rewrite serving.yaml for `routing` (atomically: the server never reads half a file)
     and return once answers show it: the right arms, and for the shadow, copies counted."""
@@ -118,6 +146,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0, help="per round")
     ap.add_argument("--rounds", type=int, default=4, help="rounds per routing and level")
     ap.add_argument("--warmup-seconds", type=float, default=1.0)
+    ap.add_argument(
+        "--client",
+        choices=["wrk", "python"],
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator: wrk (C; the default when on the PATH) or serve_load's Python one",
+    )
     args = ap.parse_args()
 
     version_dir, meta = latest_version(args.model_base_path, args.model)
@@ -132,23 +166,57 @@ def main() -> None:
         base, cfg = Path(tmp) / "models", Path(tmp) / "serving.yaml"
         copies(version_dir, args.model, base)
         cfg.write_text(ENTRY.format(model=args.model))
-        with running_server(base, args.model, "--config", str(cfg)) as url:
-            port = int(url.rsplit(":", 1)[1])
+        with running_server_process(base, args.model, "--config", str(cfg)) as (url, server):
             for r in range(args.rounds + 1):  # round 0 warms every routing up, unrecorded
                 for c in args.concurrency:
                     for n in names[r % len(names) :] + names[: r % len(names)]:  # rotated
                         route_to(url, cfg, args.model, n, obs)
                         seconds = args.seconds if r else args.warmup_seconds
                         paths = client_paths if n == "client_split" else path
-                        before = batch_totals(url)
-                        result = uvloop.run(load(port, paths, c, seconds, obs, keyed=True))
+                        before, cpu = batch_totals(url), cpu_seconds(server.pid)
+                        result = one_round(args.client, url, paths, c, seconds, obs)
+                        cpu = cpu_seconds(server.pid) - cpu
                         rows, calls = np.subtract(batch_totals(url), before)
                         result["rows_per_call"] = round(rows / max(calls, 1), 2)
+                        result["server_cpu_us_per_request"] = round(
+                            1e6 * cpu / max(result["requests_per_s"] * result["seconds"], 1), 2
+                        )
                         if r:
                             rounds[n, c].append(result)
             shadow = shadow_figures(url)  # only the shadow routing makes copies
-    levels = {n: [summarize(c, rounds[n, c]) for c in args.concurrency] for n in names}
+    summary = summarize_wrk if args.client == "wrk" else summarize
+    levels = {n: [summary(c, rounds[n, c]) for c in args.concurrency] for n in names}
     print(json.dumps(report(args, version_dir, levels, shadow, load_before)))
+
+
+def one_round(
+    client: str, url: str, paths: str | list[str], c: int, seconds: float, obs: np.ndarray
+) -> dict:
+    """One round of keyed batch-1 requests at concurrency `c`: its throughput and latency."""
+    paths = [paths] if isinstance(paths, str) else paths
+    if client == "python":
+        port = int(url.rsplit(":", 1)[1])
+        return uvloop.run(load(port, paths, c, seconds, obs, keyed=True))
+    body = json.dumps({"instances": [obs[0].tolist()]}).encode()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_KEYED)
+        script.flush()
+        wrk = shutil.which("wrk") or "wrk"
+        env = {"RLPLAT_WRK_PATHS": ",".join(paths)}
+        return wrk_round(wrk, script.name, url + paths[0], c, seconds, body, env)
+
+
+def cpu_ratios(concurrency: list[int], levels: dict) -> dict[str, float]:
+    """Each routing's server CPU per request over no split's, median of the rounds' ratios:
+    what the routing costs the server, whatever share of the cores the client took."""
+    out = {}
+    for i, c in enumerate(concurrency):
+        base = levels["no_split"][i]["rounds"]
+        for n in list(ROUTINGS)[1:]:
+            per = [r["server_cpu_us_per_request"] / b["server_cpu_us_per_request"]
+                   for r, b in zip(levels[n][i]["rounds"], base, strict=True)]  # fmt: skip
+            out[f"{n}_c{c}"] = round(float(np.median(per)), 3)
+    return out
 
 
 def report(args, version_dir: Path, levels: dict, shadow: dict, load_before) -> dict:
@@ -165,10 +233,15 @@ def report(args, version_dir: Path, levels: dict, shadow: dict, load_before) -> 
                 round(r["requests_per_s"] / b["requests_per_s"], 3)
                 for r, b in zip(levels[n][i]["rounds"], base["rounds"], strict=True)
             ]
+    cpu = cpu_ratios(args.concurrency, levels)
     for lv in levels.values():
         for level in lv:  # the shadow's calls count too: rows per call of both versions
+            rounds = level.pop("rounds")
             level["rows_per_session_call"] = round(
-                float(np.mean([r["rows_per_call"] for r in level.pop("rounds")])), 2
+                float(np.mean([r["rows_per_call"] for r in rounds])), 2
+            )
+            level["server_cpu_us_per_request"] = round(
+                float(np.median([r["server_cpu_us_per_request"] for r in rounds])), 2
             )
     split_cost = max(1 - ratios[f"split_50_50_vs_no_split_rps_c{c}"] for c in args.concurrency)
     routing_cost = max(
@@ -188,10 +261,13 @@ def report(args, version_dir: Path, levels: dict, shadow: dict, load_before) -> 
         "cpus": os.cpu_count(),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "client": args.client,
         "seconds_per_round": args.seconds,
         "rounds": args.rounds,
         "throughput_ratios": ratios,
         "per_round_ratios": per_round,
+        "median_round_ratios": {k: round(float(np.median(v)), 3) for k, v in per_round.items()},
+        "server_cpu_per_request_ratios": cpu,
         "split_cost": round(split_cost, 3),
         "split_cost_target": TARGET_SPLIT_COST,
         "split_cost_met": split_cost <= TARGET_SPLIT_COST,

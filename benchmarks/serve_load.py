@@ -231,11 +231,12 @@ def wrk_script() -> Iterator[str]:
 
 
 def wrk_round(wrk: str, script: str, url: str, concurrency: int, seconds: float,
-              body: bytes) -> dict:  # fmt: skip
-    """One wrk run (one thread, `concurrency` keep-alive connections): the round's figures."""
+              body: bytes, env: dict[str, str] | None = None) -> dict:  # fmt: skip
+    """One wrk run (one thread, `concurrency` keep-alive connections): the round's figures.
+    `env`: more variables for the script."""
     cmd = [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency",
            "-s", script, url]  # fmt: skip
-    env = {**os.environ, "RLPLAT_WRK_BODY": body.decode()}
+    env = {**os.environ, **(env or {}), "RLPLAT_WRK_BODY": body.decode()}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK ")), None)
     if line is None:

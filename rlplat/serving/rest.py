@@ -27,7 +27,7 @@ from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager
 from rlplat.serving.servable import Servable, Signature
 from rlplat.serving.shadow import Copy
-from rlplat.serving.traffic import ARM_HEADER, ROUTE_HEADER, VERSION_HEADER, Routed
+from rlplat.serving.traffic import ROUTE_HEADER, VERSION_HEADER, Routed
 
 ROUTE = re.compile(
     r"/v1/models/(?P<name>[^/:]+)"
@@ -260,8 +260,8 @@ class RestApp:
 def answer_headers(servable: Servable, routed: Routed | None = None) -> list:
     """JSON, and which version (and arm of a split) answered."""
     headers = [*JSON_HEADERS, (VERSION_HEADER, str(servable.version).encode())]
-    if routed is not None and routed.arm is not None:
-        headers.append((ARM_HEADER, routed.arm.encode()))
+    if routed is not None and routed.arm_header is not None:
+        headers.append(routed.arm_header)
     return headers
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from rlplat.serving.batching import cut_rows
 from rlplat.serving.servable import Servable
 
 if TYPE_CHECKING:
@@ -117,8 +118,7 @@ class ShadowRunner:
                     columns = zip(*(c.arrays for c in group), strict=True)
                     arrays = [np.concatenate(column) for column in columns]
                     outs = servable.run(sig, arrays)
-                    ends = np.cumsum([c.arrays[0].shape[0] for c in group])[:-1]
-                    per_copy = zip(*(np.split(o, ends) for o in outs), strict=True)
+                    per_copy = cut_rows(outs, [c.arrays[0].shape[0] for c in group])
                 else:
                     per_copy = [servable.run(sig, c.arrays) for c in group]
                 results = [dict(zip(sig.outputs, o, strict=True)) for o in per_copy]

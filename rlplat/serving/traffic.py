@@ -17,7 +17,6 @@ Semantics (README "A/B experiments"):
 from __future__ import annotations
 
 import bisect
-import functools
 import hashlib
 import itertools
 import random
@@ -31,12 +30,23 @@ VERSION_HEADER = b"x-rlplat-version"  # REST answer: the version that answered
 ARM_HEADER = b"x-rlplat-arm"  # REST answer: the arm of the split that answered
 
 
-@functools.lru_cache(maxsize=65536)  # an episode sends its key with every step
+# Points of recent keys: an episode sends its key with every step. A dict emptied when full
+# rather than an LRU: with a fresh key per request (every miss) functools.lru_cache's
+# bookkeeping cost more than the hash itself (benchmarks/serve_ab.py measures the split).
+_POINTS: dict[bytes, float] = {}
+_POINTS_MAX = 65536
+
+
 def key_point(key: bytes) -> float:
     """A routing key's stable point in [0, 1): the same on every process and run (Python's
     hash() is salted per process, so it would not be)."""
-    digest = hashlib.blake2b(key, digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    point = _POINTS.get(key)
+    if point is None:
+        if len(_POINTS) >= _POINTS_MAX:
+            _POINTS.clear()
+        digest = hashlib.blake2b(key, digest_size=8).digest()
+        point = _POINTS[key] = int.from_bytes(digest, "big") / 2**64
+    return point
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,7 @@ class Routed:
     arm: str | None = None
     shadow_arm: str | None = None
     shadow_version: int | None = None
+    arm_header: tuple[bytes, bytes] | None = None  # REST's answer header naming the arm
 
 
 UNSPLIT = Routed()
@@ -81,7 +92,7 @@ class Split:
             bounds=tuple(bounds),
             shadow=shadow,
             shadow_version=shadow_version,
-            routes=tuple(Routed(a, shadow, shadow_version) for a in arms),
+            routes=tuple(Routed(a, shadow, shadow_version, (ARM_HEADER, a.encode())) for a in arms),
         )
 
     def pick(self, key: bytes | None, rng: random.Random | None = None) -> int:

@@ -48,3 +48,21 @@ def test_concurrent_requests_are_batched_and_split_back():
                                     return_exceptions=True)  # fmt: skip
 
     assert all(isinstance(o, ValueError) for o in asyncio.run(one_bad()))
+
+
+def test_requests_of_different_sizes_get_their_own_rows_back():
+    from rlplat.serving.batching import Batcher
+    from rlplat.serving.config import BatchingConfig
+
+    def run(arrays):
+        return [arrays[0] + 1, arrays[0][:, :1]]
+
+    async def scenario():
+        batcher = Batcher(run, BatchingConfig(max_batch_size=64), on_batch=None)
+        xs = [np.full((rows, 2), i, np.float32) for i, rows in enumerate([1, 3, 2, 5])]
+        return xs, await asyncio.gather(*(batcher.submit([x]) for x in xs))
+
+    xs, outs = asyncio.run(scenario())
+    for x, (plus, first) in zip(xs, outs, strict=True):
+        np.testing.assert_array_equal(plus, x + 1)
+        np.testing.assert_array_equal(first, x[:, :1])
