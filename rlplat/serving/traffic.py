@@ -33,8 +33,11 @@ ARM_HEADER = b"x-rlplat-arm"  # REST answer: the arm of the split that answered
 # Points of recent keys: an episode sends its key with every step. A dict emptied when full
 # rather than an LRU: with a fresh key per request (every miss) functools.lru_cache's
 # bookkeeping cost more than the hash itself (benchmarks/serve_ab.py measures the split).
+# Only short keys are kept, so a client sending long fresh keys (a header may be 64 KB)
+# cannot make it hold gigabytes: at most _POINTS_MAX keys of _POINTS_KEY_BYTES.
 _POINTS: dict[bytes, float] = {}
 _POINTS_MAX = 65536
+_POINTS_KEY_BYTES = 128
 
 
 def key_point(key: bytes) -> float:
@@ -42,10 +45,12 @@ def key_point(key: bytes) -> float:
     hash() is salted per process, so it would not be)."""
     point = _POINTS.get(key)
     if point is None:
-        if len(_POINTS) >= _POINTS_MAX:
-            _POINTS.clear()
         digest = hashlib.blake2b(key, digest_size=8).digest()
-        point = _POINTS[key] = int.from_bytes(digest, "big") / 2**64
+        point = int.from_bytes(digest, "big") / 2**64
+        if len(key) <= _POINTS_KEY_BYTES:
+            if len(_POINTS) >= _POINTS_MAX:
+                _POINTS.clear()
+            _POINTS[key] = point
     return point
 
 

@@ -49,6 +49,23 @@ def test_keyed_split_matches_the_weights_and_keys_are_sticky():
     assert moved and all(old == 0 and new == 1 for old, new in moved)
 
 
+def test_key_points_are_remembered_in_bounded_memory():
+    from rlplat.serving import traffic
+
+    traffic._POINTS.clear()
+    long_key = b"x" * 60_000  # a header may be this long: its point is not kept
+    assert traffic.key_point(long_key) == traffic.key_point(long_key)
+    assert long_key not in traffic._POINTS
+    for i in range(traffic._POINTS_MAX + 10):  # fresh short keys: the memo is emptied when full
+        traffic.key_point(b"episode-%d" % i)
+    assert 0 < len(traffic._POINTS) <= traffic._POINTS_MAX
+    again = split({"1": 50, "2": 50})  # a point read back from the memo routes as a fresh one
+    keys = [b"episode-%d" % i for i in range(traffic._POINTS_MAX + 5, traffic._POINTS_MAX + 10)]
+    remembered = [again.pick(k) for k in keys]
+    traffic._POINTS.clear()
+    assert [again.pick(k) for k in keys] == remembered
+
+
 def test_unkeyed_requests_split_per_request_and_zero_weight_arms_get_nothing():
     s = split({"1": 1, "2": 0, "3": 3})
     rng = random.Random(0)
