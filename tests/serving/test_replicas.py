@@ -264,3 +264,24 @@ def test_a_busy_port_is_one_line_and_exit_2_before_ray_starts(models, tmp_path, 
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and str(port) in last, out.stderr[-3000:]
     assert "Ray" not in out.stderr  # refused before Ray started
+
+
+def test_a_replica_started_niced_serves_at_the_drivers_priority_or_says_why():
+    """Nodes started without RAY_worker_niceness=0 run replicas at nice 15: the replica raises
+    itself back where the OS lets it (root; tests/test_cluster.py starts its nodes at 0), and
+    otherwise says so in one warning line."""
+    code = (
+        "import logging, os, sys; logging.basicConfig(level=logging.WARNING)\n"
+        "from rlplat.serving.replica import _unnice\n"
+        "os.nice(15); _unnice(0); print('NICE', os.nice(0))"
+    )
+    out = subprocess.run(
+        [str(Path(RLPLAT).with_name("python")), "-c", code],
+        capture_output=True, text=True, env=user_env(), timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    nice = int(out.stdout.split("NICE")[1])
+    if nice == 0:
+        assert "RAY_worker_niceness" not in out.stderr
+    else:  # no privilege to raise one's priority
+        assert nice > 0 and "RAY_worker_niceness=0" in out.stderr, out.stderr
