@@ -20,9 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rlplat.errors import UserError
 from rlplat.serving.auth import bearer_matches
-
-PATHS = ("/metrics", "/monitoring/prometheus/metrics")
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from rlplat.serving.metrics import CONTENT_TYPE, METRICS_PATHS
 
 
 class Replicas(Protocol):
@@ -89,7 +87,7 @@ def _handler(replicas: Replicas, token: str | None) -> type[http.server.BaseHTTP
             given = self.headers.get("Authorization", "").encode()
             if token is not None and not bearer_matches(given, token):
                 self._answer(401, b'{"error": "missing or wrong bearer token"}', "application/json")
-            elif self.path.split("?")[0] not in PATHS:
+            elif self.path.split("?")[0] not in METRICS_PATHS:
                 self._answer(404, b'{"error": "metrics are at /metrics"}', "application/json")
             else:
                 self._answer(200, merge(replicas.metrics()), CONTENT_TYPE)

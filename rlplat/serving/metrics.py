@@ -16,12 +16,15 @@ from prometheus_client import (
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
 
+# Where a server's metrics are answered: TF Serving's path, and Prometheus' default.
+METRICS_PATHS = ("/monitoring/prometheus/metrics", "/metrics")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class ServingMetrics:
-    content_type = "text/plain; version=0.0.4; charset=utf-8"
+    content_type = CONTENT_TYPE
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -23,7 +23,7 @@ from rlplat.export import parse_version
 from rlplat.serving.auth import bearer_matches
 from rlplat.serving.decode import Offload, Split, decode, encode_predict
 from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
-from rlplat.serving.metrics import ServingMetrics
+from rlplat.serving.metrics import METRICS_PATHS, ServingMetrics
 from rlplat.serving.models import ModelManager
 from rlplat.serving.servable import Servable, Signature
 from rlplat.serving.shadow import Copy
@@ -34,7 +34,6 @@ ROUTE = re.compile(
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[^/:]*))?/?"
 )
-METRICS_PATHS = ("/monitoring/prometheus/metrics", "/metrics")
 JSON_HEADERS = [(b"content-type", b"application/json")]
 # Bodies above OFFLOAD_BYTES are decoded, and answers of more than OFFLOAD_VALUES numbers
 # encoded, in worker processes (rlplat/serving/decode.py): inline they would hold the event
