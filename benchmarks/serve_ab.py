@@ -40,7 +40,7 @@ import numpy as np
 import requests
 import uvloop
 from _server import latest_version, running_server_process
-from serve_load import WRK_SCRIPT, load, summarize, summarize_wrk, wrk_round
+from serve_load import WRK_SCRIPT, load, summarize, summarize_wrk, wrk_round, wrk_script
 
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 
@@ -166,7 +166,11 @@ def main() -> None:
         base, cfg = Path(tmp) / "models", Path(tmp) / "serving.yaml"
         copies(version_dir, args.model, base)
         cfg.write_text(ENTRY.format(model=args.model))
-        with running_server_process(base, args.model, "--config", str(cfg)) as (url, server):
+        with (
+            wrk_script(WRK_KEYED) as script,
+            running_server_process(base, args.model, "--config", str(cfg)) as (url, server),
+        ):
+            client = Client(args.client, url, script, obs)
             for r in range(args.rounds + 1):  # round 0 warms every routing up, unrecorded
                 for c in args.concurrency:
                     for n in names[r % len(names) :] + names[: r % len(names)]:  # rotated
@@ -174,7 +178,7 @@ def main() -> None:
                         seconds = args.seconds if r else args.warmup_seconds
                         paths = client_paths if n == "client_split" else path
                         before, cpu = batch_totals(url), cpu_seconds(server.pid)
-                        result = one_round(args.client, url, paths, c, seconds, obs)
+                        result = client.round(paths, c, seconds)
                         cpu = cpu_seconds(server.pid) - cpu
                         rows, calls = np.subtract(batch_totals(url), before)
                         result["rows_per_call"] = round(rows / max(calls, 1), 2)
@@ -189,21 +193,22 @@ def main() -> None:
     print(json.dumps(report(args, version_dir, levels, shadow, load_before)))
 
 
-def one_round(
-    client: str, url: str, paths: str | list[str], c: int, seconds: float, obs: np.ndarray
-) -> dict:
-    """One round of keyed batch-1 requests at concurrency `c`: its throughput and latency."""
-    paths = [paths] if isinstance(paths, str) else paths
-    if client == "python":
-        port = int(url.rsplit(":", 1)[1])
-        return uvloop.run(load(port, paths, c, seconds, obs, keyed=True))
-    body = json.dumps({"instances": [obs[0].tolist()]}).encode()
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(WRK_KEYED)
-        script.flush()
-        wrk = shutil.which("wrk") or "wrk"
+class Client:
+    """The load generator of every round (`kind`: wrk or python), one per benchmark run."""
+
+    def __init__(self, kind: str, url: str, script: str, obs: np.ndarray) -> None:
+        self.kind, self.url, self.script, self.obs = kind, url, script, obs
+        self.wrk = shutil.which("wrk") or "wrk"
+        self.body = json.dumps({"instances": [obs[0].tolist()]}).encode()
+
+    def round(self, paths: str | list[str], c: int, seconds: float) -> dict:
+        """One round of keyed batch-1 requests at concurrency `c`: its throughput, latency."""
+        paths = [paths] if isinstance(paths, str) else paths
+        if self.kind == "python":
+            port = int(self.url.rsplit(":", 1)[1])
+            return uvloop.run(load(port, paths, c, seconds, self.obs, keyed=True))
         env = {"RLPLAT_WRK_PATHS": ",".join(paths)}
-        return wrk_round(wrk, script.name, url + paths[0], c, seconds, body, env)
+        return wrk_round(self.wrk, self.script, self.url + paths[0], c, seconds, self.body, env)
 
 
 def cpu_ratios(concurrency: list[int], levels: dict) -> dict[str, float]:

@@ -222,10 +222,10 @@ async def load(
 
 
 @contextlib.contextmanager
-def wrk_script() -> Iterator[str]:
-    """WRK_SCRIPT in a temporary .lua file, for wrk_round."""
+def wrk_script(text: str = WRK_SCRIPT) -> Iterator[str]:
+    """A wrk script (WRK_SCRIPT unless given) in a temporary .lua file, for wrk_round."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(WRK_SCRIPT)
+        script.write(text)
         script.flush()
         yield script.name
 
