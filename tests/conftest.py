@@ -65,15 +65,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def processes_of(marker: str) -> list[int]:
-    """Live processes whose command line names `marker` (e.g. a Ray session or temp dir)."""
+def processes_of(*markers: str, environ: bool = False) -> list[int]:
+    """Live processes whose command line names every marker (e.g. a Ray session or temp
+    dir); with `environ`, their environment counts too (a serve replica's spec is there)."""
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             with contextlib.suppress(OSError):
-                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                text = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if environ:
+                    text += Path(f"/proc/{pid}/environ").read_bytes()
+                if all(m.encode() in text for m in markers):
                     found.append(int(pid))
     return found
+
+
+def proc_stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name: [1] the parent's pid, [16] nice."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 @pytest.fixture

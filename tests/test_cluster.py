@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RLPLAT, free_port, processes_of, tiny_config, user_env
+from conftest import RLPLAT, free_port, proc_stat, processes_of, tiny_config, user_env
 
 RAY = str(Path(RLPLAT).with_name("ray"))
 PYTHON = str(Path(RLPLAT).with_name("python"))
@@ -274,7 +274,7 @@ def test_serve_ray_on_a_two_node_cluster_serves_from_both_nodes(
     each at the driver's priority (the nodes run workers at nice 0 here; a replica raising
     itself from Ray's default niceness: tests/serving/test_replicas.py)."""
     import requests
-    from serving.helpers import OBS, export_tiny, processes_with
+    from serving.helpers import OBS, export_tiny
 
     models = tmp_path / "models"
     export_tiny(models, "cartpole", seed=1)
@@ -292,9 +292,8 @@ def test_serve_ray_on_a_two_node_cluster_serves_from_both_nodes(
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         assert "2 replica(s) on 2 node(s)" in log.read_text(), log.read_text()[-3000:]
-        for pid in processes_with("rlplat.serving.replica", f'"port": {port}'):
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            assert int(stat[16]) == os.nice(0)
+        for pid in processes_of("rlplat.serving.replica", f'"port": {port}', environ=True):
+            assert int(proc_stat(pid)[16]) == os.nice(0)
         body = json.dumps({"instances": OBS.tolist()})
         for _ in range(40):  # a new connection each: the kernel spreads them
             r = requests.post(f"http://127.0.0.1:{port}/v1/models/cartpole:predict",

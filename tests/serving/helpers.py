@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from conftest import RLPLAT, free_port, tiny_config, user_env
+from conftest import RLPLAT, free_port, processes_of, tiny_config, user_env
 
 from rlplat import agents, config, envs
 from rlplat.export import export_saved_model
@@ -134,23 +134,7 @@ class RayServer(Server):
 
     def replica_pids(self) -> list[int]:
         """The serving processes (children of the replica actors)."""
-        return processes_with("rlplat.serving.replica", f'"port": {self.port}')
-
-
-def processes_with(*words: str) -> list[int]:
-    """Pids whose command line or environment holds every word (a replica's spec is in
-    its environment)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            text = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if all(w.encode() in text for w in words):
-            found.append(int(proc.name))
-    return found
+        return processes_of("rlplat.serving.replica", f'"port": {self.port}', environ=True)
 
 
 def series(metrics: str, name: str, **labels: str) -> float:

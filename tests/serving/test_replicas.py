@@ -12,15 +12,15 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import requests
-from conftest import RLPLAT, free_port, processes_of, user_env
+from conftest import RLPLAT, free_port, proc_stat, processes_of, user_env
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.helpers import OBS, RayServer, reference, series
@@ -58,7 +58,7 @@ def test_a_key_lands_on_the_same_arm_on_every_replica_and_api(fleet, models):
                                    wants[version]["q_values"], rtol=1e-5)  # fmt: skip
     assert set(keyed.values()) == {1, 2}
     for pid in fleet.replica_pids():  # not at Ray's worker niceness (15)
-        nice = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        nice = int(proc_stat(pid)[16])
         assert nice == os.nice(0)
     text = fleet.metrics()  # both replicas answered some of them
     for replica in ("0", "1"):
@@ -204,7 +204,7 @@ def test_a_killed_serving_process_is_restarted_and_fails_only_what_was_on_it(fle
 def test_a_killed_replica_actor_is_replaced_and_its_process_goes_with_it(fleet):
     before = set(fleet.replica_pids())
     victim = next(iter(before))
-    actor = int(Path(f"/proc/{victim}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    actor = int(proc_stat(victim)[1])
     load = killed_under_load(fleet, actor, lambda: len(set(fleet.replica_pids()) - before) == 1
                              and len(fleet.replica_pids()) == 2)  # fmt: skip
     assert victim not in fleet.replica_pids()  # it died with its actor (PR_SET_PDEATHSIG)
@@ -276,7 +276,7 @@ def test_a_replica_started_niced_serves_at_the_drivers_priority_or_says_why():
         "os.nice(15); _unnice(0); print('NICE', os.nice(0))"
     )
     out = subprocess.run(
-        [str(Path(RLPLAT).with_name("python")), "-c", code],
+        [sys.executable, "-c", code],
         capture_output=True, text=True, env=user_env(), timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
