@@ -21,6 +21,7 @@ from rlplat.errors import UserError
 from rlplat.text import shown
 
 if TYPE_CHECKING:
+    from rlplat.cluster import Cluster
     from rlplat.config import ExperimentConfig
     from rlplat.train import TrainSummary
 
@@ -85,9 +86,10 @@ def train(  # long only in its option declarations; the body is a page of calls
     address: Annotated[
         str | None,
         typer.Option(
-            help="Ray cluster for collect.num_actors > 0: 'auto' (a `ray start --head` on "
-            "this machine), HOST:PORT or ray://HOST:10001. Default: a local Ray in this "
-            "command."
+            help="Ray cluster for collect.num_actors > 0, and for the learner when the "
+            "cluster has GPU nodes (Ray places it on one; the run directory must be on "
+            "shared storage): 'auto' (a `ray start --head` on this machine), HOST:PORT or "
+            "ray://HOST:10001. Default: a local Ray in this command."
         ),
     ] = None,
     ray_dashboard: Annotated[
@@ -194,27 +196,43 @@ def _run_training(
 ) -> TrainSummary:
     from rlplat.cluster import start_cluster
     from rlplat.learner import check_split, learner_placement
-    from rlplat.runs import training_lock
-    from rlplat.train import Interrupted
-    from rlplat.train import train as run_training
+    from rlplat.remote_learner import cluster_gpus, require_learner_cpu, train_remote, wants_gpus
+    from rlplat.signals import Interrupted
 
     try:
         # Ray before the lock makes the run directory: a cluster that cannot be joined
-        # leaves none behind.
-        # A learner.devices error, or a batch those devices cannot split, leaves no run.
-        check_split(cfg, learner_placement(cfg.learner))
-        cluster = start_cluster(cfg, address, dashboard)
+        # leaves none behind; so does a learner.devices error, or a batch those devices
+        # cannot split (checked on this machine's devices unless Ray places the learner).
+        if address is None:
+            check_split(cfg, len(learner_placement(cfg.learner).devices))
+        remote = address is not None and wants_gpus(cfg.learner)
+        cluster = start_cluster(cfg, address, dashboard, always=remote)
         try:
-            with training_lock(target):  # held while training: `rlplat runs` says "running"
-                err.print(f"run directory: {target}", highlight=False)
-                return run_training(
-                    cfg, target, resume=resuming, show_progress=progress, cluster=cluster
-                )
+            gpus = cluster_gpus(cfg, cluster.info)
+            if gpus and cluster.info:  # a learner that asks Ray for GPUs trains on their node
+                require_learner_cpu(cfg, cluster.info)
+                check_split(cfg, gpus)
+                return train_remote(cfg, target, resuming, cluster, gpus)
+            if address is not None:
+                check_split(cfg, len(learner_placement(cfg.learner).devices))
+            return _train_here(cfg, target, resuming, progress, cluster)
         finally:
             cluster.close()
     except KeyboardInterrupt as exc:  # SIGINT: 130, SIGTERM: 143, as shells report them
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         raise typer.Exit(128 + signum) from None
+
+
+def _train_here(
+    cfg: ExperimentConfig, target: Path, resuming: bool, progress: bool | None, cluster: Cluster
+) -> TrainSummary:
+    """The learner in this process."""
+    from rlplat.runs import training_lock
+    from rlplat.train import train as run_training
+
+    with training_lock(target):  # held while training: `rlplat runs` says "running"
+        err.print(f"run directory: {target}", highlight=False)
+        return run_training(cfg, target, resume=resuming, show_progress=progress, cluster=cluster)
 
 
 @app.command()

@@ -284,12 +284,14 @@ def start_cluster(
     address: str | None = None,
     dashboard: bool = False,
     console: Console | None = None,
+    always: bool = False,
 ) -> Cluster:
-    """Start or join Ray when Ray collectors or replay shards need it (`address`: a
-    cluster's, else a local Ray). Call it before writing anything to a new run directory:
-    a cluster that cannot be joined then leaves none behind."""
+    """Start or join Ray when Ray collectors or replay shards need it, or `always` (a
+    learner Ray may place: rlplat/remote_learner.py); `address`: a cluster's, else a local
+    Ray. Call it before writing anything to a new run directory: a cluster that cannot be
+    joined then leaves none behind."""
     shards = cfg.replay.shards if cfg.replay else 0
-    if cfg.collect.num_actors == 0 and shards == 0:
+    if cfg.collect.num_actors == 0 and shards == 0 and not always:
         return Cluster()
     info = start(address, cfg.collect.num_actors, dashboard)
     if info.get("dashboard"):

@@ -60,10 +60,9 @@ def configure_tensorflow(cfg: LearnerConfig) -> Placement:
     return with_precision(learner_placement(cfg), cfg)
 
 
-def check_split(exp: ExperimentConfig, placement: Placement) -> None:
-    """A mirrored learner splits each of the agent's batches evenly across its devices: a
-    batch that does not divide is a ConfigError naming the setting, before a run starts."""
-    n = len(placement.devices)
+def check_split(exp: ExperimentConfig, n: int) -> None:
+    """A mirrored learner splits each of the agent's batches evenly across its `n` devices:
+    a batch that does not divide is a ConfigError naming the setting, before a run starts."""
     for key, size in exp.agent.split_batches(exp).items() if n > 1 else ():
         if size % n:
             raise ConfigError(

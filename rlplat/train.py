@@ -222,7 +222,7 @@ class Trainer:
             self.console.print(
                 f"interrupted ({signal.Signals(stop.requested).name}) at "
                 f"{self.state['env_steps']:,} env steps; saved {path}\n"
-                f"resume with: rlplat train --resume {self.run_dir}",
+                f"resume with: {resume_command(self.run_dir, self.ray_info)}",
                 highlight=False,
             )
             raise Interrupted(stop.requested, reported=True)
@@ -362,11 +362,13 @@ def train(
     address: str | None = None,
     dashboard: bool = False,
     cluster: Cluster | None = None,
+    argv: list[str] | None = None,
 ) -> TrainSummary:
     """Train `cfg` in `run_dir` (continuing its latest checkpoint when `resume`).
 
     `cluster`: the Ray the caller started (`start_cluster`) and will close; else one is
     started here, joining `address` if given, for `collect.num_actors` or replay shards.
+    `argv`: the command run.json records (default: this process's).
     """
     from rlplat.errors import UserError
 
@@ -381,18 +383,19 @@ def train(
             cluster = start_cluster(cfg, address, dashboard, console)
             signals.install()
         if not resume:  # after Ray: a cluster that cannot be joined leaves no run behind
-            write_metadata(run_dir, cfg)
+            write_metadata(run_dir, cfg, argv)
         trainer = Trainer(cfg, run_dir, console, cluster)
         if resume:
-            _resume(trainer, changes)
+            _resume(trainer, changes, argv)
         return trainer.run(show_progress, signals)
     except (replay_mod.ReplayShardError, CollectorDiedError) as err:
-        raise UserError(f"{err}; resume with: rlplat train --resume {run_dir}") from None
+        hint = resume_command(run_dir, cluster.info if cluster else None)
+        raise UserError(f"{err}; resume with: {hint}") from None
     except Interrupted as exc:
         if not exc.reported:  # outside the loop (start-up, final eval): the last checkpoint
             _stderr_line(
                 f"interrupted ({signal.Signals(exc.signum).name}); resume with: "
-                f"rlplat train --resume {run_dir}"
+                f"{resume_command(run_dir, cluster.info if cluster else None)}"
             )
         raise
     finally:
@@ -405,11 +408,19 @@ def train(
             signals.restore()
 
 
-def _resume(trainer: Trainer, changes: dict[str, Any]) -> None:
+def resume_command(run_dir: Path, ray_info: dict[str, Any] | None) -> str:
+    """The command that continues this run: on the cluster it joined, when it joined one."""
+    command = f"rlplat train --resume {run_dir}"
+    if ray_info and not ray_info["local"] and ray_info["address"] != "existing":
+        command += f" --address {ray_info['address']}"
+    return command
+
+
+def _resume(trainer: Trainer, changes: dict[str, Any], argv: list[str] | None = None) -> None:
     path = trainer.resume()
     where = f"{path.name} ({trainer.state['env_steps']:,} env steps)" if path else "scratch"
     trainer.console.print(f"resuming {trainer.run_dir} from {where}", highlight=False)
-    record_resume(trainer.run_dir, trainer.cfg, changes, path.name if path else None)
+    record_resume(trainer.run_dir, trainer.cfg, changes, path.name if path else None, argv)
 
 
 def _stderr_console() -> Console:
@@ -421,4 +432,4 @@ def _stderr_line(line: str) -> None:
 
 
 __all__ = ["Cluster", "Interrupted", "StopOnSignals", "Trainer", "TrainSummary", "start_cluster"]
-__all__ += ["train"]
+__all__ += ["resume_command", "train"]

@@ -60,6 +60,7 @@ class Sweep:
     cfg: ExperimentConfig
     space: Space
     dir: Path
+    learner_gpus: int = 0  # each trial's learner, on a cluster with GPU nodes
 
     @property
     def mode(self) -> str:
@@ -128,9 +129,11 @@ def run_sweep(sweep: Sweep, argv: list[str], console: Console) -> dict[str, Any]
     """Run (or continue) the sweep, re-run its top configs on held-out seeds, and write
     results.json and best.yaml; returns what results.json holds."""
     from rlplat import cluster
+    from rlplat.remote_learner import cluster_gpus
 
     info = cluster.start(sweep.opts.address, sweep.cfg.collect.num_actors, what="a trial")
     try:
+        sweep.learner_gpus = cluster_gpus(sweep.cfg, info)
         if not sweep.opts.resume:
             sweep.dir.mkdir(parents=True)
             record = {"argv": argv, "options": asdict(sweep.opts)}
@@ -214,9 +217,12 @@ def _fit(
     finished trials stay finished; a sweep cut short raises SweepInterrupted."""
     from ray import tune
 
+    # The trial's learner (its first bundle, where Ray Tune runs the trainable) and each
+    # collector take a CPU; the learner takes its GPUs too on a cluster that has them.
+    learner = {"CPU": 1, "GPU": sweep.learner_gpus} if sweep.learner_gpus else {"CPU": 1}
     trainable = tune.with_resources(
         functools.partial(run_trial, setup=setup),
-        tune.PlacementGroupFactory([{"CPU": 1}] * (1 + sweep.cfg.collect.num_actors)),
+        tune.PlacementGroupFactory([learner] + [{"CPU": 1}] * sweep.cfg.collect.num_actors),
     )
     # Ray Tune snapshots its state at each kept checkpoint (what a resume after a kill
     # needs) and warns that this is frequent: frequent on purpose here.

@@ -47,13 +47,15 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from ray import tune
 
     from rlplat.cluster import start_cluster
+    from rlplat.remote_learner import learner_record
     from rlplat.train import Trainer
 
     params = setup.params(config)
     cfg = config_mod.load(setup.experiment, overrides(params) + TRIAL_OVERRIDES)
     run_dir = Path(setup.root) / tune.get_context().get_trial_name()
     restored = _prepare_run_dir(run_dir, cfg, params, tune.get_checkpoint())
-    cluster = start_cluster(cfg)  # the sweep's Ray, when collectors need it
+    cluster = start_cluster(cfg, always=True)  # the sweep's Ray
+    cluster.info = learner_record(cluster.info)  # ray.json: the trial's node and GPUs
     with (run_dir / "train.log").open("a") as log:
         trainer = Trainer(cfg, run_dir, Console(file=log, soft_wrap=True), cluster)
         try:

@@ -31,8 +31,8 @@ PYTHON = str(Path(RLPLAT).with_name("python"))
 class Cluster:
     """A head and a second node, as the README starts them, with their own HOME."""
 
-    def __init__(self, root: Path, auth: str):
-        self.home = root / "home"
+    def __init__(self, root: Path, auth: str, gpu_node: bool = False):
+        self.home, self.auth = root / "home", auth
         (self.home / ".ray").mkdir(parents=True)
         # A token file exists as soon as any local Ray ran once (`ray.init()` writes it):
         # then a default `ray start --head` turns token authentication on.
@@ -50,13 +50,18 @@ class Cluster:
             head_env["RAY_AUTH_MODE"] = "disabled"
         self._ray("start", "--head", f"--port={self.port}", "--include-dashboard=false",
                   env=head_env)  # fmt: skip
-        # Another node joins in the head's mode: Ray 2.60 does not find it out itself.
-        self._ray("start", f"--address={self.address}", env={**self.env, "RAY_AUTH_MODE": auth})
-        self._wait_for_cpus(2, auth)
+        # Another node joins in the head's mode: Ray 2.60 does not find it out itself. As a
+        # GPU node it has 2 CPUs (the learner's and a collector's) and a GPU Ray counts,
+        # which TensorFlow there does not have.
+        node = ["--num-cpus=2", "--num-gpus=1"] if gpu_node else ["--num-cpus=1"]
+        self._ray("start", f"--address={self.address}", *node,
+                  env={**self.env, "RAY_AUTH_MODE": auth})  # fmt: skip
+        self._wait_for_cpus(3 if gpu_node else 2, auth)
 
     def _ray(self, *args: str, env: dict) -> None:
+        cpus = [] if any(a.startswith("--num-cpus") for a in args) else ["--num-cpus=1"]
         out = subprocess.run(
-            [RAY, *args, "--num-cpus=1", "--disable-usage-stats"],
+            [RAY, *args, *cpus, "--disable-usage-stats"],
             capture_output=True, text=True, env=env, timeout=120,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr[-2000:]
@@ -87,12 +92,24 @@ class Cluster:
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def gpu_node_id(self) -> str:
+        code = (
+            "import ray, sys; ray.init(address=sys.argv[1])\n"
+            "print(*[n['NodeID'] for n in ray.nodes() if n['Resources'].get('GPU')])"
+        )
+        out = subprocess.run(
+            [PYTHON, "-c", code, self.address], capture_output=True, text=True,
+            env={**self.env, "RAY_AUTH_MODE": self.auth}, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.strip()
+
 
 @contextlib.contextmanager
-def cluster(root: Path, auth: str) -> Iterator[Cluster]:
+def cluster(root: Path, auth: str, gpu_node: bool = False) -> Iterator[Cluster]:
     c = None
     try:
-        c = Cluster(root, auth)
+        c = Cluster(root, auth, gpu_node)
         yield c
     finally:
         if c is not None:
@@ -102,6 +119,12 @@ def cluster(root: Path, auth: str) -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with cluster(tmp_path_factory.mktemp("token"), "token") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with cluster(tmp_path_factory.mktemp("gpu"), "token", gpu_node=True) as c:
         yield c
 
 
@@ -307,3 +330,132 @@ def test_serve_ray_on_a_two_node_cluster_serves_from_both_nodes(
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_a_learner_that_may_use_a_gpu_asks_ray_and_trains_on_the_gpu_node(
+    gpu_cluster: Cluster, tmp_path: Path
+):
+    """learner.device auto on a cluster with a GPU node: the learner is a Ray task with
+    num_gpus=1 there (TensorFlow finds no real GPU, so it trains on that node's CPU); the
+    run directory, the export (from this directory) and run.json are as for a local run."""
+    out = train(gpu_cluster, tmp_path, gpu_cluster.address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "run"
+    assert f"run directory: {run} (the learner: a Ray task with 1 GPU(s))" in out.stderr
+    learner = json.loads((run / "ray.json").read_text())["ray"]["learner"]
+    assert learner["node_id"] == gpu_cluster.gpu_node_id() and learner["gpus"] == ["0"]
+    argv = json.loads((run / "run.json").read_text())["argv"]
+    assert argv[1:3] == ["train", str(tmp_path / "tiny.yaml")]  # this command's, not Ray's
+    assert (tmp_path / "models" / "tiny" / "1" / "saved_model.pb").is_file()
+    assert not (run / ".learner-probe").exists() and (run / "summary.json").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_ray_placed_learner_with_a_checkpoint_and_it_resumes_there(
+    gpu_cluster: Cluster, tmp_path: Path
+):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [RLPLAT, "train", str(experiment(tmp_path)), "--run-dir", str(run),
+         "--address", gpu_cluster.address, "--set", "train.env_steps=10000000"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=gpu_cluster.env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(run.glob("checkpoints/ckpt-*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    saved = sorted(run.glob("checkpoints/ckpt-*"))[-1]
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted (SIGINT); the learner saved {saved}; resume with: "
+        f"rlplat train --resume {run} --address {gpu_cluster.address}"
+    )
+    steps = json.loads((saved / "state.json").read_text())["env_steps"]
+    pid = json.loads((run / "ray.json").read_text())["ray"]["learner"]["pid"]
+    deadline = time.monotonic() + 60  # its worker ends with the job that started it
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, f"the learner (pid {pid}) outlived its job"
+        time.sleep(0.2)
+    out = subprocess.run(
+        [RLPLAT, "train", "--resume", str(run), "--address", gpu_cluster.address,
+         "--set", f"train.env_steps={steps + 400}"],
+        cwd=tmp_path, capture_output=True, text=True, env=gpu_cluster.env, timeout=400,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["env_steps"] >= steps + 400
+    assert f"resuming {run} from {saved.name}" in out.stderr
+
+
+@pytest.mark.slow
+def test_a_ray_placed_learner_killed_ends_the_command_with_how_to_resume(
+    gpu_cluster: Cluster, tmp_path: Path
+):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [RLPLAT, "train", str(experiment(tmp_path)), "--run-dir", str(run),
+         "--address", gpu_cluster.address, "--set", "train.env_steps=10000000"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=gpu_cluster.env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(run.glob("checkpoints/ckpt-*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    os.kill(json.loads((run / "ray.json").read_text())["ray"]["learner"]["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: the learner's Ray task failed (") and "Traceback" not in err
+    resume = f"rlplat train --resume {run} --address {gpu_cluster.address}"
+    assert line.endswith(f"resume with: {resume}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (["learner.devices=2", "learner.strategy=mirrored"],
+         "error: learner.devices: 2 GPUs, but the most on one node of the Ray cluster at "),
+        (["learner.device=gpu"], "error: learner.device: gpu, but TensorFlow sees no GPU"),
+    ],
+)  # fmt: skip
+def test_a_learner_ray_cannot_place_or_run_is_one_line_and_leaves_no_run(
+    gpu_cluster: Cluster, tmp_path: Path, setting: list[str], message: str
+):
+    """More GPUs than any node has: said before anything starts. learner.device gpu where
+    Ray's GPU is not one TensorFlow sees: said by the learner's node, before it writes."""
+    sets = [arg for s in setting for arg in ("--set", s)]
+    out = train(gpu_cluster, tmp_path, gpu_cluster.address, *sets)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert last_line(out).startswith(message) and "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_sweeps_trials_ask_ray_for_the_learners_gpu_on_a_cluster(
+    gpu_cluster: Cluster, tmp_path: Path
+):
+    """Each trial's learner bundle holds the GPU: the trial runs on the GPU node, with
+    Ray's GPU 0 as its CUDA_VISIBLE_DEVICES (its collector takes any CPU)."""
+    data = tiny_config(eval={"every_env_steps": 400, "threshold": 0})
+    data["collect"] = {"num_actors": 1, "envs_per_actor": 2, "rollout_length": 16}
+    data["train"] = {**data["train"], "env_steps": 400, "learning_starts": 100}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "space.yaml").write_text("agent.learning_rate: {grid: [1.0e-3]}\n")
+    out = subprocess.run(
+        [RLPLAT, "tune", "tiny.yaml", "--space", "space.yaml", "--scheduler", "none",
+         "--samples", "1", "--top-k", "1", "--held-out-seeds", "1",
+         "--address", gpu_cluster.address],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=gpu_cluster.env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (sweep,) = (tmp_path / "runs" / "tiny").glob("tune-*")
+    records = [json.loads(p.read_text()) for p in sweep.rglob("ray.json")]
+    assert len(records) == 2, list(sweep.rglob("ray.json"))  # the trial and its re-run
+    for record in records:
+        learner = record["ray"]["learner"]
+        assert learner["node_id"] == gpu_cluster.gpu_node_id() and learner["gpus"] == ["0"]

@@ -212,13 +212,13 @@ def test_more_devices_than_the_machine_has_is_a_config_error(tmp_path: Path):
 
 def test_a_batch_the_devices_cannot_split_is_a_config_error_before_the_run():
     from rlplat import config
-    from rlplat.learner import Placement, check_split
+    from rlplat.learner import check_split
 
-    two = Placement("/CPU:0", "test", devices=("/CPU:0", "/CPU:1"))
+    two = 2
     dqn = config.parse(tiny_config(train={"batch_size": 63}))
     with pytest.raises(ConfigError, match=r"^train.batch_size: 63 does not split evenly .* 2 "):
         check_split(dqn, two)
-    check_split(dqn, Placement("/CPU:0", "one device"))  # one device splits nothing
+    check_split(dqn, 1)  # one device splits nothing
     ppo = tiny_config(collect={"rollout_length": 33, "envs_per_actor": 1})
     ppo["agent"] = {"type": "ppo", "minibatch_size": 15}
     ppo.pop("replay")
