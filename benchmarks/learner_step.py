@@ -1,5 +1,6 @@
 """DQN learner cost per gradient step: a Python call per step vs one training phase of K
-steps in one graph, with and without XLA; one JSON line.
+steps in one graph, with and without XLA; one JSON line. Samples/s against the number
+of replicas (`learner.strategy: mirrored`): benchmarks/multi_device.py.
 
     .venv/bin/python benchmarks/learner_step.py
 """
