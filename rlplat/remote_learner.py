@@ -18,6 +18,7 @@ import secrets
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,16 @@ if TYPE_CHECKING:
     from ray import ObjectRef
 
 PROBE_FILE = ".learner-probe"  # the driver's token, read back by the learner's node
+
+
+@dataclass(frozen=True)
+class Driver:
+    """What the learner takes from the `rlplat train` process: its working directory,
+    command line (run.json) and niceness."""
+
+    cwd: str
+    argv: list[str]
+    niceness: int
 
 
 def wants_gpus(cfg: LearnerConfig) -> bool:
@@ -121,7 +132,8 @@ def train_remote(
     task = ray.remote(_learn).options(
         name="learner", num_cpus=1, num_gpus=gpus, max_retries=0, retry_exceptions=False
     )
-    ref = task.remote(cfg, str(run_dir), resume, token, cluster.info, os.getcwd(), sys.argv)
+    here = Driver(os.getcwd(), sys.argv, os.nice(0))
+    ref = task.remote(cfg, str(run_dir), resume, token, cluster.info, here)
     print(f"run directory: {run_dir} (the learner: a Ray task with {gpus} GPU(s))", file=sys.stderr)
     try:
         summary = _wait(ref, run_dir, cluster.info)
@@ -228,22 +240,25 @@ def _learn(
     resume: bool,
     token: str,
     info: dict[str, Any] | None,
-    cwd: str,
-    argv: list[str],
+    driver: Driver,
 ) -> TrainSummary:
     """In the learner's Ray worker: check the run directory is the driver's, then train
     there like `rlplat train` (relative paths, such as export.model_base_path, from the
-    driver's working directory when this node has it)."""
+    driver's working directory when this node has it), at the driver's priority."""
     from rlplat.learner import check_split, learner_placement
+    from rlplat.niceness import take_priority
     from rlplat.runs import training_lock
     from rlplat.train import train
 
     path = Path(run_dir)
     info = learner_record(info)
     check_shared(path, token, f"{info['learner']['host']}, {info['learner']['ip']}")
-    _enter(cwd, cfg)
+    take_priority(driver.niceness, "the learner")
+    _enter(driver.cwd, cfg)
     # learner.devices on the GPUs Ray gave this worker (numbered from 0), before the run
     # directory holds anything: an error leaves none behind, as on one machine.
     check_split(cfg, len(learner_placement(cfg.learner).devices))
     with training_lock(path):
-        return train(cfg, path, resume, show_progress=False, cluster=Cluster(info), argv=argv)
+        return train(
+            cfg, path, resume, show_progress=False, cluster=Cluster(info), argv=driver.argv
+        )

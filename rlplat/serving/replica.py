@@ -193,19 +193,6 @@ def _die_with_parent() -> None:
         sys.exit(1)
 
 
-def _unnice(niceness: int) -> None:
-    """Serve at the driver's priority, not at Ray's worker niceness (15 unless the node was
-    started with RAY_worker_niceness=0): raising one's priority may need privileges."""
-    if os.nice(0) <= niceness:
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, niceness)
-    except OSError:
-        log.warning("this replica runs at nice %d (Ray's worker niceness): start the Ray "
-                    "nodes with RAY_worker_niceness=0 to serve at normal priority",
-                    os.nice(0))  # fmt: skip
-
-
 def main() -> None:
     # A process inherits its starter's blocked signals, and Ray's worker threads block
     # SIGINT: unblocked, or the supervisor's SIGINT (drain and exit) would never arrive.
@@ -213,12 +200,13 @@ def main() -> None:
     _die_with_parent()
     import rlplat  # noqa: F401  (TF_USE_LEGACY_KERAS etc. before TensorFlow)
     from rlplat.errors import UserError
+    from rlplat.niceness import take_priority
     from rlplat.serving import server
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("rlplat.serve").setLevel(logging.INFO)
     spec = ReplicaSpec(**json.loads(os.environ[SPEC_ENV]))
-    _unnice(spec.niceness)
+    take_priority(spec.niceness, "this replica")
     try:
         server.serve(
             Path(spec.model_base_path), spec.host, spec.port, spec.grpc_port,

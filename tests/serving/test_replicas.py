@@ -272,8 +272,8 @@ def test_a_replica_started_niced_serves_at_the_drivers_priority_or_says_why():
     otherwise says so in one warning line."""
     code = (
         "import logging, os, sys; logging.basicConfig(level=logging.WARNING)\n"
-        "from rlplat.serving.replica import _unnice\n"
-        "os.nice(15); _unnice(0); print('NICE', os.nice(0))"
+        "from rlplat.niceness import take_priority\n"
+        "os.nice(15); take_priority(0, 'this replica'); print('NICE', os.nice(0))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
