@@ -352,9 +352,12 @@ def test_a_learner_that_may_use_a_gpu_asks_ray_and_trains_on_the_gpu_node(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_stops_a_ray_placed_learner_with_a_checkpoint_and_it_resumes_there(
-    gpu_cluster: Cluster, tmp_path: Path
+    gpu_cluster: Cluster, tmp_path: Path, signum: signal.Signals
 ):
+    """SIGINT or SIGTERM to `rlplat train`: Ray cancels the learner's task, which Ray turns
+    into SIGINT there; it checkpoints, and the command exits 128 + the signal number."""
     run = tmp_path / "run"
     proc = subprocess.Popen(
         [RLPLAT, "train", str(experiment(tmp_path)), "--run-dir", str(run),
@@ -366,12 +369,12 @@ def test_ctrl_c_stops_a_ray_placed_learner_with_a_checkpoint_and_it_resumes_ther
     while not list(run.glob("checkpoints/ckpt-*")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == 128 + signum, err[-3000:]
     saved = sorted(run.glob("checkpoints/ckpt-*"))[-1]
     assert err.strip().splitlines()[-1] == (
-        f"interrupted (SIGINT); the learner saved {saved}; resume with: "
+        f"interrupted ({signum.name}); the learner saved {saved}; resume with: "
         f"rlplat train --resume {run} --address {gpu_cluster.address}"
     )
     steps = json.loads((saved / "state.json").read_text())["env_steps"]
