@@ -351,6 +351,20 @@ def test_a_learner_that_may_use_a_gpu_asks_ray_and_trains_on_the_gpu_node(
     assert not (run / ".learner-probe").exists() and (run / "summary.json").is_file()
 
 
+def long_run_with_a_checkpoint(c: Cluster, folder: Path, run: Path) -> subprocess.Popen:
+    """`rlplat train --address` with a budget it will not reach, once it has checkpointed."""
+    proc = subprocess.Popen(
+        [RLPLAT, "train", str(experiment(folder)), "--run-dir", str(run),
+         "--address", c.address, "--set", "train.env_steps=10000000"],
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=c.env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(run.glob("checkpoints/ckpt-*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    return proc
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_stops_a_ray_placed_learner_with_a_checkpoint_and_it_resumes_there(
@@ -359,16 +373,7 @@ def test_ctrl_c_stops_a_ray_placed_learner_with_a_checkpoint_and_it_resumes_ther
     """SIGINT or SIGTERM to `rlplat train`: Ray cancels the learner's task, which Ray turns
     into SIGINT there; it checkpoints, and the command exits 128 + the signal number."""
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [RLPLAT, "train", str(experiment(tmp_path)), "--run-dir", str(run),
-         "--address", gpu_cluster.address, "--set", "train.env_steps=10000000"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=gpu_cluster.env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not list(run.glob("checkpoints/ckpt-*")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
+    proc = long_run_with_a_checkpoint(gpu_cluster, tmp_path, run)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signum, err[-3000:]
@@ -398,16 +403,7 @@ def test_a_ray_placed_learner_killed_ends_the_command_with_how_to_resume(
     gpu_cluster: Cluster, tmp_path: Path
 ):
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [RLPLAT, "train", str(experiment(tmp_path)), "--run-dir", str(run),
-         "--address", gpu_cluster.address, "--set", "train.env_steps=10000000"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env=gpu_cluster.env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not list(run.glob("checkpoints/ckpt-*")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
+    proc = long_run_with_a_checkpoint(gpu_cluster, tmp_path, run)
     os.kill(json.loads((run / "ray.json").read_text())["ray"]["learner"]["pid"], signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2, err[-3000:]
