@@ -23,9 +23,8 @@ import tensorflow as tf
 from rlplat.agents import Agent
 from rlplat.errors import UserError
 from rlplat.replay import Replay
+from rlplat.runs import CKPT_PREFIX, MANIFEST, complete_checkpoints
 
-_PREFIX = "ckpt-"
-MANIFEST = "manifest.json"
 # What reading a damaged checkpoint of an older rlplat (no manifest) raises.
 _UNREADABLE = (
     OSError, EOFError, ValueError, KeyError, IndexError, AssertionError,
@@ -44,7 +43,7 @@ class Checkpointer:
     def save(self, state: dict[str, Any]) -> Path:
         """`state` (JSON-serialisable counters) must include `env_steps`."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"{_PREFIX}{state['env_steps']:012d}"
+        final = self.directory / f"{CKPT_PREFIX}{state['env_steps']:012d}"
         tmp = self.directory / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -159,18 +158,6 @@ def damage(path: Path, with_replay: bool = True) -> str | None:
 def _sha256(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def complete_checkpoints(directory: Path) -> list[Path]:
-    """Checkpoints that were renamed into place (manifest, or for older rlplat state.json,
-    written last), oldest first. Whether their files are intact is `damage`'s question."""
-    if not directory.is_dir():
-        return []
-    return sorted(
-        p
-        for p in directory.glob(f"{_PREFIX}*")
-        if (p / MANIFEST).exists() or (p / "state.json").exists()
-    )
 
 
 def restore_latest(

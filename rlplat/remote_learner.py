@@ -25,11 +25,14 @@ from typing import TYPE_CHECKING, Any
 from rlplat.cluster import Cluster
 from rlplat.config import ExperimentConfig, LearnerConfig
 from rlplat.errors import ConfigError, UserError
+from rlplat.rundir import resume_command
+from rlplat.runs import complete_checkpoints, is_running
 from rlplat.signals import Interrupted, StopOnSignals
-from rlplat.train import TrainSummary, resume_command
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # rlplat.train loads TensorFlow, which this process does not need
     from ray import ObjectRef
+
+    from rlplat.train import TrainSummary
 
 PROBE_FILE = ".learner-probe"  # the driver's token, read back by the learner's node
 
@@ -159,7 +162,7 @@ def _wait(ref: ObjectRef, run_dir: Path, info: dict[str, Any] | None) -> TrainSu
                 if ray.wait([ref], timeout=0.5)[0]:
                     return _result(ref, run_dir, info)
         _cancel(ref, run_dir)
-        saved = sorted((run_dir / "checkpoints").glob("ckpt-*"))
+        saved = complete_checkpoints(run_dir / "checkpoints")
         print(
             f"interrupted ({signal.Signals(signals.requested).name})"
             + (f"; the learner saved {saved[-1]}" if saved else "")
@@ -175,8 +178,6 @@ def _cancel(ref: ObjectRef, run_dir: Path) -> None:
     """Ask the learner to stop (Ray calls its SIGINT handler: it finishes the iteration and
     checkpoints) and wait until it lets go of the run's lock; a second signal kills it."""
     import ray
-
-    from rlplat.runs import is_running
 
     ray.cancel(ref, recursive=False)  # the collectors' calls end with the learner's loop
     try:

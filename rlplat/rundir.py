@@ -96,6 +96,14 @@ def resume_changes(run_dir: Path, cfg: ExperimentConfig) -> dict[str, list[Any]]
     return changes
 
 
+def resume_command(run_dir: Path, ray_info: dict[str, Any] | None) -> str:
+    """The command that continues this run: on the cluster it joined, when it joined one."""
+    command = f"rlplat train --resume {run_dir}"
+    if ray_info and not ray_info["local"] and ray_info["address"] != "existing":
+        command += f" --address {ray_info['address']}"
+    return command
+
+
 def record_resume(
     run_dir: Path,
     cfg: ExperimentConfig,

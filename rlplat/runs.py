@@ -20,6 +20,8 @@ from rlplat.errors import UserError
 # Held (flock) by the process training the run; the kernel drops it when that process
 # ends, even by kill -9, so a held lock means "running" and nothing else does.
 LOCK_FILE = "train.lock"
+CKPT_PREFIX = "ckpt-"  # checkpoints/ckpt-<env steps>/, renamed into place when whole
+MANIFEST = "manifest.json"
 
 
 @contextlib.contextmanager
@@ -77,11 +79,23 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def _last_checkpoint_steps(run_dir: Path) -> int | None:
-    for state in sorted((run_dir / "checkpoints").glob("ckpt-*/state.json"), reverse=True):
-        data = _json(state)
+    for path in reversed(complete_checkpoints(run_dir / "checkpoints")):
+        data = _json(path / "state.json")
         if data is not None and isinstance(data.get("env_steps"), int):
             return data["env_steps"]
     return None
+
+
+def complete_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoints that were renamed into place (manifest, or for older rlplat state.json,
+    written last), oldest first. Whether their files are intact is `damage`'s question."""
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p
+        for p in directory.glob(f"{CKPT_PREFIX}*")
+        if (p / MANIFEST).exists() or (p / "state.json").exists()
+    )
 
 
 def run_info(run_dir: Path) -> RunInfo:

@@ -32,7 +32,7 @@ from rlplat.loops.off_policy import train_off_policy
 from rlplat.loops.on_policy import train_on_policy
 from rlplat.loops.session import Session, progress_bar
 from rlplat.run_export import export_agent, export_skip_reason
-from rlplat.rundir import record_resume, resume_changes, write_metadata
+from rlplat.rundir import record_resume, resume_changes, resume_command, write_metadata
 from rlplat.signals import Interrupted, StopOnSignals
 from rlplat.sources import Source, open_source
 from rlplat.text import shown
@@ -408,14 +408,6 @@ def train(
             signals.restore()
 
 
-def resume_command(run_dir: Path, ray_info: dict[str, Any] | None) -> str:
-    """The command that continues this run: on the cluster it joined, when it joined one."""
-    command = f"rlplat train --resume {run_dir}"
-    if ray_info and not ray_info["local"] and ray_info["address"] != "existing":
-        command += f" --address {ray_info['address']}"
-    return command
-
-
 def _resume(trainer: Trainer, changes: dict[str, Any], argv: list[str] | None = None) -> None:
     path = trainer.resume()
     where = f"{path.name} ({trainer.state['env_steps']:,} env steps)" if path else "scratch"
@@ -432,4 +424,4 @@ def _stderr_line(line: str) -> None:
 
 
 __all__ = ["Cluster", "Interrupted", "StopOnSignals", "Trainer", "TrainSummary", "start_cluster"]
-__all__ += ["resume_command", "train"]
+__all__ += ["train"]

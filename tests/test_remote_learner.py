@@ -10,7 +10,7 @@ import pytest
 from rlplat.config import LearnerConfig
 from rlplat.errors import ConfigError, UserError
 from rlplat.remote_learner import PROBE_FILE, check_shared, gpus_to_ask
-from rlplat.train import resume_command
+from rlplat.rundir import resume_command
 
 WHERE = "the Ray cluster at h:6379"
 
