@@ -141,6 +141,7 @@ def train_remote(
     try:
         summary = _wait(ref, run_dir, cluster.info)
     finally:
+        _leave_ray()
         (run_dir / PROBE_FILE).unlink(missing_ok=True)
         if made and not any(run_dir.iterdir()):  # the learner never started: leave nothing
             run_dir.rmdir()
@@ -162,6 +163,7 @@ def _wait(ref: ObjectRef, run_dir: Path, info: dict[str, Any] | None) -> TrainSu
                 if ray.wait([ref], timeout=0.5)[0]:
                     return _result(ref, run_dir, info)
         _cancel(ref, run_dir)
+        _leave_ray()
         saved = complete_checkpoints(run_dir / "checkpoints")
         print(
             f"interrupted ({signal.Signals(signals.requested).name})"
@@ -172,6 +174,14 @@ def _wait(ref: ObjectRef, run_dir: Path, info: dict[str, Any] | None) -> TrainSu
         raise Interrupted(signals.requested, reported=True)
     finally:
         signals.restore()
+
+
+def _leave_ray() -> None:
+    """Disconnect once the learner is done: Ray forwards its lines from a thread that this
+    joins, so none of them lands after this command's last line (its outcome)."""
+    import ray
+
+    ray.shutdown()
 
 
 def _cancel(ref: ObjectRef, run_dir: Path) -> None:
