@@ -133,6 +133,12 @@ class ServingConfig(Strict):
     max_rows_per_request: int = Field(8192, ge=1)  # the batch dimension; beyond: 400
     session_inter_op_threads: int = -1  # -1: run ops in the calling thread (fastest here)
     session_intra_op_threads: int = Field(1, ge=0)
+    # Grappler's remapper fuses MatMul + BiasAdd (+ activation) into one kernel, with oneDNN
+    # (TensorFlow's default on x86) a oneDNN primitive set up on every call: on a small MLP
+    # policy that set-up costs more than the ops, and per call, so more so for a split's
+    # half-size batches. Off by default here (benchmarks/serve_session.py measures both);
+    # true is TensorFlow's (and TF Serving's) default graph.
+    session_remapping: bool = False
 
     @model_validator(mode="after")
     def _unique(self) -> ServingConfig:

@@ -210,7 +210,8 @@ class RestApp:
         cap = self.manager.cfg.max_rows_per_request
         big = len(raw) > OFFLOAD_BYTES
         split = await self.offload.decode(raw, cap) if big else decode(raw, cap)
-        key = next((v for k, v in headers if k.lower() == ROUTE_HEADER), None)
+        # (header names arrive lower-cased: http.py lowers them, ASGI servers must)
+        key = next((v for k, v in headers if k == ROUTE_HEADER), None)
         with self.manager.use_routed(name, version, label, key) as (servable, routed):
             labels[1], labels[3] = str(servable.version), routed.arm or ""
             sig_name = split.signature_name

@@ -122,11 +122,7 @@ class Servable:
         self.name, self.version, self.path = name, version, path
         self.in_flight = 0
         self._graph = tf.Graph()
-        session_cfg = tf.compat.v1.ConfigProto(
-            inter_op_parallelism_threads=cfg.session_inter_op_threads,
-            intra_op_parallelism_threads=cfg.session_intra_op_threads,
-        )
-        self._session = tf.compat.v1.Session(graph=self._graph, config=session_cfg)
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config(cfg))
         try:
             with _quiet_deprecation():
                 self.meta_graph = tf.compat.v1.saved_model.load(self._session, ["serve"], str(path))
@@ -202,6 +198,19 @@ class Servable:
 
     def close(self) -> None:
         self._session.close()
+
+
+def session_config(cfg: ServingConfig) -> tf.compat.v1.ConfigProto:
+    """The ConfigProto of every served version's session (and the shadow's)."""
+    from tensorflow.core.protobuf import rewriter_config_pb2
+
+    config = tf.compat.v1.ConfigProto(
+        inter_op_parallelism_threads=cfg.session_inter_op_threads,
+        intra_op_parallelism_threads=cfg.session_intra_op_threads,
+    )
+    if not cfg.session_remapping:  # (ServingConfig.session_remapping says why)
+        config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF
+    return config
 
 
 def session_callable(
