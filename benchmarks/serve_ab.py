@@ -13,13 +13,20 @@ all versions stay loaded) and a round starts once the server answers with the ne
 
 The arms are copies of the model's latest version (versions 1, 2 and 3; 3 is the shadow, so
 every request is mirrored): the figure is the routing's and the mirror's cost, not a
-difference between policies. Every request carries its own routing key (X-Rlplat-Route),
-as `rlplat play` sends one per episode (a fresh key per request is the costlier case: every
-key is hashed once). The load generator is wrk (C, one thread; the Python client of
-benchmarks/serve_load.py with `--client python` or without wrk on the PATH): a Python client
-takes a core's worth of this machine's two from the server and varies more.
+difference between policies. Every request carries a routing key (X-Rlplat-Route): as many
+episodes run at once as there are connections, each sending its own key for
+`--requests-per-key` requests (200 by default, an episode's order of length, as `rlplat
+play` sends one per episode), so both arms get requests in every batch; `--requests-per-key
+1` is the costlier case of a fresh key per request (every key is hashed; the Python
+client's keys repeat every 256 requests). The load generator is wrk (C,
+one thread; the Python client of benchmarks/serve_load.py with `--client python` or without
+wrk on the PATH): a Python client takes a core's worth of this machine's two from the
+server and varies more.
 Besides throughput, each round records the server's CPU time per request (/proc): a ratio of
 those is the routing's cost to the server whatever share of the cores the client took.
+The headline (`split_cost`) is the median over rounds of each round's throughput ratio
+against the same round's no split, with a 95% bootstrap interval: on two cores one round
+differs from the next by several percent, the order of the cost measured.
 The shadow's figures (copies run, dropped when it fell behind, its latency) come from the
 server's /metrics. The machine's load average is recorded: the ratios compare routings
 under the same load, absolute figures do not travel.
@@ -44,17 +51,23 @@ from serve_load import WRK_SCRIPT, load, summarize, summarize_wrk, wrk_round, wr
 
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 
-# wrk with a fresh routing key per request, and a client-side split over RLPLAT_WRK_PATHS
-# (comma-separated; request i goes to path i mod their number), as serve_load's Python client.
+# wrk with RLPLAT_WRK_EPISODES episodes at a time (one per connection: 64 clients each play
+# their own), each sending one routing key for RLPLAT_WRK_PER_KEY requests, as `rlplat play`
+# sends one per episode (1: a fresh key per request); and a client-side split over
+# RLPLAT_WRK_PATHS (comma-separated; request i goes to path i mod their number), as
+# serve_load's Python client. Request n belongs to episode slot n mod EPISODES.
 WRK_KEYED = (
     WRK_SCRIPT
     + """
 local paths = {}
 for p in string.gmatch(os.getenv("RLPLAT_WRK_PATHS"), "[^,]+") do paths[#paths + 1] = p end
+local per_key = tonumber(os.getenv("RLPLAT_WRK_PER_KEY"))
+local episodes = tonumber(os.getenv("RLPLAT_WRK_EPISODES"))
 local n = 0
 function request()
   n = n + 1
-  wrk.headers["X-Rlplat-Route"] = "episode-" .. n
+  local slot = n % episodes
+  wrk.headers["X-Rlplat-Route"] = "episode-" .. slot .. "-" .. math.floor(n / (episodes * per_key))
   return wrk.format(nil, paths[n % #paths + 1])
 end
 """
@@ -145,6 +158,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--seconds", type=float, default=4.0, help="per round")
     ap.add_argument("--rounds", type=int, default=4, help="rounds per routing and level")
+    ap.add_argument(
+        "--requests-per-key",
+        type=int,
+        default=200,
+        help="requests sent with one routing key (wrk): one per episode, as `rlplat play` "
+        "sends (200: a LunarLander episode's order of length); 1: a fresh key per request",
+    )
     ap.add_argument("--warmup-seconds", type=float, default=1.0)
     ap.add_argument(
         "--client",
@@ -170,21 +190,14 @@ def main() -> None:
             wrk_script(WRK_KEYED) as script,
             running_server_process(base, args.model, "--config", str(cfg)) as (url, server),
         ):
-            client = Client(args.client, url, script, obs)
+            client = Client(args.client, url, script, obs, args.requests_per_key)
             for r in range(args.rounds + 1):  # round 0 warms every routing up, unrecorded
-                for c in args.concurrency:
-                    for n in names[r % len(names) :] + names[: r % len(names)]:  # rotated
-                        route_to(url, cfg, args.model, n, obs)
-                        seconds = args.seconds if r else args.warmup_seconds
+                for n in names[r % len(names) :] + names[: r % len(names)]:  # rotated
+                    route_to(url, cfg, args.model, n, obs)
+                    for c in args.concurrency:
                         paths = client_paths if n == "client_split" else path
-                        before, cpu = batch_totals(url), cpu_seconds(server.pid)
-                        result = client.round(paths, c, seconds)
-                        cpu = cpu_seconds(server.pid) - cpu
-                        rows, calls = np.subtract(batch_totals(url), before)
-                        result["rows_per_call"] = round(rows / max(calls, 1), 2)
-                        result["server_cpu_us_per_request"] = round(
-                            1e6 * cpu / max(result["requests_per_s"] * result["seconds"], 1), 2
-                        )
+                        result = one_round(client, url, server.pid, paths, c,
+                                           args.seconds if r else args.warmup_seconds)  # fmt: skip
                         if r:
                             rounds[n, c].append(result)
             shadow = shadow_figures(url)  # only the shadow routing makes copies
@@ -193,11 +206,25 @@ def main() -> None:
     print(json.dumps(report(args, version_dir, levels, shadow, load_before)))
 
 
+def one_round(client: Client, url: str, pid: int, paths, c: int, seconds: float) -> dict:
+    """One round at concurrency `c`: the client's figures, rows per session call and the
+    server's CPU time per request."""
+    before, cpu = batch_totals(url), cpu_seconds(pid)
+    result = client.round(paths, c, seconds)
+    cpu = cpu_seconds(pid) - cpu
+    rows, calls = np.subtract(batch_totals(url), before)
+    result["rows_per_call"] = round(rows / max(calls, 1), 2)
+    result["server_cpu_us_per_request"] = round(
+        1e6 * cpu / max(result["requests_per_s"] * result["seconds"], 1), 2
+    )
+    return result
+
+
 class Client:
     """The load generator of every round (`kind`: wrk or python), one per benchmark run."""
 
-    def __init__(self, kind: str, url: str, script: str, obs: np.ndarray) -> None:
-        self.kind, self.url, self.script, self.obs = kind, url, script, obs
+    def __init__(self, kind: str, url: str, script: str, obs: np.ndarray, per_key: int) -> None:
+        self.kind, self.url, self.script, self.obs, self.per_key = kind, url, script, obs, per_key
         self.wrk = shutil.which("wrk") or "wrk"
         self.body = json.dumps({"instances": [obs[0].tolist()]}).encode()
 
@@ -207,7 +234,11 @@ class Client:
         if self.kind == "python":
             port = int(self.url.rsplit(":", 1)[1])
             return uvloop.run(load(port, paths, c, seconds, self.obs, keyed=True))
-        env = {"RLPLAT_WRK_PATHS": ",".join(paths)}
+        env = {
+            "RLPLAT_WRK_PATHS": ",".join(paths),
+            "RLPLAT_WRK_PER_KEY": str(self.per_key),
+            "RLPLAT_WRK_EPISODES": str(c),
+        }
         return wrk_round(self.wrk, self.script, self.url + paths[0], c, seconds, self.body, env)
 
 
@@ -222,6 +253,13 @@ def cpu_ratios(concurrency: list[int], levels: dict) -> dict[str, float]:
                    for r, b in zip(levels[n][i]["rounds"], base, strict=True)]  # fmt: skip
             out[f"{n}_c{c}"] = round(float(np.median(per)), 3)
     return out
+
+
+def median_ci(values: list[float], draws: int = 4000) -> list[float]:
+    """A 95% bootstrap interval of the median of `values` (rounds' ratios)."""
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(values, size=(draws, len(values))), axis=1)
+    return [round(float(q), 3) for q in np.percentile(medians, [2.5, 97.5])]
 
 
 def report(args, version_dir: Path, levels: dict, shadow: dict, load_before) -> dict:
@@ -248,10 +286,9 @@ def report(args, version_dir: Path, levels: dict, shadow: dict, load_before) -> 
             level["server_cpu_us_per_request"] = round(
                 float(np.median([r["server_cpu_us_per_request"] for r in rounds])), 2
             )
-    split_cost = max(1 - ratios[f"split_50_50_vs_no_split_rps_c{c}"] for c in args.concurrency)
-    routing_cost = max(
-        1 - ratios[f"split_one_version_vs_no_split_rps_c{c}"] for c in args.concurrency
-    )
+    medians = {k: round(float(np.median(v)), 3) for k, v in per_round.items()}
+    split_cost = max(1 - medians[f"split_50_50_c{c}"] for c in args.concurrency)
+    routing_cost = max(1 - medians[f"split_one_version_c{c}"] for c in args.concurrency)
     vs_client = {
         f"c{c}": round(
             ratios[f"split_50_50_vs_no_split_rps_c{c}"]
@@ -269,9 +306,11 @@ def report(args, version_dir: Path, levels: dict, shadow: dict, load_before) -> 
         "client": args.client,
         "seconds_per_round": args.seconds,
         "rounds": args.rounds,
+        "requests_per_key": args.requests_per_key,
         "throughput_ratios": ratios,
         "per_round_ratios": per_round,
-        "median_round_ratios": {k: round(float(np.median(v)), 3) for k, v in per_round.items()},
+        "median_round_ratios": medians,
+        "median_round_ratio_95ci": {k: median_ci(v) for k, v in per_round.items()},
         "server_cpu_per_request_ratios": cpu,
         "split_cost": round(split_cost, 3),
         "split_cost_target": TARGET_SPLIT_COST,
