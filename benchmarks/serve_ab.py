@@ -18,10 +18,10 @@ episodes run at once as there are connections, each sending its own key for
 `--requests-per-key` requests (200 by default, an episode's order of length, as `rlplat
 play` sends one per episode), so both arms get requests in every batch; `--requests-per-key
 1` is the costlier case of a fresh key per request (every key is hashed; the Python
-client's keys repeat every 256 requests). The load generator is wrk (C,
-one thread; the Python client of benchmarks/serve_load.py with `--client python` or without
-wrk on the PATH): a Python client takes a core's worth of this machine's two from the
-server and varies more.
+client's keys repeat every 256 requests), and 0 sends no key (a split per request). The
+load generator is wrk (C, one thread; the Python client of benchmarks/serve_load.py with
+`--client python` or without wrk on the PATH): a Python client takes a core's worth of
+this machine's two from the server and varies more.
 Besides throughput, each round records the server's CPU time per request (/proc): a ratio of
 those is the routing's cost to the server whatever share of the cores the client took.
 The headline (`split_cost`) is the median over rounds of each round's throughput ratio
@@ -53,7 +53,7 @@ import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 
 # wrk with RLPLAT_WRK_EPISODES episodes at a time (one per connection: 64 clients each play
 # their own), each sending one routing key for RLPLAT_WRK_PER_KEY requests, as `rlplat play`
-# sends one per episode (1: a fresh key per request); and a client-side split over
+# sends one per episode (1: a fresh key per request; 0: no key); and a client-side split over
 # RLPLAT_WRK_PATHS (comma-separated; request i goes to path i mod their number), as
 # serve_load's Python client. Request n belongs to episode slot n mod EPISODES.
 WRK_KEYED = (
@@ -66,8 +66,10 @@ local episodes = tonumber(os.getenv("RLPLAT_WRK_EPISODES"))
 local n = 0
 function request()
   n = n + 1
-  local slot = n % episodes
-  wrk.headers["X-Rlplat-Route"] = "episode-" .. slot .. "-" .. math.floor(n / (episodes * per_key))
+  if per_key > 0 then
+    local episode = math.floor(n / (episodes * per_key))
+    wrk.headers["X-Rlplat-Route"] = "episode-" .. (n % episodes) .. "-" .. episode
+  end
   return wrk.format(nil, paths[n % #paths + 1])
 end
 """
@@ -75,7 +77,7 @@ end
 
 TARGET_SPLIT_COST = 0.05  # the issue's bar: a split costs at most 5% of throughput
 
-ENTRY = "models:\n  - name: {model}\n    version_policy: {{all: true}}\n"
+ENTRY = "{session}models:\n  - name: {model}\n    version_policy: {{all: true}}\n"
 ROUTINGS = {  # routing name -> (serving.yaml lines under the model, the arms that answer)
     "no_split": ("", {None}),
     # Two labels of one version: the server-side routing alone, one batch queue.
@@ -129,12 +131,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def route_to(url: str, cfg: Path, model: str, routing: str, obs: np.ndarray) -> None:
+def route_to(url: str, cfg: Path, model: str, routing: str, obs: np.ndarray, session: str) -> None:
     """Rewrite serving.yaml for `routing` (atomically: the server never reads half a file)
     and return once answers show it: the right arms, and for the shadow, copies counted."""
     lines, arms = ROUTINGS[routing]
     tmp = cfg.with_suffix(".tmp")
-    tmp.write_text(ENTRY.format(model=model) + lines)
+    tmp.write_text(ENTRY.format(model=model, session=session) + lines)
     tmp.replace(cfg)
     body = {"instances": obs[:1].tolist()}
     deadline = time.time() + 60
@@ -151,7 +153,7 @@ def route_to(url: str, cfg: Path, model: str, routing: str, obs: np.ndarray) -> 
     sys.exit(f"error: the server did not take routing {routing} within 60 s (answers: {seen})")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-base-path", type=Path, default=Path("models"))
     ap.add_argument("--model", default="lunarlander_pg")
@@ -163,7 +165,8 @@ def main() -> None:
         type=int,
         default=200,
         help="requests sent with one routing key (wrk): one per episode, as `rlplat play` "
-        "sends (200: a LunarLander episode's order of length); 1: a fresh key per request",
+        "sends (200: a LunarLander episode's order of length); 1: a fresh key per request; "
+        "0: no key (each request split on its own)",
     )
     ap.add_argument("--warmup-seconds", type=float, default=1.0)
     ap.add_argument(
@@ -172,7 +175,18 @@ def main() -> None:
         default="wrk" if shutil.which("wrk") else "python",
         help="load generator: wrk (C; the default when on the PATH) or serve_load's Python one",
     )
-    args = ap.parse_args()
+    ap.add_argument(
+        "--session-remapping",
+        action="store_true",
+        help="serve with Grappler's remapper on (serving.yaml session_remapping: true), "
+        "TensorFlow's default graph, for a before/after comparison",
+    )
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    session = "session_remapping: true\n" if args.session_remapping else ""
 
     version_dir, meta = latest_version(args.model_base_path, args.model)
     obs = np.random.default_rng(0).normal(size=(256, *meta["observation_shape"]))
@@ -185,7 +199,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base, cfg = Path(tmp) / "models", Path(tmp) / "serving.yaml"
         copies(version_dir, args.model, base)
-        cfg.write_text(ENTRY.format(model=args.model))
+        cfg.write_text(ENTRY.format(model=args.model, session=session))
         with (
             wrk_script(WRK_KEYED) as script,
             running_server_process(base, args.model, "--config", str(cfg)) as (url, server),
@@ -193,7 +207,7 @@ def main() -> None:
             client = Client(args.client, url, script, obs, args.requests_per_key)
             for r in range(args.rounds + 1):  # round 0 warms every routing up, unrecorded
                 for n in names[r % len(names) :] + names[: r % len(names)]:  # rotated
-                    route_to(url, cfg, args.model, n, obs)
+                    route_to(url, cfg, args.model, n, obs, session)
                     for c in args.concurrency:
                         paths = client_paths if n == "client_split" else path
                         result = one_round(client, url, server.pid, paths, c,
@@ -233,7 +247,7 @@ class Client:
         paths = [paths] if isinstance(paths, str) else paths
         if self.kind == "python":
             port = int(self.url.rsplit(":", 1)[1])
-            return uvloop.run(load(port, paths, c, seconds, self.obs, keyed=True))
+            return uvloop.run(load(port, paths, c, seconds, self.obs, keyed=self.per_key > 0))
         env = {
             "RLPLAT_WRK_PATHS": ",".join(paths),
             "RLPLAT_WRK_PER_KEY": str(self.per_key),
@@ -307,6 +321,7 @@ def report(args, version_dir: Path, levels: dict, shadow: dict, load_before) -> 
         "seconds_per_round": args.seconds,
         "rounds": args.rounds,
         "requests_per_key": args.requests_per_key,
+        "session_remapping": args.session_remapping,
         "throughput_ratios": ratios,
         "per_round_ratios": per_round,
         "median_round_ratios": medians,
