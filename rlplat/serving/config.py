@@ -135,9 +135,9 @@ class ServingConfig(Strict):
     session_intra_op_threads: int = Field(1, ge=0)
     # Grappler's remapper fuses MatMul + BiasAdd (+ activation) into one kernel, with oneDNN
     # (TensorFlow's default on x86) a oneDNN primitive set up on every call: on a small MLP
-    # policy that set-up costs more than the ops, and per call, so more so for a split's
-    # half-size batches. Off by default here (benchmarks/serve_session.py measures both);
-    # true is TensorFlow's (and TF Serving's) default graph.
+    # policy that set-up costs more than the ops (a third of a small batch's session call).
+    # Off by default here (benchmarks/serve_session.py measures both); true is TensorFlow's
+    # (and TF Serving's) default graph.
     session_remapping: bool = False
 
     @model_validator(mode="after")
