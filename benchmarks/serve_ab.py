@@ -277,8 +277,9 @@ def median_ci(values: list[float], draws: int = 4000) -> list[float]:
 
 
 def report(args, version_dir: Path, levels: dict, shadow: dict, load_before) -> dict:
-    """Pooled throughput ratios against no split, and each round's own ratio (rounds of one
-    level ran back to back, so a round's ratio compares routings under the same load)."""
+    """Throughput ratios against no split: each round's own (every routing of one round ran
+    within the same half-minute, so a round's ratio compares routings under about the same
+    load), their median (the headline) and the pooled ones."""
     ratios, per_round = {}, {}
     for i, c in enumerate(args.concurrency):
         base = levels["no_split"][i]
