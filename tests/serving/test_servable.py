@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def _ops_run(servable, arrays) -> set[str]:
@@ -47,8 +48,6 @@ def test_served_sessions_run_unfused_kernels_unless_asked_and_answer_alike(model
 
 
 def test_session_remapping_is_a_serving_config_key(tmp_path):
-    import pytest
-
     from rlplat.errors import ConfigError
     from rlplat.serving import config as serving_config
 
