@@ -72,7 +72,10 @@ class Trainer:
         self.run_dir = run_dir
         self.console = console or _stderr_console()
         self.placement = configure_tensorflow(cfg.learner)
-        tf.random.set_seed(cfg.seed)
+        # Python's, numpy's and TensorFlow's generators: tf-keras draws the seed of every
+        # unseeded initializer from Python's `random`, so tf.random.set_seed alone left a
+        # DQN's initial weights (and so its whole run) different every time.
+        tf.keras.utils.set_random_seed(cfg.seed)
         self.spaces = envs.spaces(cfg.env)
         with learner_scope(self.placement):
             self.agent = agents.build(
