@@ -8,11 +8,13 @@ Ray collectors alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,12 +74,9 @@ class Trainer:
         self.run_dir = run_dir
         self.console = console or _stderr_console()
         self.placement = configure_tensorflow(cfg.learner)
-        # Python's, numpy's and TensorFlow's generators: tf-keras draws the seed of every
-        # unseeded initializer from Python's `random`, so tf.random.set_seed alone left a
-        # DQN's initial weights (and so its whole run) different every time.
-        tf.keras.utils.set_random_seed(cfg.seed)
+        tf.random.set_seed(cfg.seed)
         self.spaces = envs.spaces(cfg.env)
-        with learner_scope(self.placement):
+        with learner_scope(self.placement), _python_random_seeded(cfg.seed):
             self.agent = agents.build(
                 cfg.agent, self.spaces, cfg.seed, self.placement.mixed_precision
             )
@@ -428,3 +427,17 @@ def _stderr_line(line: str) -> None:
 
 __all__ = ["Cluster", "Interrupted", "StopOnSignals", "Trainer", "TrainSummary", "start_cluster"]
 __all__ += ["train"]
+
+
+@contextlib.contextmanager
+def _python_random_seeded(seed: int) -> Iterator[None]:
+    """Python's `random` seeded while an agent is built: tf-keras draws the seed of every
+    unseeded initializer from it, so tf.random.set_seed alone left a DQN's initial weights
+    (and so its whole run) different every time. The process's own sequence is put back
+    afterwards, so nothing else (Ray's choices, two runs in one process) shares the run's."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)

@@ -1,0 +1,77 @@
+"""Learning guards: short seeded runs of the DQN family and of PPO that must learn, and a
+DQN run that must repeat itself exactly. A change that makes an algorithm learn worse, or
+that makes runs irreproducible (so a regression hides as noise), fails here, not weeks
+later in a benchmark. Thresholds leave a margin: the exact numbers differ between CPUs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train(raw: dict, run_dir: Path):
+    from rlplat import config
+    from rlplat.train import train
+
+    raw = {**raw, "export": {**raw.get("export", {}), "enabled": False}}
+    return train(config.parse(raw), run_dir, show_progress=False)
+
+
+def _evals(run_dir: Path) -> list[tuple[int, float]]:
+    lines = (run_dir / "evals.jsonl").read_text().splitlines()
+    return [(e["env_steps"], e["return_mean"]) for e in map(json.loads, lines)]
+
+
+@pytest.mark.slow
+def test_a_dqn_run_repeats_itself_exactly(tmp_path: Path):
+    # Double + dueling + PER + 3-step, as lunarlander_dqn.yaml; XLA on (the default).
+    raw = tiny_config(
+        agent={"double": True, "dueling": True, "n_step": 3, "jit_compile": None},
+        replay={"type": "prioritized", "capacity": 5000},
+        train={"env_steps": 1500},
+        eval={"every_env_steps": 500, "episodes": 5, "final_episodes": 20},
+    )
+    first, second = _train(raw, tmp_path / "a"), _train(raw, tmp_path / "b")
+    assert _evals(tmp_path / "a") == _evals(tmp_path / "b")
+    assert first.final_eval["return_mean"] == second.final_eval["return_mean"]
+    assert first.train_steps == second.train_steps > 0
+
+
+@pytest.mark.slow
+def test_dqn_learns_cartpole_in_its_shipped_configuration(tmp_path: Path):
+    raw = yaml.safe_load((REPO / "experiments" / "cartpole_dqn.yaml").read_text())
+    raw["train"]["env_steps"] = 20_000
+    raw["eval"] = {"every_env_steps": 20_000, "episodes": 20, "threshold": 475}
+    summary = _train(raw, tmp_path / "run")
+    assert summary.final_eval["return_mean"] >= 400, summary.final_eval
+
+
+@pytest.mark.slow
+def test_ppo_learns_cartpole(tmp_path: Path):
+    raw = {
+        "name": "guard_ppo",
+        "seed": 0,
+        "env": {"id": "CartPole-v1"},
+        "agent": {
+            "type": "ppo",
+            "network": {"hidden": [64, 64], "activation": "tanh"},
+            "learning_rate": 1.0e-3,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "epochs": 4,
+            "minibatch_size": 256,
+            "ent_coef": 0.0,
+        },
+        "collect": {"num_actors": 0, "envs_per_actor": 8, "rollout_length": 256},
+        "train": {"env_steps": 12_288},
+        "eval": {"every_env_steps": 12_288, "episodes": 20, "threshold": 475},
+        "checkpoint": {"every_env_steps": 12_288, "keep": 1},
+    }
+    summary = _train(raw, tmp_path / "run")
+    assert summary.final_eval["return_mean"] >= 400, summary.final_eval
