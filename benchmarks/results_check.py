@@ -73,18 +73,21 @@ def header_lines(result: dict, command: str) -> list[str]:
     seeds = " ".join(map(str, result["seeds"]))
     iqm = result["final_eval_iqm"]
     finals = " / ".join(f"{r['final_eval_mean']:.1f}" for r in result["runs"])
+    episodes = min(r["final_eval_episodes"] for r in result["runs"])
     lines = [BEGIN + " by benchmarks/results_check.py (held-out seeds " + seeds + ")"]
     if result["threshold"] is not None:
         lines.append(
-            f"# final 20-episode eval >= {result['threshold']:g} on {result['final_ge_threshold']}"
+            f"# final {episodes}-episode eval >= {result['threshold']:g} on "
+            f"{result['final_ge_threshold']}"
             f" seeds; first eval >= {result['threshold']:g} on {result['reached_threshold']}"
         )
     lines.append(f"# final eval IQM {_text(iqm)} (95% bootstrap interval); finals {finals}")
     if result["threshold"] is not None:
         steps, secs = result["env_steps_to_threshold_iqm"], result["wall_s_to_threshold_iqm"]
         lines.append(
-            f"# env steps to the first eval >= threshold, IQM {_text(steps, ',.0f')}; seconds "
-            f"{_text(secs, ',.0f')} on a 2-core x86 CPU (unreached runs count their budget)"
+            f"# to the first eval >= threshold (IQM; a run that never got there counts its "
+            f"budget):\n#   env steps {_text(steps, ',.0f')}, seconds {_text(secs, ',.0f')} "
+            "(seconds: on a 2-core x86 CPU)"
         )
     lines += [f"# {command}", END]
     return lines
@@ -120,7 +123,26 @@ def check(path: Path, seeds: list[int], overrides: list[str], jobs: int, root: P
             runs = list(pool.map(run_seed, *zip(*args, strict=True)))
     else:
         runs = [run_seed(*a) for a in args]
+    for run in runs:
+        q = max_scalar(root / path.stem / f"seed{run['seed']}" / "tb", "losses/q_values")
+        if q is not None:  # value-based agents: a divergence shows as Q far above returns
+            run["max_mean_q_value"] = round(q, 2)
     return summarize(path, seeds, overrides, runs)
+
+
+def max_scalar(tb_dir: Path, tag: str) -> float | None:
+    """The largest value a run logged under `tag` (None if it logged none)."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    values = [
+        float(tf.make_ndarray(v.tensor))
+        for path in sorted(tb_dir.glob("events.out.tfevents.*"))
+        for event in EventFileLoader(str(path)).Load()
+        for v in event.summary.value
+        if v.tag == tag
+    ]
+    return max(values) if values else None
 
 
 def main() -> None:
@@ -143,7 +165,8 @@ def main() -> None:
         (RESULTS / name).write_text(json.dumps(result) + "\n")
         if args.write_headers and "skipped" not in result:
             seeds = " ".join(map(str, args.seeds))
-            command = f".venv/bin/python benchmarks/results_check.py {path} --seeds {seeds}"
+            sets = "".join(f" --set {item}" for item in args.overrides)
+            command = f".venv/bin/python benchmarks/results_check.py {path} --seeds {seeds}{sets}"
             write_header(path, header_lines(result, command))
     print(json.dumps({"benchmark": "results_check", "results": results}), flush=True)
 
