@@ -45,11 +45,13 @@ def test_a_dqn_run_repeats_itself_exactly(tmp_path: Path):
 
 @pytest.mark.slow
 def test_dqn_learns_cartpole_in_its_shipped_configuration(tmp_path: Path):
+    # The whole budget (a shorter one changes the lr schedule): about a minute. Periodic
+    # evals are thinned out; they do not touch training.
     raw = yaml.safe_load((REPO / "experiments" / "cartpole_dqn.yaml").read_text())
-    raw["train"]["env_steps"] = 20_000
-    raw["eval"] = {"every_env_steps": 20_000, "episodes": 20, "threshold": 475}
+    raw["eval"] = {**raw["eval"], "every_env_steps": 25_000, "episodes": 5}
+    raw["seed"] = 12  # max targets refreshed every 64 steps diverged on it (Q ~3,900)
     summary = _train(raw, tmp_path / "run")
-    assert summary.final_eval["return_mean"] >= 400, summary.final_eval
+    assert summary.final_eval["return_mean"] >= 475, summary.final_eval
 
 
 @pytest.mark.slow
