@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -68,13 +69,19 @@ def summarize(path: Path, seeds: list[int], overrides: list[str], runs: list[dic
     return out
 
 
-def header_lines(result: dict, command: str) -> list[str]:
+def marker(tag: str) -> str:
+    """The first words of a measured block: one block per tag (e.g. `_ray` for a run of
+    the same file with Ray collectors)."""
+    return f"{BEGIN} [{tag.strip('_')}] by" if tag else f"{BEGIN} by"
+
+
+def header_lines(result: dict, command: str, tag: str = "") -> list[str]:
     """The experiment file's "Measured" block for `result`."""
     seeds = " ".join(map(str, result["seeds"]))
     iqm = result["final_eval_iqm"]
     finals = " / ".join(f"{r['final_eval_mean']:.1f}" for r in result["runs"])
     episodes = min(r["final_eval_episodes"] for r in result["runs"])
-    lines = [BEGIN + " by benchmarks/results_check.py (held-out seeds " + seeds + ")"]
+    lines = [marker(tag) + f" benchmarks/results_check.py (held-out seeds {seeds})"]
     if result["threshold"] is not None:
         lines.append(
             f"# final {episodes}-episode eval >= {result['threshold']:g} on "
@@ -87,7 +94,7 @@ def header_lines(result: dict, command: str) -> list[str]:
         lines.append(
             f"# to the first eval >= threshold (IQM; a run that never got there counts its "
             f"budget):\n#   env steps {_text(steps, ',.0f')}, seconds {_text(secs, ',.0f')} "
-            "(seconds: on a 2-core x86 CPU)"
+            "(seconds: on a 2-core x86 CPU, machine- and load-dependent)"
         )
     lines += [f"# {command}", END]
     return lines
@@ -99,11 +106,15 @@ def _text(e: dict, fmt: str = ",.1f") -> str:
     return f"{e['value']:{fmt}} [{e['low']:{fmt}}, {e['high']:{fmt}}]"
 
 
-def write_header(path: Path, lines: list[str]) -> None:
-    """Replace the file's measured block (or insert one before `name:`)."""
+def write_header(path: Path, lines: list[str], tag: str = "") -> None:
+    """Replace the file's measured block for `tag` (or insert one before `name:`; a bare
+    `# --- measured` line with its `# ---` is an empty block)."""
     text = path.read_text().splitlines()
-    if BEGIN in "\n".join(text):
-        start = next(i for i, line in enumerate(text) if line.startswith(BEGIN))
+    mine = [i for i, line in enumerate(text) if line.startswith(marker(tag))]
+    if not tag:
+        mine += [i for i, line in enumerate(text) if line == BEGIN]
+    if mine:
+        start = mine[0]
         end = next(i for i in range(start + 1, len(text)) if text[i].strip() == END)
         text[start : end + 1] = lines
     else:
@@ -117,6 +128,7 @@ def check(path: Path, seeds: list[int], overrides: list[str], jobs: int, root: P
     if reason:
         return {"benchmark": "results_check", "experiment": path.stem, "skipped": reason}
     args = [(str(path), s, overrides, root / path.stem) for s in seeds]
+    load_before = os.getloadavg()[0]  # seconds depend on what else the machine ran
     if jobs > 1:
         ctx = multiprocessing.get_context("spawn")  # TensorFlow does not survive a fork
         with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
@@ -127,7 +139,9 @@ def check(path: Path, seeds: list[int], overrides: list[str], jobs: int, root: P
         q = max_scalar(root / path.stem / f"seed{run['seed']}" / "tb", "losses/q_values")
         if q is not None:  # value-based agents: a divergence shows as Q far above returns
             run["max_mean_q_value"] = round(q, 2)
-    return summarize(path, seeds, overrides, runs)
+    result = summarize(path, seeds, overrides, runs)
+    result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    return result
 
 
 def max_scalar(tb_dir: Path, tag: str) -> float | None:
@@ -167,7 +181,7 @@ def main() -> None:
             seeds = " ".join(map(str, args.seeds))
             sets = "".join(f" --set {item}" for item in args.overrides)
             command = f".venv/bin/python benchmarks/results_check.py {path} --seeds {seeds}{sets}"
-            write_header(path, header_lines(result, command))
+            write_header(path, header_lines(result, command, args.tag), args.tag)
     print(json.dumps({"benchmark": "results_check", "results": results}), flush=True)
 
 
