@@ -10,6 +10,7 @@ bytes: the default for image observations, whose JSON is ~5x their bytes (a uint
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,18 +28,52 @@ from rlplat.policies import LoadedPolicy
 
 def recorded_env(model_base_path: Path, model: str, version: int | None = None) -> EnvConfig:
     """The env a model was trained on, as its export recorded it (assets.extra/rlplat.json
-    of that version, or of the latest one) under a local model base path."""
+    of that version, or of the latest one) under a local model base path. A model or
+    version that is not there is said as such, with the ones that are."""
     model_dir = Path(model_base_path) / model
-    found = sorted(int(p.name) for p in model_dir.glob("*") if p.name.isdigit())
-    chosen = version if version is not None else (found[-1] if found else None)
+    found = _versions(model_dir)
+    if not found:
+        raise UserError(_no_model(Path(model_base_path), model))
+    if version is not None and version not in found:
+        raise UserError(
+            f"--version: model '{model}' has no version {version} in {model_base_path} "
+            f"(versions: {', '.join(map(str, found))})"
+        )
+    chosen = version if version is not None else found[-1]
     meta = model_dir / str(chosen) / "assets.extra" / "rlplat.json"
     try:
         return EnvConfig(**json.loads(meta.read_text())["env"])
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(
-            f"--env: not given, and {meta if chosen is not None else model_dir} has no "
+            f"--env: not given, and {meta} has no "
             "recorded env to default to (give --env ID, or --model-base-path)"
         ) from None
+
+
+def _versions(model_dir: Path) -> list[int]:
+    try:
+        return sorted(
+            int(p.name) for p in model_dir.iterdir() if p.name.isascii() and p.name.isdigit()
+        )
+    except OSError:
+        return []
+
+
+def _no_model(model_base_path: Path, model: str) -> str:
+    """`--model` names no exported model here: say so, with a did-you-mean or the list."""
+    try:
+        models = sorted(p.name for p in model_base_path.iterdir() if _versions(p))
+    except OSError:
+        models = []
+    close = difflib.get_close_matches(model, models, n=1)
+    if close:
+        hint = f"; did you mean '{close[0]}'?"
+    else:
+        hint = f"; models there: {', '.join(models)}" if models else " (it holds none)"
+    return (
+        f"--model: no exported model '{model}' in {model_base_path}{hint} "
+        "(to play a model only the server has, give --env ID)"
+    )
 
 
 def play_env(

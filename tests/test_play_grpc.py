@@ -50,6 +50,28 @@ def test_env_given_by_id_is_the_recorded_one_with_its_preprocessing(tmp_path: Pa
     assert play_env("ALE/Pong-v5", tmp_path / "none", "pong")[1] is False
 
 
+def test_a_model_or_version_that_is_not_there_is_named_not_the_env(tmp_path: Path):
+    from rlplat.errors import UserError
+
+    for name, version in (("lunarlander_pg", 1), ("lunarlander_pg", 2), ("cartpole_dqn", 1)):
+        meta = tmp_path / "models" / name / str(version) / "assets.extra" / "rlplat.json"
+        meta.parent.mkdir(parents=True)
+        meta.write_text(json.dumps({"env": {"id": "CartPole-v1"}}))
+    models = tmp_path / "models"
+    with pytest.raises(UserError, match=r"--model: no exported model 'lunarlandr_pg' in .*"
+                       r"did you mean 'lunarlander_pg'\?"):  # fmt: skip
+        play_env(None, models, "lunarlandr_pg")
+    with pytest.raises(UserError, match="models there: cartpole_dqn, lunarlander_pg"):
+        play_env(None, models, "pong")
+    with pytest.raises(UserError, match=r"--version: model 'lunarlander_pg' has no version 7 "
+                       r".*\(versions: 1, 2\)"):  # fmt: skip
+        play_env(None, models, "lunarlander_pg", 7)
+    assert play_env(None, models, "lunarlander_pg", 2) == (config.EnvConfig(id="CartPole-v1"), True)
+    out = run_cli("play", "--model", "lunarlandr_pg", "--episodes", "1", cwd=tmp_path)
+    assert out.returncode == 2 and "--env" not in out.stderr.splitlines()[-1].split(":")[1]
+    assert "did you mean 'lunarlander_pg'?" in out.stderr, out.stderr
+
+
 def test_play_over_grpc_with_a_dead_server_is_one_line(tmp_path: Path):
     out = run_cli("play", "--model", "pong", "--env", "CartPole-v1", "--protocol", "grpc",
                   "--grpc", "127.0.0.1:9", "--episodes", "1", cwd=tmp_path)  # fmt: skip
