@@ -199,7 +199,8 @@ class Trainer:
         episodes = self.cfg.eval.episodes
         run = Session(
             self.cfg, self.agent, self.state, self.replay, tb,
-            progress_bar(self.console, show_progress), self.placement.device,
+            progress_bar(self.console, show_progress, self.cfg.name, self.cfg.train.env_steps),
+            self.placement.device,
             distributed=self.cfg.collect.num_actors > 0,
             evaluate=lambda step: self._periodic_eval(episodes, step, wall(), tb),
             checkpoint=lambda: self._checkpoint(wall()),

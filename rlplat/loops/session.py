@@ -13,12 +13,13 @@ import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from rlplat import agents
 from rlplat.agents.base import TrainResult
@@ -174,16 +175,49 @@ class Session:
         )
 
 
-def progress_bar(console: Console, show: bool | None) -> Progress:
-    """The live bar (`show` None: on a terminal only)."""
+# The bar's fields, most important first, each with the widest text it shows. Fields that
+# do not fit the terminal are left out whole (last ones first) rather than cut: a count
+# cut mid-number reads ten times too small. The bar itself takes what is left (10-40).
+_VALUE = 8  # a return as text.shown prints it, e.g. -1234.5
+
+
+def _fields(name: str, total: int) -> list[tuple[str, int, ProgressColumn]]:
+    steps = len(f"{total:,}")
+    return [
+        ("count", 2 * steps + 1,
+         TextColumn("{task.completed:,.0f}/{task.total:,.0f}", table_column=_col(2 * steps + 1))),
+        ("eval", 5 + _VALUE, TextColumn("eval {task.fields[eval]}", table_column=_col(5 + _VALUE))),
+        ("name", min(len(name), 24),
+         TextColumn("[bold]{task.description}", table_column=Column(max_width=24, no_wrap=True,
+                                                                     overflow="ellipsis"))),
+        ("train", 6 + _VALUE,
+         TextColumn("train {task.fields[ret]}", table_column=_col(6 + _VALUE))),
+        ("sps", 13, TextColumn("{task.fields[sps]:,.0f} steps/s", table_column=_col(13))),
+        ("eta", 8, TimeRemainingColumn(table_column=_col(8))),
+    ]  # fmt: skip
+
+
+def _col(width: int) -> Column:
+    return Column(min_width=width, no_wrap=True)
+
+
+def progress_columns(width: int, name: str, total: int) -> list[ProgressColumn]:
+    """The columns that fit `width` terminal columns, in display order."""
+    fields = _fields(name, total)
+    while fields and sum(w for _, w, _ in fields) + len(fields) - 1 > width:
+        fields.pop()
+    room = width - sum(w for _, w, _ in fields) - len(fields)
+    kept = {key: column for key, _, column in fields}
+    order = ["name", "bar", "count", "sps", "train", "eval", "eta"]
+    if room >= 10:
+        kept["bar"] = BarColumn(bar_width=min(room, 40))
+    return [kept[key] for key in order if key in kept]
+
+
+def progress_bar(console: Console, show: bool | None, name: str, total: int) -> Progress:
+    """The live bar (`show` None: on a terminal only), its fields fitted to the console."""
     return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("env steps  {task.fields[sps]:,.0f}/s"),
-        TextColumn("train {task.fields[ret]}"),
-        TextColumn("eval {task.fields[eval]}"),
-        TimeRemainingColumn(),
+        *progress_columns(console.width, name, total),
         console=console,
         disable=not (console.is_terminal if show is None else show),
         transient=False,
