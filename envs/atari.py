@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
+from rlplat.envs.registry import env_id_error
 from rlplat.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def make_atari(cfg: EnvConfig, training: bool, render_mode: str | None = None) -
             render_mode=render_mode, disable_env_checker=True, **cfg.kwargs,
         )  # fmt: skip
     except gym.error.Error as exc:
-        raise ConfigError(f"env.id: {exc}") from None
+        raise env_id_error(cfg.id, exc) from None
     except TypeError as exc:
         raise ConfigError(f"env.kwargs: {exc}") from None
     fire = a.fire_reset and _needs_fire(env)
@@ -151,7 +152,7 @@ def ale_game(env_id: str) -> str:
     try:
         return gym.spec(env_id).kwargs["game"]
     except gym.error.Error as exc:
-        raise ConfigError(f"env.id: {exc}") from None
+        raise env_id_error(env_id, exc) from None
 
 
 class AleVectorEnvs:

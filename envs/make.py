@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlplat.envs import atari
+from rlplat.envs.registry import env_id_error
 from rlplat.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def make(
             if cfg.max_episode_steps is not None:
                 env = gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
     except gym.error.Error as exc:  # NameNotFound, DeprecatedEnv, ...
-        raise ConfigError(f"env.id: {exc}") from None
+        raise env_id_error(cfg.id, exc) from None
     except TypeError as exc:  # wrong kwargs for the env's constructor
         raise ConfigError(f"env.kwargs: {exc}") from None
     _check_spaces(cfg.id, env.observation_space, env.action_space)

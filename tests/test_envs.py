@@ -94,7 +94,11 @@ def test_seeding_is_reproducible():
 @pytest.mark.parametrize(
     "env_cfg, message",
     [
-        (EnvConfig(id="CartPol-v1"), "env.id: .*CartPol"),
+        (
+            EnvConfig(id="CartPol-v1"),
+            "env.id: unknown environment 'CartPol-v1'; did you mean 'CartPole-v1'",
+        ),
+        (EnvConfig(id="NoSuchEnv-v9"), r"env.id: unknown environment 'NoSuchEnv-v9' \(a "),
         (EnvConfig(id="LunarLander-v2"), "env.id: .*deprecated"),
         (EnvConfig(id="no_such_module:Env"), "env.id: cannot import module 'no_such_module'"),
         (EnvConfig(id="test_envs:Nope"), "env.id: module 'test_envs' has no attribute"),
