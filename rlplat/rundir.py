@@ -76,6 +76,11 @@ RESUMABLE = (
 )  # fmt: skip
 
 
+def resumable_keys() -> str:
+    """RESUMABLE as a user reads it: `eval.*` for a section."""
+    return ", ".join(k + "*" if k.endswith(".") else k for k in RESUMABLE)
+
+
 def resume_changes(run_dir: Path, cfg: ExperimentConfig) -> dict[str, list[Any]]:
     """The keys `cfg` changes against the run's config.yaml, as {key: [old, new]}; a key a
     resume may not change is a UserError naming it."""
@@ -90,8 +95,8 @@ def resume_changes(run_dir: Path, cfg: ExperimentConfig) -> dict[str, list[Any]]
         if not key.startswith(RESUMABLE):
             raise UserError(
                 f"{key}: cannot change on resume ({old!r} -> {new!r}: the checkpoint was made "
-                f"with {old!r}); a resume may change train.env_steps, train.log_every, eval.*, "
-                "checkpoint.*, export.*, learner.*, collect.num_actors; start a new run instead"
+                f"with {old!r}); a resume may change {resumable_keys()}; start a new run "
+                "instead"
             )
     return changes
 

@@ -240,6 +240,19 @@ def test_resume_says_finished_extends_records_and_refuses_what_cannot_change(tmp
     assert out.stderr.strip().startswith("error: agent.network.hidden: cannot change on resume")
     assert len(out.stderr.strip().splitlines()) == 1
     assert yaml.safe_load((run_dir / "config.yaml").read_text()) == in_force
+    from rlplat.rundir import resumable_keys
+
+    assert f"a resume may change {resumable_keys()};" in out.stderr
+    assert "collect.weight_sync_every" in resumable_keys()
+
+
+def test_the_readme_lists_what_a_resume_may_change_as_the_code_does():
+    from rlplat.rundir import RESUMABLE
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    bullet = readme.split("**What a resume may change:**", 1)[1].split("Anything else", 1)[0]
+    listed = [k.strip(" `.\n") for k in bullet.replace("\n", " ").split(",")]
+    assert listed == [k + "*" if k.endswith(".") else k for k in RESUMABLE]
 
 
 def test_resume_changes_allows_budget_and_cadence_only(tmp_path: Path):
