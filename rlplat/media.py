@@ -12,6 +12,7 @@ import numpy as np
 
 from rlplat.config import EnvConfig
 from rlplat.errors import UserError
+from rlplat.text import shown
 
 
 def require_display() -> None:
@@ -83,7 +84,7 @@ class EpisodeVideos:
         if writer is None:
             return
         writer.close()
-        final = self.out_dir / f"episode-{episode:03d}-return-{ret:.1f}.{self.fmt}"
+        final = self.out_dir / f"episode-{episode:03d}-return-{_signed(ret)}.{self.fmt}"
         self._tmp(episode).replace(final)
         self.paths.append(final)
 
@@ -134,3 +135,9 @@ def gif_bytes(
     )  # fmt: skip
     height, width = picked[0].shape[:2]
     return buf.getvalue(), height, width
+
+
+def _signed(ret: float) -> str:
+    """A return in a file name: `231.5`, `minus158.7` (`return--158.7` reads as a typo)."""
+    text = shown(ret)
+    return f"minus{text[1:]}" if text.startswith("-") else text

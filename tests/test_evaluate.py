@@ -180,3 +180,11 @@ def test_plot_writes_a_png_from_runs(tiny_run: Path):
     bad = run_cli("plot", str(tiny_run), cwd=tiny_run, timeout=60)
     assert bad.returncode == 2
     assert bad.stderr.strip() == f"error: {tiny_run}: not a run directory (no evals.jsonl)"
+
+
+@pytest.mark.parametrize(("ret", "name"), [(231.54, "231.5"), (-158.72, "minus158.7"),
+                                           (0.93, "0.93"), (-0.01, "0.0")])  # fmt: skip
+def test_a_video_is_named_by_its_return_without_a_double_dash(ret: float, name: str):
+    from rlplat.media import _signed
+
+    assert _signed(ret) == name
