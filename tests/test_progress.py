@@ -42,3 +42,24 @@ def test_the_bar_fits_and_never_cuts_a_number(width: int, total: int, done: int)
 def test_a_long_name_is_shortened_not_the_numbers():
     line = _render(80, "a_very_long_experiment_name_indeed", 150_000, 120_000)
     assert line.startswith("a_very_long_experiment_…") and "120,000/150,000" in line
+
+
+def test_without_the_bar_a_plain_progress_line_comes_on_a_cadence(tmp_path, monkeypatch):
+    from conftest import tiny_config
+
+    from rlplat import config
+    from rlplat.loops import session
+    from rlplat.train import Trainer
+
+    monkeypatch.setattr(session, "HEARTBEAT_S", 0.0)
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=80)
+    data = tiny_config(train={"env_steps": 600}, export={"enabled": False})
+    Trainer(config.parse(data), tmp_path / "run", console=console).run(show_progress=False)
+    lines = [line for line in buf.getvalue().splitlines() if line.startswith("tiny: ")]
+    assert lines, buf.getvalue()
+    assert re.fullmatch(
+        r"tiny: [\d,]+/600 env steps, [\d,]+ steps/s, train \S+, eval \S+, ETA (\d+:\d\d:\d\d|-)",
+        lines[-1],
+    ), lines[-1]
+    assert session._clock(3 * 86400 + 62) == "72:01:02"

@@ -4,6 +4,7 @@ and the periodic logs, evals and checkpoints."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,9 @@ class WeightVersions:
         return version
 
 
+HEARTBEAT_S = 30.0  # seconds between plain progress lines when the bar is off
+
+
 @dataclass
 class Session:
     """One session's shared state and steps. `evaluate(step)` runs a periodic eval and
@@ -90,6 +94,7 @@ class Session:
         self._next_log = _next_multiple(state["env_steps"], self.cfg.train.log_every)
         self._next_eval = _next_multiple(state["env_steps"], self.cfg.eval.every_env_steps)
         self._next_ckpt = _next_multiple(state["env_steps"], self.cfg.checkpoint.every_env_steps)
+        self._beat: tuple[float, int | None] = (-HEARTBEAT_S, None)
         self._task: TaskID = self.progress.add_task(
             self.cfg.name, total=self.cfg.train.env_steps, completed=state["env_steps"],
             sps=0.0, ret=shown(self.last_return), eval=shown(self.last_eval),
@@ -173,6 +178,26 @@ class Session:
         self.progress.update(
             self._task, completed=step, ret=shown(self.last_return), eval=shown(self.last_eval)
         )
+        self._heartbeat(step)
+
+    def _heartbeat(self, step: int) -> None:
+        """Without the live bar (output piped to a file or a pager), a plain progress line
+        every HEARTBEAT_S seconds, so a long run is not silent between evals."""
+        now = time.monotonic()
+        if not self.progress.disable or now - self._beat[0] < HEARTBEAT_S:
+            return
+        last_time, last_step = self._beat
+        self._beat = (now, step)
+        if last_step is None:  # the first call only starts the clock
+            return
+        sps = (step - last_step) / max(now - last_time, 1e-9)
+        total = self.cfg.train.env_steps
+        eta = _clock((total - step) / sps) if sps > 0 else "-"
+        self.progress.console.print(
+            f"{self.cfg.name}: {step:,}/{total:,} env steps, {sps:,.0f} steps/s, train "
+            f"{shown(self.last_return)}, eval {shown(self.last_eval)}, ETA {eta}",
+            highlight=False,
+        )
 
 
 # The bar's fields, most important first, each with the widest text it shows. Fields that
@@ -226,3 +251,10 @@ def progress_bar(console: Console, show: bool | None, name: str, total: int) -> 
 
 def _next_multiple(value: int, every: int) -> int:
     return (value // every + 1) * every
+
+
+def _clock(seconds: float) -> str:
+    """H:MM:SS, hours unbounded (a CPU Atari run's ETA is days)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
