@@ -463,6 +463,9 @@ def serve(  # long only in its option declarations
                     address, metrics_port, http.value,
                 )  # fmt: skip
             else:
+                from rlplat.serving.ports import check_free
+
+                check_free(host, {"REST": port, "gRPC": grpc_port or None})
                 from rlplat.serving import server
 
                 server.serve(

@@ -13,11 +13,14 @@ def hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind(host: str, port: int, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+def bind(
+    host: str, port: int, reuse_port: bool = False, listen: bool = True, what: str = ""
+) -> socket.socket:
     """Bind before loading anything, so a busy port is one line, not a traceback.
     `reuse_port`: share the port with the other replicas on this host (SO_REUSEPORT: the
     kernel spreads new connections over the listening sockets); such a socket only takes
-    connections once it listens, so a replica listens after its models are loaded."""
+    connections once it listens, so a replica listens after its models are loaded. `what`
+    names the port in the error ("gRPC")."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -31,8 +34,18 @@ def bind(host: str, port: int, reuse_port: bool = False, listen: bool = True) ->
         sock.bind(addr)
     except OSError as exc:
         sock.close()
-        raise UserError(f"cannot listen on {hostport(host, port)}: {exc.strerror}") from None
+        where = hostport(host, port) + (f" ({what})" if what else "")
+        raise UserError(f"cannot listen on {where}: {exc.strerror}") from None
     if listen:
         sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+def check_free(host: str, named: dict[str, int | None]) -> None:
+    """Each of the server's ports free on `host` now (bound, then let go): a taken one is
+    one line naming it, before TensorFlow or Ray load (seconds) and before gRPC's own
+    bind, which logs a raw C++ error line first."""
+    for what, port in named.items():
+        if port:
+            bind(host, port, listen=False, what=what).close()

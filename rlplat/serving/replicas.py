@@ -182,11 +182,9 @@ def serve(
         raise UserError(f"--model-base-path {model_base_path}: not a directory")
     config = str(Path(config_path).resolve()) if config_path else None
     spec = ReplicaSpec(str(base), host, port, grpc_port, config, http, os.nice(0))
-    for taken in (port, grpc_port, metrics_port):
-        # Held by anything (a server, another fleet: replicas would share its traffic): one
-        # line now, before Ray starts. (Other nodes' ports are their replicas' to find.)
-        if taken:
-            ports.bind(host, taken).close()
+    # Held by anything (a server, another fleet: replicas would share its traffic): one
+    # line now, before Ray starts. (Other nodes' ports are their replicas' to find.)
+    ports.check_free(host, {"REST": port, "gRPC": grpc_port, "metrics": metrics_port})
     stop = threading.Event()
     _stop_on_signals(stop)
     # Ray starts its workers at nice 15 (fine for batch work); a server must not yield to

@@ -70,7 +70,11 @@ def test_model_paths_cannot_escape_the_base_path(tmp_path, one_version):
 def test_serve_cli_errors_are_one_line(tmp_path, server):
     cases = [
         (["--model-base-path", str(tmp_path / "nope")], "not a directory"),
-        (["--port", str(server.port)], "cannot listen"),
+        (["--port", str(server.port)], f"cannot listen on 127.0.0.1:{server.port} (REST)"),
+        (
+            ["--port", "0", "--grpc-port", str(server.grpc_port)],
+            f"cannot listen on 127.0.0.1:{server.grpc_port} (gRPC)",
+        ),
     ]
     bad = tmp_path / "bad.yaml"
     bad.write_text("batching: {max_batch_sise: 8}\n")
@@ -79,3 +83,5 @@ def test_serve_cli_errors_are_one_line(tmp_path, server):
         r = run_cli("serve", "--model-base-path", str(tmp_path), *args, cwd=tmp_path, timeout=60)
         assert r.returncode == 2, (args, r.stderr)
         assert f"error: {words}" in r.stderr or words in r.stderr.splitlines()[-1], r.stderr
+        if "cannot listen" in words:  # checked before anything loads: nothing else printed
+            assert r.stderr.strip() == f"error: {words}: Address already in use", r.stderr
