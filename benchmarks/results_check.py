@@ -77,6 +77,8 @@ def marker(tag: str) -> str:
 
 def header_lines(result: dict, command: str, tag: str = "") -> list[str]:
     """The experiment file's "Measured" block for `result`."""
+    if "skipped" in result:
+        return [marker(tag) + f" benchmarks/results_check.py: skipped ({result['skipped']})", END]
     seeds = " ".join(map(str, result["seeds"]))
     iqm = result["final_eval_iqm"]
     finals = " / ".join(f"{r['final_eval_mean']:.1f}" for r in result["runs"])
@@ -177,7 +179,7 @@ def main() -> None:
         results.append(result)
         name = f"results_check_{path.stem}{args.tag}.json"
         (RESULTS / name).write_text(json.dumps(result) + "\n")
-        if args.write_headers and "skipped" not in result:
+        if args.write_headers:
             seeds = " ".join(map(str, args.seeds))
             sets = "".join(f" --set {item}" for item in args.overrides)
             command = f".venv/bin/python benchmarks/results_check.py {path} --seeds {seeds}{sets}"
