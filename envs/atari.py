@@ -25,9 +25,12 @@ if TYPE_CHECKING:
 
 
 def register() -> None:
-    """Make the ALE/... ids known to gymnasium (idempotent)."""
+    """Make the ALE/... ids known to gymnasium (idempotent), with ALE's C++ logger at
+    errors only: its info level prints a two-line banner at every emulator start (in every
+    command and collector), which tells a user nothing."""
     import ale_py
 
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     gym.register_envs(ale_py)
 
 

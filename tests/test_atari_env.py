@@ -173,3 +173,16 @@ def test_vector_backend_reset_step_is_never_a_transition():
     after = np.flatnonzero(t.last[:-2]) + 2  # rows are (step, env): same env, next step
     fresh = t.discount[after - 2] == 1.0  # truncations (a life loss keeps the stack)
     assert fresh.any() and not t.obs[after[fresh], ..., :3].any()
+
+
+def test_making_a_game_prints_no_ale_banner():
+    import subprocess
+    import sys
+
+    code = (
+        "import rlplat\nfrom rlplat import config, envs\n"
+        "envs.make(config.EnvConfig(id='ALE/Pong-v5', atari={}), seed=0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Stella" not in out.stdout + out.stderr
