@@ -463,16 +463,22 @@ def serve(  # long only in its option declarations
                     address, metrics_port, http.value,
                 )  # fmt: skip
             else:
-                from rlplat.serving.ports import check_free
-
-                check_free(host, {"REST": port, "gRPC": grpc_port or None})
-                from rlplat.serving import server
-
-                server.serve(
-                    model_base_path, host, port, grpc_port or None, config, token, http.value
-                )
+                _serve_here(model_base_path, host, port, grpc_port or None, config, token, http)
         except KeyboardInterrupt:
             pass
+
+
+def _serve_here(
+    model_base_path: Path, host: str, port: int, grpc_port: int | None, config: Path | None,
+    token: str | None, http: HttpFrontEnd,
+) -> None:  # fmt: skip
+    """`rlplat serve` in this process: its ports checked before TensorFlow loads."""
+    from rlplat.serving.ports import check_free
+
+    check_free(host, {"REST": port, "gRPC": grpc_port})
+    from rlplat.serving import server
+
+    server.serve(model_base_path, host, port, grpc_port, config, token, http.value)
 
 
 @app.command()
