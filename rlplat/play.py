@@ -61,6 +61,11 @@ def _versions(model_dir: Path) -> list[int]:
 
 def _no_model(model_base_path: Path, model: str) -> str:
     """`--model` names no exported model here: say so, with a did-you-mean or the list."""
+    if not model_base_path.is_dir():
+        return (
+            f"--model: no exported model '{model}': {model_base_path} is not a directory "
+            "(give --model-base-path, or --env ID to play a model only the server has)"
+        )
     try:
         models = sorted(p.name for p in model_base_path.iterdir() if _versions(p))
     except OSError:

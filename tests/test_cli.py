@@ -274,8 +274,8 @@ def test_play_defaults_env_to_the_one_recorded_in_the_model(tmp_path: Path):
     assert out.stderr.strip().splitlines()[-1].startswith("error: http://127.0.0.1:9/")
     out = runner.invoke(app, [*args, "--model-base-path", str(tmp_path / "none")])
     assert out.exit_code == 2 and out.stderr.strip() == (
-        f"error: --env: not given, and {tmp_path / 'none' / 'tiny'} has no recorded env to "
-        "default to (give --env ID, or --model-base-path)"
+        f"error: --model: no exported model 'tiny': {tmp_path / 'none'} is not a directory "
+        "(give --model-base-path, or --env ID to play a model only the server has)"
     )
 
 
