@@ -12,11 +12,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import tensorflow as tf
+from typing import TYPE_CHECKING, Any
 
 from rlplat.errors import UserError
+
+if TYPE_CHECKING:  # TensorFlow loads only to write a SavedModel: the version rules here
+    import tensorflow as tf  # serve `rlplat play`, which runs without it
 
 MAX_VERSION = 2**63 - 1  # TF Serving's versions are int64
 
@@ -68,6 +69,8 @@ def export_saved_model(
     module: tf.Module, model_base_path: Path, name: str, metadata: dict[str, Any]
 ) -> Path:
     """Write `module` as the next version of `name`; returns the version directory."""
+    import tensorflow as tf
+
     model_dir = Path(model_base_path) / name
     try:
         model_dir.mkdir(parents=True, exist_ok=True)

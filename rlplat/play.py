@@ -23,6 +23,7 @@ import requests
 
 from rlplat.config import EnvConfig
 from rlplat.errors import UserError
+from rlplat.export import versions
 from rlplat.policies import LoadedPolicy
 
 
@@ -51,10 +52,9 @@ def recorded_env(model_base_path: Path, model: str, version: int | None = None) 
 
 
 def _versions(model_dir: Path) -> list[int]:
+    """A model's versions as the server reads them (none when it cannot be listed)."""
     try:
-        return sorted(
-            int(p.name) for p in model_dir.iterdir() if p.name.isascii() and p.name.isdigit()
-        )
+        return versions(model_dir)
     except OSError:
         return []
 
