@@ -31,7 +31,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_to_threshold import run_seed  # noqa: E402
 
-from rlplat.stats import estimate  # noqa: E402
+from rlplat.stats import Estimate, estimate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -103,9 +103,7 @@ def header_lines(result: dict, command: str, tag: str = "") -> list[str]:
 
 
 def _text(e: dict, fmt: str = ",.1f") -> str:
-    if e["low"] is None:
-        return f"{e['value']:{fmt}}"
-    return f"{e['value']:{fmt}} [{e['low']:{fmt}}, {e['high']:{fmt}}]"
+    return Estimate(**e).text(fmt)
 
 
 def write_header(path: Path, lines: list[str], tag: str = "") -> None:
