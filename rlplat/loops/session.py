@@ -94,7 +94,7 @@ class Session:
         self._next_log = _next_multiple(state["env_steps"], self.cfg.train.log_every)
         self._next_eval = _next_multiple(state["env_steps"], self.cfg.eval.every_env_steps)
         self._next_ckpt = _next_multiple(state["env_steps"], self.cfg.checkpoint.every_env_steps)
-        self._beat: tuple[float, int | None] = (-HEARTBEAT_S, None)
+        self._beat = (time.monotonic(), state["env_steps"])  # the last plain line's (time, step)
         self._task: TaskID = self.progress.add_task(
             self.cfg.name, total=self.cfg.train.env_steps, completed=state["env_steps"],
             sps=0.0, ret=shown(self.last_return), eval=shown(self.last_eval),
@@ -188,8 +188,6 @@ class Session:
             return
         last_time, last_step = self._beat
         self._beat = (now, step)
-        if last_step is None:  # the first call only starts the clock
-            return
         sps = (step - last_step) / max(now - last_time, 1e-9)
         total = self.cfg.train.env_steps
         eta = _clock((total - step) / sps) if sps > 0 else "-"
