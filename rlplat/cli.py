@@ -582,18 +582,36 @@ def tune(  # long only in its option declarations
     pbt_keys: Annotated[
         str | None, typer.Option(help="Comma-separated keys PBT perturbs (else the space's pbt:).")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config value for every trial (as train's)."),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="Check everything, print the resolved config and the sweep's size."),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option(help="Also show Ray Tune's own status tables and trial logs.")
+    ] = False,
 ) -> None:
     """Sweep hyperparameters on Ray Tune; every trial is a run directory under
     runs/NAME/tune-TIMESTAMP/. Writes results.json and best.yaml (the winner on held-out
     seeds). Ctrl-C stops; the same command with --resume continues."""
+    import yaml
+
     from rlplat import tune as tune_mod
 
     opts = tune_mod.SweepOptions(
         config, space, samples, scheduler, metric, address, max_concurrent, resume, name,
         top_k, held_out_seeds, pbt_keys.split(",") if pbt_keys else None,
+        verbose=verbose, overrides=list(set_ or []),
     )  # fmt: skip
     with _user_errors():
         sweep = tune_mod.prepare(opts)
+        if dry_run:
+            typer.echo(yaml.safe_dump(sweep.cfg.to_dict(), sort_keys=False), nl=False)
+            typer.echo(tune_mod.plan(sweep))
+            return
         try:
             tune_mod.run_sweep(sweep, ["rlplat", *sys.argv[1:]], err)
         except tune_mod.SweepInterrupted:

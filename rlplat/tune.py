@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import shlex
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -28,8 +28,11 @@ from rich.table import Table
 from rlplat import config as config_mod
 from rlplat.config import ExperimentConfig
 from rlplat.errors import UserError
-from rlplat.tune_space import Space, domain, load_space, param_space
+from rlplat.tune_space import Space, domain, finite, load_space, param_space, size
 from rlplat.tune_trial import TrialSetup, run_trial
+
+if TYPE_CHECKING:
+    from rlplat.tune_progress import SweepProgress
 
 METRICS = {"eval_return": "max", "env_steps_to_threshold": "min", "wall_s_to_threshold": "min"}
 SCHEDULERS = ("asha", "pbt", "none")
@@ -50,6 +53,8 @@ class SweepOptions:
     held_out_seeds: int = 3
     pbt_keys: list[str] | None = None
     root: Path = Path("runs")
+    verbose: bool = False  # Ray Tune's own tables and the trials' logs too
+    overrides: list[str] = field(default_factory=list)  # --set, under every trial's values
 
 
 @dataclass
@@ -76,9 +81,13 @@ def prepare(opts: SweepOptions) -> Sweep:
         raise UserError(f"--scheduler {opts.scheduler}: one of {', '.join(SCHEDULERS)}")
     if opts.samples < 1 or opts.top_k < 1 or opts.held_out_seeds < 0:
         raise UserError("--samples and --top-k must be >= 1, --held-out-seeds >= 0")
-    cfg = config_mod.load(opts.experiment)
+    cfg = config_mod.load(opts.experiment, opts.overrides)
     config_mod.check_env(cfg)  # as `rlplat train` does (the space's env values: by trials)
-    space = load_space(opts.space, opts.experiment)
+    space = load_space(opts.space, opts.experiment, opts.overrides)
+    swept = [k for k in (item.partition("=")[0].strip() for item in opts.overrides)
+             if k in space.params]  # fmt: skip
+    if swept:
+        raise UserError(f"--set {swept[0]}: {opts.space} sweeps this key; set it in one place")
     if opts.metric != "eval_return" and cfg.eval.threshold is None:
         raise UserError(f"--metric {opts.metric}: {opts.experiment} sets no eval.threshold")
     pbt_keys = opts.pbt_keys if opts.pbt_keys is not None else space.pbt_keys
@@ -109,7 +118,9 @@ def _sweep_dir(opts: SweepOptions, cfg: ExperimentConfig) -> Path:
     return path
 
 
-_SAME_ON_RESUME = ("experiment", "space", "scheduler", "metric", "samples", "pbt_keys")
+# with what a sweep.json written before a key existed held
+_SAME_ON_RESUME = {"experiment": None, "space": None, "scheduler": None, "metric": None,
+                   "samples": None, "pbt_keys": None, "overrides": []}  # fmt: skip
 
 
 def _check_same_sweep(path: Path, opts: SweepOptions) -> None:
@@ -117,10 +128,10 @@ def _check_same_sweep(path: Path, opts: SweepOptions) -> None:
     silently keep the old values)."""
     before = json.loads((path / "sweep.json").read_text())["options"]
     now = json.loads(json.dumps(asdict(opts), default=str))
-    for key in _SAME_ON_RESUME:
-        if before.get(key) != now[key]:
+    for key, default in _SAME_ON_RESUME.items():
+        if before.get(key, default) != now[key]:
             raise UserError(
-                f"--resume: {key} was {before.get(key)!r} in {path} (now {now[key]!r}); "
+                f"--resume: {key} was {before.get(key, default)!r} in {path} (now {now[key]!r}); "
                 "resume with the sweep's own command"
             )
 
@@ -139,7 +150,9 @@ def run_sweep(sweep: Sweep, argv: list[str], console: Console) -> dict[str, Any]
             record = {"argv": argv, "options": asdict(sweep.opts)}
             (sweep.dir / "sweep.json").write_text(json.dumps(record, indent=2, default=str))
         console.print(f"sweep directory: {sweep.dir}", highlight=False)
-        ranked = _search(sweep)
+        console.print(f"TensorBoard (every trial): tensorboard --logdir {sweep.dir}",
+                      highlight=False)  # fmt: skip
+        ranked = _search(sweep, console)
         if ranked and all(r["error"] for r in ranked):
             raise UserError(
                 f"every trial failed; the first: {ranked[0]['error']} (details: "
@@ -163,6 +176,23 @@ def run_sweep(sweep: Sweep, argv: list[str], console: Console) -> dict[str, Any]
             cluster.stop()
 
 
+def plan(sweep: Sweep) -> str:
+    """What the sweep would run, as YAML comments (`tune --dry-run`)."""
+    opts, cfg = sweep.opts, sweep.cfg
+    trials = size(sweep.space, opts.samples)
+    held = min(opts.top_k, trials) * opts.held_out_seeds
+    keys = ", ".join(f"{k} ({kind})" for k, (kind, _) in sweep.space.params.items())
+    return "\n".join([
+        f"# space {opts.space}: {keys}",
+        f"# trials: {trials} (--samples {opts.samples} x the grid's points), each up to "
+        f"{cfg.train.env_steps:,} env steps, scheduler {opts.scheduler}, metric {opts.metric}",
+        f"# held-out re-runs: up to {held} ({min(opts.top_k, trials)} configs x "
+        f"{opts.held_out_seeds} seeds)",
+        f"# at most {(trials + held) * cfg.train.env_steps:,} env steps in all; "
+        f"sweep directory: {sweep.dir}",
+    ])  # fmt: skip
+
+
 def _winner(held: list[dict[str, Any]], candidates: list[dict[str, Any]]) -> dict | None:
     """The best held-out score; without held-out runs, the sweep's best trial."""
     if held:
@@ -174,17 +204,22 @@ class SweepInterrupted(KeyboardInterrupt):
     """The sweep stopped before its trials finished; `--resume` continues it."""
 
 
-def _search(sweep: Sweep) -> list[dict[str, Any]]:
+def _search(sweep: Sweep, console: Console) -> list[dict[str, Any]]:
     """The sweep's trials (restored with --resume), ranked by their last report."""
     from ray import tune
 
-    setup = TrialSetup(str(sweep.opts.experiment.resolve()), str(sweep.dir))
+    setup = TrialSetup(
+        str(sweep.opts.experiment.resolve()), str(sweep.dir), base=tuple(sweep.opts.overrides)
+    )
     tune_config = tune.TuneConfig(
         metric=sweep.opts.metric, mode=sweep.mode, num_samples=sweep.opts.samples,
         scheduler=_scheduler(sweep), max_concurrent_trials=sweep.opts.max_concurrent,
         trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )  # fmt: skip
-    grid = _fit(sweep, "ray", setup, param_space(sweep.space), tune_config)
+    from rlplat.tune_progress import SweepProgress
+
+    progress = SweepProgress("trials", sweep.opts.metric, sweep.mode)
+    grid = _fit(sweep, "ray", setup, param_space(sweep.space), tune_config, progress)
     return _ranked(grid, sweep)
 
 
@@ -211,7 +246,12 @@ def trial_name(trial: Any) -> str:
 
 
 def _fit(
-    sweep: Sweep, name: str, setup: TrialSetup, space: dict[str, Any], tune_config: Any
+    sweep: Sweep,
+    name: str,
+    setup: TrialSetup,
+    space: dict[str, Any],
+    tune_config: Any,
+    progress: SweepProgress,
 ) -> Any:
     """Run one Tuner under the sweep directory, or continue it (--resume) where its
     finished trials stay finished; a sweep cut short raises SweepInterrupted."""
@@ -227,18 +267,26 @@ def _fit(
     # Ray Tune snapshots its state at each kept checkpoint (what a resume after a kill
     # needs) and warns that this is frequent: frequent on purpose here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # see _callbacks
+    # Ray Tune's newer output prints its configuration box even at verbose=0; the older
+    # one is silent there, and --verbose asks for the newer one's tables.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if sweep.opts.verbose else "0"
     path = sweep.dir / name
     if sweep.opts.resume and tune.Tuner.can_restore(str(path)):
         tuner = tune.Tuner.restore(
             str(path), trainable, resume_unfinished=True, resume_errored=True
         )
+        # what the sweep shows is this command's choice, not the first one's
+        restored = tuner._local_tuner.get_run_config()
+        restored.callbacks, restored.verbose = _callbacks(progress), run_verbosity(sweep)
     else:
         # PBT may clone any trial's last-but-N checkpoint: keep them all (disk!); else a
         # trial only ever continues from its own latest.
         keep = None if sweep.opts.scheduler == "pbt" else 2
         run_config = tune.RunConfig(
-            name=name, storage_path=str(sweep.dir), verbose=1,
+            name=name, storage_path=str(sweep.dir), verbose=run_verbosity(sweep),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
+            callbacks=_callbacks(progress),
         )  # fmt: skip
         tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                            run_config=run_config)  # fmt: skip
@@ -247,7 +295,11 @@ def _fit(
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _ctrl_c_seen) if main else None
     try:
-        grid = tuner.fit()
+        with warnings.catch_warnings():
+            # ASHA takes percentiles of the rung's scores; "not reached yet" (inf) ones
+            # give numpy's inf - inf warning, and compare as the worst, as meant
+            warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+            grid = tuner.fit()
     finally:
         if main:
             interrupted = signal.getsignal(signal.SIGINT) is _ctrl_c_seen
@@ -255,6 +307,21 @@ def _fit(
     if main and interrupted:
         raise SweepInterrupted()
     return grid
+
+
+def run_verbosity(sweep: Sweep) -> int:
+    return 1 if sweep.opts.verbose else 0
+
+
+def _callbacks(progress: SweepProgress) -> list[Any]:
+    """Ray Tune's CSV and JSON logs (its result.json, what a resume and the results read)
+    and rlplat's progress lines. Not Ray's TensorBoard logger: every trial's run
+    directory has its own events, and Ray's logger writes the "not reached yet" (inf)
+    threshold figures with a 'NaN or Inf found in input tensor' warning each time;
+    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS (set in _fit) keeps Ray from adding it back."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [CSVLoggerCallback(), JsonLoggerCallback(), progress]
 
 
 def _ctrl_c_seen(signum: int, frame: Any) -> None:
@@ -266,7 +333,7 @@ def _ranked(grid: Any, sweep: Sweep) -> list[dict[str, Any]]:
     rows = []
     for result in grid:
         metrics = result.metrics or {}
-        score = _finite(metrics.get(sweep.opts.metric))  # None: threshold never reached
+        score = finite(metrics.get(sweep.opts.metric))  # None: threshold never reached
         rows.append({
             "trial": Path(result.path).name,
             "params": {k: result.config[k] for k in sweep.space.params},
@@ -311,7 +378,10 @@ def _held_out(
     used = sweep.space.seeds() or {sweep.cfg.seed}
     seeds = held_out_seeds(sweep.opts.held_out_seeds, used)
     setup = TrialSetup(
-        str(sweep.opts.experiment.resolve()), str(sweep.dir / "heldout"), tuple(candidates)
+        str(sweep.opts.experiment.resolve()),
+        str(sweep.dir / "heldout"),
+        tuple(candidates),
+        tuple(sweep.opts.overrides),
     )
     space = {"candidate": tune.grid_search(list(range(len(candidates)))),
              "seed": tune.grid_search(seeds)}  # fmt: skip
@@ -319,10 +389,13 @@ def _held_out(
         max_concurrent_trials=sweep.opts.max_concurrent,
         trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )  # fmt: skip
-    grid = _fit(sweep, "heldout-ray", setup, space, tune_config)
+    from rlplat.tune_progress import SweepProgress
+
+    progress = SweepProgress("held-out", sweep.opts.metric, sweep.mode)
+    grid = _fit(sweep, "heldout-ray", setup, space, tune_config, progress)
     scores: dict[int, dict[int, float]] = {i: {} for i in range(len(candidates))}
     for result in grid:
-        value = _finite((result.metrics or {}).get(sweep.opts.metric))
+        value = finite((result.metrics or {}).get(sweep.opts.metric))
         scores[result.config["candidate"]][result.config["seed"]] = value
     # A seed that missed the threshold (None) makes the config's held-out score None.
     rows = [{"params": candidates[i], "seeds": seeds, "scores": [s.get(x) for x in seeds],
@@ -339,13 +412,6 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(values) / len(values)  # type: ignore[arg-type]
 
 
-def _finite(value: Any) -> float | None:
-    """A reported figure, None when missing or not finite (a threshold not reached)."""
-    if value is None or not math.isfinite(float(value)):
-        return None
-    return float(value)
-
-
 def write_best(
     sweep: Sweep, params: dict[str, Any], held: dict[str, Any] | None, argv: list[str]
 ) -> Path:
@@ -354,7 +420,7 @@ def write_best(
     from rlplat.tune_space import overrides
 
     data = config_mod.read_yaml_mapping(sweep.opts.experiment, "config file")
-    for item in overrides(params):
+    for item in [*sweep.opts.overrides, *overrides(params)]:
         config_mod.apply_override(data, item)
     config_mod.parse(data)
     lines = [
@@ -363,6 +429,8 @@ def write_best(
         f"# Sweep directory: {sweep.dir}",
         f"# Changed: {', '.join(f'{k}={v!r}' for k, v in params.items())}",
     ]
+    if sweep.opts.overrides:
+        lines.append(f"# Set for every trial: {', '.join(sweep.opts.overrides)}")
     if held is not None:
         lines.append(
             f"# Held-out seeds {held['seeds']}: {sweep.opts.metric} {held['scores']} "

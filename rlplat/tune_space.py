@@ -7,6 +7,7 @@ bounds) is checked against the experiment's schema before any trial starts."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,13 @@ class Space:
         return {int(v) for v in values}
 
 
-def load_space(path: Path, experiment: Path) -> Space:
-    """Read a space file and check it against `experiment`: a UserError lists every bad
-    key (malformed, or a value the schema refuses), one line each."""
+def load_space(path: Path, experiment: Path, base: list[str] | None = None) -> Space:
+    """Read a space file and check it against `experiment` with the `base` overrides
+    (tune's --set): a UserError lists every bad key (malformed, or a value the schema
+    refuses), one line each."""
     space, errors = _read_space(path)
-    config_mod.load(experiment)  # the experiment itself first: its own errors, as train says
-    errors += schema_errors(space, experiment)
+    config_mod.load(experiment, base)  # the experiment first: its own errors, as train says
+    errors += schema_errors(space, experiment, base or [])
     if errors:
         raise UserError("\n".join(errors))
     return space
@@ -90,14 +92,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def schema_errors(space: Space, experiment: Path) -> list[str]:
+def schema_errors(space: Space, experiment: Path, base: list[str]) -> list[str]:
     """Each key with each value a trial can reach must validate with the experiment's
     schema: the first failure of every bad key, one line each."""
     errors = []
     for key, (_, values) in space.params.items():
         for value in values:
             try:
-                config_mod.load(experiment, overrides([(key, value)]))
+                config_mod.load(experiment, base + overrides([(key, value)]))
             except ConfigError as exc:
                 first = str(exc).splitlines()[0]
                 errors.append(f"space key {key}: value {value!r} does not validate: {first}")
@@ -110,6 +112,14 @@ def overrides(items: Any) -> list[str]:
     YAML, so numbers, strings, lists and booleans read back as they were."""
     pairs = items.items() if isinstance(items, dict) else items
     return [f"{key}={json.dumps(value)}" for key, value in pairs]
+
+
+def size(space: Space, samples: int) -> int:
+    """Trials a sweep starts: Ray Tune repeats the grid's product `samples` times."""
+    grid = 1
+    for kind, values in space.params.values():
+        grid *= len(values) if kind == "grid" else 1
+    return samples * grid
 
 
 def param_space(space: Space) -> dict[str, Any]:
@@ -129,3 +139,10 @@ def domain(kind: str, values: list[Any]) -> Any:
     if kind == "loguniform":
         return tune.loguniform(values[0], values[1])
     return tune.randint(values[0], values[1] + 1)  # Ray's upper bound is exclusive
+
+
+def finite(value: Any) -> float | None:
+    """A reported figure; None when missing or not finite (a threshold not reached)."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(value)

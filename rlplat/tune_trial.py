@@ -9,6 +9,7 @@ the trial's own, possibly perturbed, config."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class TrialSetup:
     experiment: str
     root: str  # run directories go under it, one per trial
     candidates: tuple[dict[str, Any], ...] | None = None
+    base: tuple[str, ...] = ()  # `tune --set`: under the trial's own values
 
     def params(self, config: dict[str, Any]) -> dict[str, Any]:
         if self.candidates is None:
@@ -50,10 +52,13 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from rlplat.remote_learner import learner_record
     from rlplat.train import Trainer
 
+    # Ray Train logs "Checkpoint successfully created at ..." (INFO) at every report
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     params = setup.params(config)
-    cfg = config_mod.load(setup.experiment, overrides(params) + TRIAL_OVERRIDES)
+    sets = [*setup.base, *overrides(params)]
+    cfg = config_mod.load(setup.experiment, sets + TRIAL_OVERRIDES)
     run_dir = Path(setup.root) / tune.get_context().get_trial_name()
-    restored = _prepare_run_dir(run_dir, cfg, params, tune.get_checkpoint())
+    restored = _prepare_run_dir(run_dir, cfg, sets, tune.get_checkpoint())
     cluster = start_cluster(cfg, always=True)  # the sweep's Ray
     cluster.info = learner_record(cluster.info)  # ray.json: the trial's node and GPUs
     with (run_dir / "train.log").open("a") as log:
@@ -77,10 +82,10 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
 
 
 def _prepare_run_dir(
-    run_dir: Path, cfg: config_mod.ExperimentConfig, params: dict[str, Any], checkpoint: Any
+    run_dir: Path, cfg: config_mod.ExperimentConfig, sets: list[str], checkpoint: Any
 ) -> bool:
     """Set the run directory up; True when the trial continues from `checkpoint`."""
-    argv = ["rlplat", "tune", "(trial)", *overrides(params)]
+    argv = ["rlplat", "tune", "(trial)", *sets]
     if checkpoint is None:  # a new trial, or one restarted before its first report
         shutil.rmtree(run_dir, ignore_errors=True)
         write_metadata(run_dir, cfg, argv)

@@ -120,15 +120,15 @@ def asha_sweep(tmp_path_factory):
     out = run_cli(
         "tune", str(exp), "--space", str(space), "--samples", "1", "--max-concurrent", "1",
         "--metric", "env_steps_to_threshold", "--top-k", "1", "--held-out-seeds", "1",
-        cwd=tmp, timeout=600, env=_sweep_env(),
+        "--set", "eval.episodes=3", cwd=tmp, timeout=600, env=_sweep_env(),
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return tmp, _sweep_dir(tmp)
+    return tmp, _sweep_dir(tmp), out
 
 
 @pytest.mark.slow
 def test_sweep_runs_every_trial_as_a_run_dir(asha_sweep):
-    _, sweep = asha_sweep
+    _, sweep, _ = asha_sweep
     results = json.loads((sweep / "results.json").read_text())
     assert len(results["trials"]) == 2
     for row in results["trials"]:
@@ -146,8 +146,50 @@ def test_sweep_runs_every_trial_as_a_run_dir(asha_sweep):
 
 
 @pytest.mark.slow
+def test_sweep_shows_its_own_progress_and_applies_set(asha_sweep):
+    _, sweep, out = asha_sweep
+    text = out.stdout + out.stderr
+    # rlplat's lines: each report and each trial's end, then the ranked tables
+    assert f"tensorboard --logdir {sweep}" in text
+    trials = [ln for ln in out.stderr.splitlines() if ln.startswith("[trials] trial-")]
+    assert any("stopped early by the scheduler" in ln for ln in trials), trials
+    assert sum("finished at 1,200 env steps" in ln for ln in trials) == 1, trials
+    assert any(ln.startswith("[held-out] trial-") for ln in out.stderr.splitlines())
+    # not Ray Tune's tables, its checkpoint log lines, nor the "not reached yet" (inf)
+    # threshold figures turned into NaN warnings by a TensorBoard logger
+    for noise in ("Trial status", "Checkpoint successfully created", "NaN or Inf",
+                  "driver_artifacts", "RuntimeWarning"):  # fmt: skip
+        assert noise not in text, noise
+    # --set reaches every trial, the held-out re-runs and best.yaml
+    for config in [*sweep.glob("trial-*/config.yaml"), *sweep.glob("heldout/*/config.yaml")]:
+        assert yaml.safe_load(config.read_text())["eval"]["episodes"] == 3, config
+    assert yaml.safe_load((sweep / "best.yaml").read_text())["eval"]["episodes"] == 3
+
+
+def test_dry_run_shows_the_resolved_config_and_the_sweeps_size(tmp_path):
+    exp = _experiment(tmp_path)
+    space = _space(
+        tmp_path,
+        "agent.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n"
+        "agent.gamma: {grid: [0.9, 0.95, 0.99]}\n",
+    )
+    args = ["tune", str(exp), "--space", str(space), "--samples", "2", "--top-k", "2"]
+    out = run_cli(*args, "--set", "train.env_steps=800", "--dry-run", cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout)["train"]["env_steps"] == 800  # YAML, comments after
+    assert "# trials: 6 (--samples 2 x the grid's points), each up to 800 env steps" in out.stdout
+    assert "# held-out re-runs: up to 6 (2 configs x 3 seeds)" in out.stdout
+    assert not (tmp_path / "runs").exists()
+    # a key both set and swept, or unknown, is refused before anything runs
+    for item, says in (("agent.gamma=0.9", "--set agent.gamma: "), ("agent.bogus=1", "bogus")):
+        out = run_cli(*args, "--set", item, cwd=tmp_path, timeout=60)
+        assert out.returncode == 2 and says in out.stderr, out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
 def test_asha_stops_the_bad_trial_with_a_clean_run_dir(asha_sweep):
-    _, sweep = asha_sweep
+    _, sweep, _ = asha_sweep
     results = json.loads((sweep / "results.json").read_text())
     (bad,) = [r for r in results["trials"] if r["params"]["eval.threshold"] == 1000000]
     assert not bad["finished"] and bad["env_steps"] < 1200
@@ -162,7 +204,7 @@ def test_asha_stops_the_bad_trial_with_a_clean_run_dir(asha_sweep):
 
 @pytest.mark.slow
 def test_best_yaml_trains_unchanged(asha_sweep):
-    tmp, sweep = asha_sweep
+    tmp, sweep, _ = asha_sweep
     text = (sweep / "best.yaml").read_text()
     assert "# Sweep command: rlplat tune" in text and "--metric env_steps_to_threshold" in text
     best = json.loads((sweep / "results.json").read_text())["best"]
