@@ -30,13 +30,30 @@ _ABSL_INFO = re.compile(rb"^I\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [^\]\s]+:\d+\] ")
 _ABSL_PREINIT = b"WARNING: All log messages before absl::InitializeLog() is called"
 
 
+# On a machine without a usable GPU, TensorFlow's CUDA platform logs this at ERROR when it
+# first looks for GPUs. It is kept (for a message that needs it: cuda_note) but not shown.
+_CUINIT = re.compile(rb"^E\d{4} [^\]]*\] failed call to cuInit")
+cuda_init_errors: list[str] = []
+
+
 def keep_line(line: bytes) -> bool:
     """False for the start-up lines this module hides; True for everything else."""
-    return not (_ABSL_INFO.match(line) or line.startswith(_ABSL_PREINIT))
+    return not (_ABSL_INFO.match(line) or line.startswith(_ABSL_PREINIT) or _CUINIT.match(line))
 
 
 def filter_lines(data: bytes) -> bytes:
-    return b"".join(line for line in data.splitlines(keepends=True) if keep_line(line))
+    lines = data.splitlines(keepends=True)
+    cuda_init_errors.extend(
+        line.decode(errors="replace").split("] ", 1)[1].strip()
+        for line in lines
+        if _CUINIT.match(line)
+    )
+    return b"".join(line for line in lines if keep_line(line))
+
+
+def cuda_note() -> str:
+    """' (CUDA: ...)' when TensorFlow's CUDA platform failed to start in this process."""
+    return f" (CUDA: {cuda_init_errors[-1]})" if cuda_init_errors else ""
 
 
 class _QuietLoader(importlib.abc.Loader):
@@ -49,6 +66,18 @@ class _QuietLoader(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         with _stderr_filtered():
             self._inner.exec_module(module)
+            if module.__name__ == "tensorflow":
+                _find_gpus(module)
+
+
+def _find_gpus(tf: ModuleType) -> None:
+    """TensorFlow starts its CUDA platform lazily, at the first device listing or op (a
+    mirrored learner's device check, a server's first model), and that is when a machine
+    without a GPU gets the cuInit line: start it here, inside the filter, once. Listing
+    physical devices does not start TensorFlow's runtime, so settings that must precede
+    the first op (threads, visible devices, memory growth) still apply."""
+    with contextlib.suppress(Exception):  # a broken install: the caller's first use says so
+        tf.config.list_physical_devices("GPU")
 
 
 @contextlib.contextmanager

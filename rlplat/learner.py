@@ -27,6 +27,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from rlplat._quiet_import import cuda_note
 from rlplat.config import ExperimentConfig, LearnerConfig
 from rlplat.errors import ConfigError
 
@@ -50,7 +51,7 @@ def place_learner(requested: str, gpus: list[str]) -> Placement:
     if requested == "gpu":
         raise ConfigError(
             "learner.device: gpu, but TensorFlow sees no GPU on this machine "
-            "(use auto or cpu, or check the CUDA driver)"
+            f"(use auto or cpu, or check the CUDA driver){cuda_note()}"
         )
     return Placement("/CPU:0", "no GPU visible")
 
