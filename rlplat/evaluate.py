@@ -55,6 +55,11 @@ class EvalResult:
         }
 
 
+class EvalStopped(Exception):
+    """`run_episodes`' `stop()` turned true (Ctrl-C during a periodic eval): the eval
+    was abandoned between two steps, and nothing of it counts."""
+
+
 def run_episodes(
     policy: Callable[[np.ndarray], np.ndarray],
     env_cfg: EnvConfig,
@@ -64,27 +69,29 @@ def run_episodes(
     on_frame: FrameHook | None = None,
     on_episode_end: EndHook | None = None,
     one_at_a_time: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """`policy` maps a batch of observations to actions (deterministic for evals).
 
     Episode i is seeded EVAL_SEED_OFFSET + 1000 * seed + i, whatever the render mode.
     `render_mode` "rgb_array" hands frames to `on_frame`; "human" shows a window. Episodes
     run one after the other when rendered or `one_at_a_time` (play's A/B comparison sends
-    one routing key per episode), else all together.
+    one routing key per episode), else all together. `stop`, asked before every step,
+    raises EvalStopped when it returns True.
     """
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, np.int64)
     together = render_mode is None and not one_at_a_time
     groups = [list(range(episodes))] if together else [[i] for i in range(episodes)]
     for group in groups:
-        _play(policy, env_cfg, group, seed, render_mode, on_frame, returns, lengths)
+        _play(policy, env_cfg, group, seed, render_mode, on_frame, returns, lengths, stop)
         if on_episode_end is not None:
             for i in group:
                 on_episode_end(i, float(returns[i]), int(lengths[i]))
     return EvalResult(returns, lengths)
 
 
-def _play(policy, env_cfg, indices, seed, render_mode, on_frame, returns, lengths) -> None:
+def _play(policy, env_cfg, indices, seed, render_mode, on_frame, returns, lengths, stop) -> None:
     base = EVAL_SEED_OFFSET + seed * 1000
     pool = [envs.make(env_cfg, render_mode=render_mode, training=False) for _ in indices]
     space = pool[0].action_space
@@ -97,6 +104,8 @@ def _play(policy, env_cfg, indices, seed, render_mode, on_frame, returns, length
                 on_frame(i, env.render(), 0.0, 0)
         active = np.ones(len(indices), bool)
         while active.any():
+            if stop is not None and stop():
+                raise EvalStopped()
             idx = np.flatnonzero(active)
             actions = policy(as_obs(obs[idx]))
             if clip is not None:

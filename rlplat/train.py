@@ -28,7 +28,7 @@ from rlplat.checkpoint import Checkpointer
 from rlplat.cluster import Cluster, start_cluster
 from rlplat.collect import CollectorDiedError
 from rlplat.config import ExperimentConfig
-from rlplat.evaluate import EvalResult, run_episodes
+from rlplat.evaluate import EvalResult, EvalStopped, run_episodes
 from rlplat.logging import TensorBoardLogger
 from rlplat.loops.off_policy import train_off_policy
 from rlplat.loops.on_policy import train_on_policy
@@ -202,7 +202,7 @@ class Trainer:
             progress_bar(self.console, show_progress, self.cfg.name, self.cfg.train.env_steps),
             self.placement.device,
             distributed=self.cfg.collect.num_actors > 0,
-            evaluate=lambda step: self._periodic_eval(episodes, step, wall(), tb),
+            evaluate=lambda step: self._periodic_eval(episodes, step, wall(), tb, stop),
             checkpoint=lambda: self._checkpoint(wall()),
         )  # fmt: skip
         try:
@@ -261,11 +261,13 @@ class Trainer:
 
     # ------------------------------------------------------- evals, checkpoints
     def _evaluate(
-        self, episodes: int, step: int, wall_s: float, tb: TensorBoardLogger, final: bool = False
-    ) -> EvalResult:
+        self, episodes: int, step: int, wall_s: float, tb: TensorBoardLogger, final: bool = False,
+        stop: Callable[[], bool] | None = None,
+    ) -> EvalResult:  # fmt: skip
         result = run_episodes(
-            lambda obs: self.agent.act(obs, explore=False), self.cfg.env, episodes, self.cfg.seed
-        )
+            lambda obs: self.agent.act(obs, explore=False), self.cfg.env, episodes,
+            self.cfg.seed, stop=stop,
+        )  # fmt: skip
         record = {
             "env_steps": step,
             "wall_s": round(wall_s, 3),
@@ -298,9 +300,16 @@ class Trainer:
         return result
 
     def _periodic_eval(
-        self, episodes: int, step: int, wall_s: float, tb: TensorBoardLogger
-    ) -> float:
-        mean = self._evaluate(episodes, step, wall_s, tb).mean
+        self, episodes: int, step: int, wall_s: float, tb: TensorBoardLogger, stop: StopOnSignals
+    ) -> float | None:
+        """The eval's mean; None when Ctrl-C or SIGTERM came during it: it stops at once
+        (the run then checkpoints) and a resumed run evaluates first (Session)."""
+        try:
+            mean = self._evaluate(
+                episodes, step, wall_s, tb, stop=lambda: stop.requested is not None
+            ).mean
+        except EvalStopped:
+            return None
         if self.on_eval is not None:
             tb.flush()
             self.on_eval(self.state["evals"][-1], self._checkpoint(wall_s))

@@ -192,6 +192,49 @@ def test_stop_on_signals_turns_sigterm_into_a_stop_request():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_signal_during_a_periodic_eval_stops_it_and_the_resume_evaluates_first(
+    tmp_path: Path,
+):
+    """Ctrl-C during an eval: the eval stops between two steps (not after its episodes),
+    the run checkpoints, nothing of the eval is recorded, and the resumed run runs that
+    eval first."""
+    from rlplat.train import Interrupted, StopOnSignals, Trainer
+
+    data = tiny_config(
+        train={"env_steps": 1200}, eval={"every_env_steps": 400, "episodes": 50},
+        checkpoint={"every_env_steps": 1000}, export={"enabled": False},
+    )  # fmt: skip
+    cfg, run_dir = config.parse(data), tmp_path / "run"
+    rundir.write_metadata(run_dir, cfg, ["rlplat", "train"])
+    trainer = Trainer(cfg, run_dir)
+    signals, act, eval_steps = StopOnSignals(), trainer.agent.act, []
+
+    def act_then_ctrl_c(obs, explore):
+        if not explore:  # the first eval's first step: as if Ctrl-C came now
+            eval_steps.append(len(obs))
+            signals.requested = signal.SIGINT
+        return act(obs, explore=explore)
+
+    trainer.agent.act = act_then_ctrl_c
+    with pytest.raises(Interrupted) as caught:
+        trainer.run(show_progress=False, signals=signals)
+    trainer.close()
+    assert caught.value.reported and len(eval_steps) == 1  # one step of 50 episodes
+    assert not (run_dir / "evals.jsonl").exists()
+    (saved,) = (run_dir / "checkpoints").glob("ckpt-*")
+    steps = json.loads((saved / "state.json").read_text())["env_steps"]
+    assert 400 <= steps < 800
+
+    resumed = Trainer(rundir.load_run_config(run_dir), run_dir)
+    resumed.resume()
+    resumed.run(show_progress=False)
+    resumed.close()
+    evals = [json.loads(line) for line in (run_dir / "evals.jsonl").read_text().splitlines()]
+    assert [e["final"] for e in evals] == [False, False, True]
+    assert steps <= evals[0]["env_steps"] < steps + 100  # at once, not at 800
+    assert evals[1]["env_steps"] >= 800
+
+
 # ------------------------------------------------------------------------- resume rules
 def test_resume_says_finished_extends_records_and_refuses_what_cannot_change(tmp_path: Path):
     cfg = tiny_config(

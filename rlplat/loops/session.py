@@ -79,7 +79,7 @@ class Session:
     progress: Progress
     device: str  # where the learner trains (rlplat.learner.Placement)
     distributed: bool  # Ray collectors
-    evaluate: Callable[[int], float]
+    evaluate: Callable[[int], float | None]  # None: stopped by a signal, not recorded
     checkpoint: Callable[[], Path]
     window: MetricsWindow = field(init=False)
     versions: WeightVersions = field(init=False)
@@ -92,7 +92,9 @@ class Session:
         self.last_eval = state["evals"][-1]["return_mean"] if state["evals"] else float("nan")
         self._restarts0 = state["actor_restarts"]
         self._next_log = _next_multiple(state["env_steps"], self.cfg.train.log_every)
-        self._next_eval = _next_multiple(state["env_steps"], self.cfg.eval.every_env_steps)
+        # from the last recorded eval: an eval a signal stopped is run first on resume
+        evaluated = max((e["env_steps"] for e in state["evals"] if not e["final"]), default=0)
+        self._next_eval = _next_multiple(evaluated, self.cfg.eval.every_env_steps)
         self._next_ckpt = _next_multiple(state["env_steps"], self.cfg.checkpoint.every_env_steps)
         self._beat = (time.monotonic(), state["env_steps"])  # the last plain line's (time, step)
         self._task: TaskID = self.progress.add_task(
@@ -169,8 +171,11 @@ class Session:
         """Periodic evals and checkpoints when due (the final ones are the Trainer's)."""
         total = self.cfg.train.env_steps
         if step >= self._next_eval and step < total:
+            mean = self.evaluate(step)
+            if mean is None:  # a signal stopped it: the run checkpoints and stops now
+                return
             self._next_eval = _next_multiple(step, self.cfg.eval.every_env_steps)
-            self.last_eval = self.evaluate(step)
+            self.last_eval = mean
         if step >= self._next_ckpt and step < total:
             self._next_ckpt = _next_multiple(step, self.cfg.checkpoint.every_env_steps)
             self.tb.flush()
