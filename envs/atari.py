@@ -6,7 +6,8 @@ AtariVectorEnv for collectors, presented with the same contract as envs.make.Loc
 Both give uint8 observations [84, 84, 4], channels last (the layout of the whole platform).
 
 Training envs end an episode on a life loss and clip rewards to [-1, 1]; evaluation envs
-play full games with the game's own score. On a life loss the game goes on and the frame
+play full games with the game's own score, pressing FIRE at every life's start in games
+that need it. On a life loss the game goes on and the frame
 stack is kept in both backends (ale-py's own episodic_life restarts the whole game).
 """
 
@@ -52,8 +53,13 @@ def make_atari(cfg: EnvConfig, training: bool, render_mode: str | None = None) -
     # which ALE's own count (used here) includes.
     env.unwrapped.ale.setInt("max_num_frames_per_episode", _frame_limit(cfg) + fire)
     if fire:
-        # under the frame skip: one frame of FIRE, as ale-py's C++ env
-        env = FireReset(env, on_life_loss=a.fire_on_life_loss)
+        # Under the frame skip: one frame of FIRE, as ale-py's C++ env. Evaluation (and
+        # play) presses it at the start of every life, as Baselines' and CleanRL's
+        # FireResetEnv over EpisodicLifeEnv do: a policy trained on life-loss terminals
+        # never had to launch the ball itself, and without it a full game of Breakout
+        # waits out the time limit in the ball-less state. Training does so with
+        # fire_on_life_loss (python backend: the C++ env steps its envs in lockstep).
+        env = FireReset(env, on_life_loss=a.fire_on_life_loss or not training)
     env = gym.wrappers.AtariPreprocessing(
         env, noop_max=a.noop_max, frame_skip=a.frame_skip, screen_size=a.screen_size,
         terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False,

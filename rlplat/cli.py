@@ -337,7 +337,7 @@ def _episodes_report(
     import time
 
     from rlplat import media
-    from rlplat.evaluate import run_episodes
+    from rlplat.evaluate import EvalHeartbeat, run_episodes
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if out is None:
@@ -358,8 +358,11 @@ def _episodes_report(
         kwargs = dict(render_mode="human")
     if arms is not None:  # (a play.ArmRecorder: `play --compare-arms`)
         kwargs = arms.episode_kwargs(kwargs)
+    heartbeat = EvalHeartbeat(lambda line: err.print(line, highlight=False), policy.name, episodes)
     try:
-        result = run_episodes(policy.act, policy.env, episodes, seed, **kwargs)
+        result = run_episodes(
+            policy.act, policy.env, episodes, seed, on_progress=heartbeat, **kwargs
+        )
     finally:
         if videos is not None:
             videos.close()

@@ -33,10 +33,11 @@ class AtariConfig(Strict):
     screen_size: PosInt = 84
     stack: PosInt = 4
     sticky_actions: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25  # ALE v5's default
-    fire_reset: bool = True  # press FIRE on reset in games that need it (Breakout)
-    # ... and after each lost life, training and evaluation alike. A deterministic policy
-    # that never picks FIRE in the ball-less state would otherwise wait out the time limit.
-    fire_on_life_loss: bool = False
+    # Press FIRE on reset in games that need it (Breakout); evaluation envs also after
+    # each lost life (a deterministic policy that never picks FIRE in the ball-less state
+    # would otherwise wait out the time limit).
+    fire_reset: bool = True
+    fire_on_life_loss: bool = False  # ... training envs too (python backend)
     terminal_on_life_loss: bool = True  # training only
     clip_rewards: bool = True  # training only: rewards clipped to [-1, 1]
     # Collectors' vector env: "python" steps one gymnasium env per slot; "vector" is

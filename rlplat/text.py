@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+HEARTBEAT_S = 30.0  # seconds between plain progress lines (a run, a long eval)
+
 
 def shown(x: float) -> str:
     """One decimal, but two significant digits between 0.1 and 1 (a return of 0.93 is not

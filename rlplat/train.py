@@ -28,7 +28,7 @@ from rlplat.checkpoint import Checkpointer
 from rlplat.cluster import Cluster, start_cluster
 from rlplat.collect import CollectorDiedError
 from rlplat.config import ExperimentConfig
-from rlplat.evaluate import EvalResult, EvalStopped, run_episodes
+from rlplat.evaluate import EvalHeartbeat, EvalResult, EvalStopped, run_episodes
 from rlplat.logging import TensorBoardLogger
 from rlplat.loops.off_policy import train_off_policy
 from rlplat.loops.on_policy import train_on_policy
@@ -264,9 +264,10 @@ class Trainer:
         self, episodes: int, step: int, wall_s: float, tb: TensorBoardLogger, final: bool = False,
         stop: Callable[[], bool] | None = None,
     ) -> EvalResult:  # fmt: skip
+        label = f"{'final eval' if final else 'eval'} @ {step:,} env steps"
         result = run_episodes(
             lambda obs: self.agent.act(obs, explore=False), self.cfg.env, episodes,
-            self.cfg.seed, stop=stop,
+            self.cfg.seed, stop=stop, on_progress=EvalHeartbeat(self._warn, label, episodes),
         )  # fmt: skip
         record = {
             "env_steps": step,

@@ -118,11 +118,15 @@ def test_breakout_fires_on_reset(backend):
 @pytest.mark.parametrize("training", [True, False])
 def test_fire_on_life_loss_plays_a_whole_game_of_noops(training):
     """A policy that never presses FIRE loses all five lives only if the env presses FIRE
-    after each lost life; without it the game waits after the first."""
-    for fire, lives_left in ((True, 0), (False, 4)):
+    after each lost life; without it the game waits after the first. Evaluation envs
+    press it whenever the game needs FIRE (fire_reset), whatever fire_on_life_loss says;
+    without fire_reset the ball never comes."""
+    cases = [(True, True, 0), (True, False, 0 if not training else 4), (False, False, 5)]
+    for fire_reset, fire, lives_left in cases:
         cfg = EnvConfig(
             id="ALE/Breakout-v5", max_episode_steps=1500,
-            atari={"noop_max": 0, "sticky_actions": 0.0, "fire_on_life_loss": fire},
+            atari={"noop_max": 0, "sticky_actions": 0.0, "fire_on_life_loss": fire,
+                   "fire_reset": fire_reset},
         )  # fmt: skip
         env = envs.make(cfg, training=training)
         env.reset(seed=0)
@@ -130,7 +134,8 @@ def test_fire_on_life_loss_plays_a_whole_game_of_noops(training):
         while not (game_over or truncated):
             _, _, terminated, truncated, _ = env.step(0)
             game_over = terminated and env.unwrapped.ale.game_over()
-        assert env.unwrapped.ale.lives() == lives_left and game_over == fire
+        assert env.unwrapped.ale.lives() == lives_left, (fire_reset, fire)
+        assert game_over == (lives_left == 0)
 
 
 @pytest.mark.parametrize("game, training", [("Breakout", True), ("SpaceInvaders", False)])

@@ -70,6 +70,23 @@ def test_eval_statistics_are_exact_on_a_scripted_env():
     assert stats["length_mean"] == pytest.approx(lengths.mean())
 
 
+def test_a_long_eval_says_how_far_it_is_and_stops_when_asked(monkeypatch):
+    from rlplat import text
+    from rlplat.evaluate import EvalHeartbeat, EvalStopped
+
+    lines: list[str] = []
+    monkeypatch.setattr(text, "HEARTBEAT_S", 0.0)  # a line after every step
+    beat = EvalHeartbeat(lines.append, "eval @ 1,000 env steps", 7)
+    result = run_episodes(zeros, COUNTDOWN, episodes=7, seed=3, on_progress=beat)
+    assert len(lines) == result.lengths.max()  # the 7 episodes step together
+    assert lines[0].startswith("eval @ 1,000 env steps: ")
+    assert f"7/7 episodes done, {result.lengths.sum():,} agent steps, " in lines[-1]
+    asked = []
+    with pytest.raises(EvalStopped):  # stop() is asked before each step
+        run_episodes(zeros, COUNTDOWN, episodes=7, seed=3, stop=lambda: asked.append(1) or True)
+    assert len(asked) == 1
+
+
 def decode(path: Path) -> np.ndarray:
     """An MP4's frames as 16x16 RGB, decoded by the bundled ffmpeg with a generous timeout:
     imageio's reader gives ffmpeg 10 s to start, which a busy machine can exceed."""

@@ -30,7 +30,7 @@ from rlplat.data import Transitions
 from rlplat.logging import MetricsWindow, TensorBoardLogger
 from rlplat.replay import Replay
 from rlplat.sources import Source
-from rlplat.text import shown
+from rlplat.text import HEARTBEAT_S, shown
 
 
 class WeightVersions:
@@ -61,9 +61,6 @@ class WeightVersions:
         self.steps[version] = train_steps
         self.steps.pop(version - self.KEEP, None)
         return version
-
-
-HEARTBEAT_S = 30.0  # seconds between plain progress lines when the bar is off
 
 
 @dataclass
