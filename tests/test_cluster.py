@@ -458,3 +458,49 @@ def test_a_sweeps_trials_ask_ray_for_the_learners_gpu_on_a_cluster(
     for record in records:
         learner = record["ray"]["learner"]
         assert learner["node_id"] == gpu_cluster.gpu_node_id() and learner["gpus"] == ["0"]
+
+
+def _start_blocking_head(tmp: str, port: int, env: dict) -> subprocess.Popen:
+    """A head as the README starts one on a shared host: its own RAY_TMPDIR and ports,
+    held by one `ray start --block` process."""
+    return subprocess.Popen(
+        [RAY, "start", "--head", f"--port={port}", f"--ray-client-server-port={port + 1}",
+         "--include-dashboard=false", "--num-cpus=1", "--disable-usage-stats", "--block"],
+        env={**env, "RAY_TMPDIR": tmp}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_heads_on_one_host_and_stopping_one_leaves_the_other(tmp_path):
+    """The README's shared-host commands: a second head does not clash with the first,
+    and ending one `ray start --block` stops that node's processes only (`ray stop` would
+    stop every Ray on the machine)."""
+    env = {**user_env(), "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    tmps = [tempfile.mkdtemp(prefix="rlh", dir="/tmp") for _ in range(2)]
+    heads = [_start_blocking_head(t, free_port(), env) for t in tmps]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(list(Path(t, "ray").glob("session_*/logs/raylet.out")) for t in tmps):
+            assert all(h.poll() is None for h in heads), "a head failed to start"
+            assert time.monotonic() < deadline, "the heads did not start in time"
+            time.sleep(0.5)
+        assert processes_of(tmps[0]) and processes_of(tmps[1])
+        heads[0].send_signal(signal.SIGTERM)  # what `kill $(cat ray-head.pid)` sends
+        heads[0].wait(timeout=90)
+        deadline = time.monotonic() + 60
+        while processes_of(tmps[0]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert processes_of(tmps[0]) == []
+        assert heads[1].poll() is None and processes_of(tmps[1])
+    finally:
+        for head in heads:
+            if head.poll() is None:
+                head.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    head.wait(timeout=90)
+        for tmp in tmps:
+            for pid in processes_of(tmp):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(tmp, ignore_errors=True)
