@@ -643,33 +643,32 @@ def runs(
     name: Annotated[str | None, typer.Argument(help="Only this experiment's runs.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where the runs are.")] = Path("runs"),
 ) -> None:
-    """List runs: status, env steps, final eval, start time and directory.
+    """List runs: status, env steps, final eval and start time, then the run directory.
 
     Status: running (a process holds the run's train.lock), finished (summary.json),
     interrupted (stopped with a checkpoint: resume it), failed (stopped before its first
     checkpoint), unknown (no lock file: made by an older rlplat).
     """
-    from rich.table import Table
-
     from rlplat.runs import find_runs, run_info
 
     with _user_errors():
         if name is not None and not (runs_dir / name).is_dir():
             raise UserError(f"{runs_dir / name}: no such experiment folder")
         found = [run_info(p) for p in find_runs(runs_dir, name)]
-    table = Table(title=f"{len(found)} run(s) in {runs_dir / (name or '')}")
-    table.add_column("run", overflow="fold")  # the whole path, wrapped if need be
-    for col in ("status", "env steps", "final eval", "started"):
-        table.add_column(col, justify="right" if col in ("env steps", "final eval") else "left")
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(f"{len(found)} run(s) in {runs_dir / (name or '')}", markup=False)
+    # Two lines a run: its figures, then its path alone and whole (never wrapped or cut
+    # by a table at 80 columns), so that it can be copied into `--resume` or `eval`.
     for info in found:
         final = info.final_eval
-        table.add_row(
-            str(info.path), info.status,
-            f"{info.env_steps:,}" if info.env_steps is not None else "-",
-            f"{shown(final['return_mean'])} ± {shown(final['return_std'])}" if final else "-",
-            _short_time(info.started),
-        )  # fmt: skip
-    Console(soft_wrap=True).print(table)
+        steps = f"{info.env_steps:,}" if info.env_steps is not None else "-"
+        result = f"{shown(final['return_mean'])} ± {shown(final['return_std'])}" if final else "-"
+        out.print(
+            f"{info.status:<11} {steps:>11} env steps  final eval {result:<14} "
+            f"started {_short_time(info.started)}",
+            markup=False,
+        )
+        out.print(f"  {info.path}", markup=False)
 
 
 def _short_time(stamp: str | None) -> str:

@@ -5,7 +5,6 @@ TensorFlow), --dry-run, -h/--version, --set coercion and null, switching algorit
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -198,13 +197,17 @@ def test_runs_lists_status_steps_and_final_eval(tmp_path: Path):
     }  # fmt: skip
     assert run_info(running).status == "interrupted"  # the lock went with its holder
     assert out.exit_code == 0, out.stderr
-    cells = [[c.strip() for c in re.split("[│|]", line)[1:-1]] for line in out.stdout.splitlines()]
-    rows = {row[0]: row[1:] for row in cells if row and "runs/tiny/" in row[0]}
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"5 run(s) in {runs / 'tiny'}"
+    # each run: a line of figures, then its path alone on the next line, whole
+    rows = {lines[i + 1].strip(): lines[i].split() for i in range(1, len(lines), 2)}
     assert set(rows) == {str(p) for p in (done, stopped, failed, running, old)}
-    assert rows[str(done)] == ["finished", "1,200", "0.0 ± 0.0", "start-a-finished"]
-    assert rows[str(stopped)] == ["interrupted", "400", "-", "start-b-interrupted"]
-    assert rows[str(failed)] == ["failed", "-", "-", "start-c-failed"]
-    every = runner.invoke(app, ["runs", "--runs-dir", str(runs)], env={"COLUMNS": "300"})
+    assert rows[str(done)] == ["finished", "1,200", "env", "steps", "final", "eval", "0.0", "±",
+                               "0.0", "started", "start-a-finished"]  # fmt: skip
+    assert rows[str(stopped)][:2] == ["interrupted", "400"] and rows[str(stopped)][6] == "-"
+    assert rows[str(failed)][:2] == ["failed", "-"]
+    every = runner.invoke(app, ["runs", "--runs-dir", str(runs)], env={"COLUMNS": "80"})
+    assert f"  {done}" in every.stdout.splitlines()  # whole at 80 columns too
     assert "runs/other/x" in every.stdout and "runs/tiny/a-finished" in every.stdout
     assert "runs/other/x" not in out.stdout
     missing = runner.invoke(app, ["runs", "nope", "--runs-dir", str(runs)])
