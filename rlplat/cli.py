@@ -627,7 +627,13 @@ def tune(  # long only in its option declarations
 @app.command()
 def plot(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to draw.")],
-    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("curves.png"),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="PNG to write (default: curves.png in the run directory, or in "
+            "the runs' common parent)."
+        ),
+    ] = None,
     title: Annotated[str | None, typer.Option(help="Plot title.")] = None,
 ) -> None:
     """Learning curves: eval return mean ± std against env steps, runs overlaid."""
@@ -635,7 +641,7 @@ def plot(
         from rlplat.plot import plot_runs
 
         path = plot_runs(run_dirs, out, title)
-    typer.echo(str(path))
+    typer.echo(str(path.resolve()))
 
 
 @app.command()

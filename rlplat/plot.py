@@ -22,7 +22,11 @@ def read_evals(run_dir: Path) -> list[dict]:
     return sorted(records, key=lambda r: r["env_steps"])
 
 
-_IGNORED = {"name", "seed", "export.model_base_path"}
+# Settings that change when things are written or shown, not what a run learns: two runs
+# that differ only in them draw the same curve, so the legend does not list them.
+_IGNORED = {"name", "seed", "train.log_every", "eval.every_env_steps", "eval.video",
+            "eval.final_episodes"}  # fmt: skip
+_IGNORED_SECTIONS = ("checkpoint.", "export.")
 _STYLES = ["-", "--", ":", "-."]
 
 
@@ -53,24 +57,46 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def _matters(key: str) -> bool:
+    return key not in _IGNORED and not key.startswith(_IGNORED_SECTIONS)
+
+
 def curve_labels(run_dirs: list[Path]) -> tuple[list[str], list[str]]:
-    """(legend label, differing settings) per run: `NAME sSEED`, plus the settings that
-    differ between the runs (an ablation, 0 vs 2 collectors, ...), unique per run."""
+    """(legend label, differing settings) per run: `NAME sSEED` (only `sSEED` when every
+    run has the same name: the title has it), plus the settings that differ between the
+    runs and change what they learn (an ablation, 0 vs 2 collectors, ...), unique per run."""
     import yaml
 
-    configs, names = [], []
+    configs, names, seeds = [], [], []
     for run_dir in run_dirs:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         configs.append(_flatten(cfg))
-        names.append(f"{cfg.get('name', run_dir.name)} s{cfg.get('seed', '?')}")
+        names.append(str(cfg.get("name", run_dir.name)))
+        seeds.append(f"s{cfg.get('seed', '?')}")
+    if len(set(names)) > 1:
+        seeds = [f"{n} {s}" for n, s in zip(names, seeds, strict=True)]
+    names = seeds
     differ = [k for k in sorted(set().union(*configs))
-              if k not in _IGNORED and len({repr(c.get(k)) for c in configs}) > 1]  # fmt: skip
+              if _matters(k) and len({repr(c.get(k)) for c in configs}) > 1]  # fmt: skip
     settings = [_setting(c, differ) for c in configs]
     labels = [f"{n}, {s}" if s else n for n, s in zip(names, settings, strict=True)]
     return unique_labels(labels, run_dirs), settings
 
 
-def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path:
+def default_out(run_dirs: list[Path]) -> Path:
+    """curves.png beside what it draws: in the run directory, or in the runs' common
+    parent (an experiment's folder, for its seeds)."""
+    import os
+
+    parents = [str(d.resolve()) for d in run_dirs]
+    return Path(parents[0] if len(set(parents)) == 1 else os.path.commonpath(parents)) / (
+        "curves.png"
+    )
+
+
+def plot_runs(run_dirs: list[Path], out: Path | None = None, title: str | None = None) -> Path:
+    """Draw the runs into `out` (default_out when None); returns the path written."""
+    out = out if out is not None else default_out(run_dirs)
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed

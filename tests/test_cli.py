@@ -297,13 +297,23 @@ def plot_run(root: Path, name: str, **sections) -> Path:
 def test_plot_labels_use_dotted_names_and_are_unique(tmp_path: Path):
     from rlplat.plot import curve_labels, plot_runs
 
-    a = plot_run(tmp_path / "x", "a", checkpoint={"every_env_steps": 400})
-    b = plot_run(tmp_path / "x", "b", checkpoint={"every_env_steps": 800})
-    labels, _ = curve_labels([a, b])
-    assert labels == ["tiny s0, checkpoint.every_env_steps=400",
-                      "tiny s0, checkpoint.every_env_steps=800"]  # fmt: skip
+    a = plot_run(tmp_path / "x", "a", train={"batch_size": 16})
+    b = plot_run(tmp_path / "x", "b", train={"batch_size": 32})
+    labels, _ = curve_labels([a, b])  # one name (the title's): the seed and what differs
+    assert labels == ["s0, train.batch_size=16", "s0, train.batch_size=32"]
+    # cadences of checkpoints, logs and evals change no curve: not in the legend
+    cadence = plot_run(tmp_path / "z", "a", checkpoint={"every_env_steps": 800},
+                       train={"batch_size": 16, "log_every": 400})  # fmt: skip
+    labels, _ = curve_labels([a, cadence])
+    assert labels == [f"s0 ({a})", f"s0 ({cadence})"]
+    other = plot_run(tmp_path / "x", "o")
+    renamed = {**yaml.safe_load((other / "config.yaml").read_text()), "name": "other"}
+    write_yaml(other / "config.yaml", renamed)
+    assert curve_labels([a, other])[0] == ["tiny s0", "other s0"]
     same = plot_run(tmp_path / "y", "a")  # same config and dir name as a, another folder
     c = plot_run(tmp_path / "x", "c")
     labels, _ = curve_labels([a, c, same])  # identical configs
-    assert labels == [f"tiny s0 ({a})", "tiny s0 (c)", f"tiny s0 ({same})"]
-    assert plot_runs([a, b, c], tmp_path / "curves.png").stat().st_size > 0
+    assert labels == [f"s0 ({a})", "s0 (c)", f"s0 ({same})"]
+    # beside what it draws: one run's directory, or the runs' common parent
+    assert plot_runs([a, b, c]) == tmp_path / "x" / "curves.png"
+    assert plot_runs([a]) == a / "curves.png" and (a / "curves.png").stat().st_size > 0
