@@ -55,7 +55,7 @@ def table(stats: list[ArmStats], title: str):
     from rich.table import Table
 
     out = Table(title=title)
-    for col in ("version", "episodes", "mean return", "95% CI", f"Welch t vs {stats[0].arm}",
+    for col in ("arm", "episodes", "mean return", "95% CI", f"Welch t vs {stats[0].arm}",
                 "df", "p"):  # fmt: skip
         out.add_column(col, justify="right")
 

@@ -329,7 +329,7 @@ def eval_(
 
 def _episodes_report(
     policy, episodes: int, seed: int, render: Render, video_format: VideoFormat,
-    out: Path | None, record_name: str, extra: dict, arms=None,
+    out: Path | None, record_name: str, extra: dict, answers=None,
 ) -> None:  # fmt: skip
     """Run the episodes (with videos or a window if asked), print the table, write the
     record: what `eval` and `play` share, so their numbers are comparable line for line."""
@@ -341,7 +341,8 @@ def _episodes_report(
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if out is None:
-        base = policy.out_dir or Path(record_name.removesuffix(".json")) / policy.name
+        # a server's policy has no directory of its own: ./play/NAME (said in full below)
+        base = policy.out_dir or Path(record_name.removesuffix(".json")).resolve() / policy.name
         out = base / stamp
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -356,8 +357,8 @@ def _episodes_report(
         kwargs = dict(render_mode="rgb_array", on_frame=videos.frame, on_episode_end=videos.end)
     elif render is Render.human:
         kwargs = dict(render_mode="human")
-    if arms is not None:  # (a play.ArmRecorder: `play --compare-arms`)
-        kwargs = arms.episode_kwargs(kwargs)
+    if answers is not None:  # play: which versions (and, --compare-arms, arms) answered
+        kwargs = answers.episode_kwargs(kwargs)
     heartbeat = EvalHeartbeat(lambda line: err.print(line, highlight=False), policy.name, episodes)
     try:
         result = run_episodes(
@@ -370,8 +371,8 @@ def _episodes_report(
     console = Console(soft_wrap=True)
     console.print(_returns_table(f"{policy.name}: {episodes} episodes (seed {seed})", stats))
     console.print(f"policy: {policy.source}", highlight=False)
-    if arms is not None:
-        extra = {**extra, **arms.report(result.returns, console)}
+    if answers is not None:
+        extra = {**extra, **answers.report(result.returns, console)}
     record = {
         "source": policy.source,
         "name": policy.name,

@@ -141,22 +141,49 @@ def connect(
                 "--compare-arms: needs REST (a routing-key header per episode, the version "
                 "header back); use --protocol rest or auto"
             )
-        protocol, arms = "rest", ArmRecorder(arms_seed)
+        protocol, arms = "rest", ArmRecorder(arms_seed, model)
+    answers = arms or VersionsSeen(model)
     chosen = protocol_for(protocol, observation)
     if chosen == "grpc":
         server = grpc_target(server, grpc_address)
-        policy = grpc_policy(server, model, env_cfg, version, label, signature, token)
+        policy = grpc_policy(server, model, env_cfg, version, label, signature, token, answers)
     else:
-        policy = remote_policy(server, model, env_cfg, version, label, signature, token, arms=arms)
-    return policy, {"server": server, "protocol": chosen, "signature": signature}, arms
+        policy = remote_policy(
+            server, model, env_cfg, version, label, signature, token, answers=answers
+        )
+    return policy, {"server": server, "protocol": chosen, "signature": signature}, answers
+
+
+class VersionsSeen:
+    """Plain `rlplat play`: the versions of the model that answered (REST's version header,
+    gRPC's answer model_spec), in the order first seen: more than one when the server
+    loaded a new version during the play."""
+
+    def __init__(self, model: str) -> None:
+        self.model, self.seen = model, []
+
+    def saw(self, headers: Mapping[str, str]) -> None:
+        version = headers.get("X-Rlplat-Version")
+        if version and version not in self.seen:
+            self.seen.append(version)
+
+    def episode_kwargs(self, kwargs: dict) -> dict:
+        return kwargs
+
+    def report(self, returns, console) -> dict:
+        """One line after the table; what play.json gets."""
+        said = ", ".join(self.seen) or "? (the server did not say)"
+        plural = "s" if len(self.seen) > 1 else ""
+        console.print(f"answered by: model {self.model} version{plural} {said}", highlight=False)
+        return {"versions_answered": [int(v) for v in self.seen if v.isdigit()]}
 
 
 class ArmRecorder:
     """`rlplat play --compare-arms`: one routing key per episode (the episodes run one at a
     time), and which version (and arm) of the server's split answered each episode."""
 
-    def __init__(self, seed: int) -> None:
-        self.seed, self.episode = seed, 0
+    def __init__(self, seed: int, model: str) -> None:
+        self.seed, self.episode, self.model = seed, 0, model
         self.answers: dict[int, list[tuple[str, str]]] = {}  # episode -> (version, arm) seen
 
     def key(self) -> str:
@@ -192,15 +219,27 @@ class ArmRecorder:
         return {**kwargs, "one_at_a_time": True, "on_episode_end": end}
 
     def report(self, returns, console) -> dict:
-        """Print the per-version table; what play.json gets: each episode's version."""
+        """Print the per-arm table (each arm by its name in the split and the version that
+        answered for it); what play.json gets: each episode's version and arm."""
         from rlplat.arms import compare, table
 
         versions = [self.version(i) for i in range(len(returns))]
-        stats = compare(returns, versions)
+        arms = [self.arm(i) for i in range(len(returns))]
+        named = [
+            f"{a} (version {v})" if a else f"version {v}"
+            for a, v in zip(arms, versions, strict=True)
+        ]
+        stats = compare(returns, named)
         console.print(table(stats, f"arms: {len(returns)} episodes, one routing key each"))
+        if not any(arms):
+            console.print(
+                f"note: model {self.model} has no A/B split on this server (no traffic: in "
+                f"its serving config): every episode went to version {', '.join(set(versions))}",
+                highlight=False,
+            )
         return {
             "episode_versions": versions,
-            "episode_arms": [self.arm(i) for i in range(len(returns))],
+            "episode_arms": arms,
             "arms": [s.to_dict() for s in stats],
         }
 
@@ -223,7 +262,7 @@ def remote_policy(
     signature: str = "serving_default",
     token: str | None = None,
     timeout: float = 10.0,
-    arms: ArmRecorder | None = None,
+    answers: VersionsSeen | ArmRecorder | None = None,
 ) -> LoadedPolicy:
     """Checks the model is there (one line naming what is wrong if not) before any step."""
     session = requests.Session()
@@ -238,12 +277,11 @@ def remote_policy(
 
     def act(observations: np.ndarray) -> np.ndarray:
         body = {"signature_name": signature, "instances": observations.tolist()}
-        if arms is not None:
-            headers = {"X-Rlplat-Route": arms.key()}
-            predictions = _call(session, "post", predict, timeout, json=body, headers=headers,
-                                on_headers=arms.saw)["predictions"]  # fmt: skip
-        else:
-            predictions = _call(session, "post", predict, timeout, json=body)["predictions"]
+        # --compare-arms: one routing key per episode
+        headers = {"X-Rlplat-Route": answers.key()} if isinstance(answers, ArmRecorder) else {}
+        on_headers = answers.saw if answers is not None else None
+        predictions = _call(session, "post", predict, timeout, json=body, headers=headers,
+                            on_headers=on_headers)["predictions"]  # fmt: skip
         if predictions and isinstance(predictions[0], dict):
             if "actions" not in predictions[0]:
                 raise UserError(
@@ -286,6 +324,7 @@ def grpc_policy(
     label: str | None = None,
     signature: str = "serving_default",
     token: str | None = None,
+    answers: VersionsSeen | None = None,
     timeout: float = 10.0,
 ) -> LoadedPolicy:
     """TF Serving's PredictionService/Predict, the observations in `tensor_content` bytes.
@@ -318,7 +357,10 @@ def grpc_policy(
     def act(observations: np.ndarray) -> np.ndarray:
         # make_tensor_proto puts a numpy array's buffer in tensor_content, as raw bytes.
         request.inputs["observations"].CopyFrom(tf.make_tensor_proto(observations))
-        return tf.make_ndarray(call(predict, request).outputs["actions"])
+        response = call(predict, request)
+        if answers is not None:
+            answers.saw({"X-Rlplat-Version": str(response.model_spec.version.value)})
+        return tf.make_ndarray(response.outputs["actions"])
 
     source = f"server {where}" + (f" version {version}" if version is not None else "")
     source += f" label {label}" if label is not None else ""

@@ -135,6 +135,7 @@ def test_play_over_grpc_acts_as_the_saved_model_and_films_the_game(pong_server, 
     assert out.exit_code == 0, out.stderr
     record = json.loads((tmp_path / "play.json").read_text())
     assert (record["protocol"], record["server"]) == ("grpc", target)
+    assert record["versions_answered"] == [1]  # the answer's model_spec says which
     evaluated = run_episodes(local.act, env_cfg, episodes=1, seed=0)
     assert record["returns"] == evaluated.returns.tolist()
     assert record["lengths"] == evaluated.lengths.tolist()

@@ -369,5 +369,19 @@ def test_play_compares_arms_one_routing_key_per_episode(ab, tmp_path):
     pinned = {v: play("--version", v)[0]["returns"] for v in ("1", "2")}
     assert record["returns"] == [pinned[v][i] for i, v in enumerate(versions)]
     arms = {a["arm"]: a for a in record["arms"]}
-    assert {v: arms[v]["episodes"] for v in arms} == dict(Counter(versions))
-    assert "Welch" in stdout and "95% CI" in stdout
+    named = [f"{a} (version {v})" for a, v in zip(record["episode_arms"], versions, strict=True)]
+    assert {a: arms[a]["episodes"] for a in arms} == dict(Counter(named))
+    assert {a.split(" (")[0] for a in arms} == {"stable", "canary"}  # the split's own names
+    assert "Welch" in stdout and "95% CI" in stdout and "no A/B split" not in stdout
+    # plain play says which version answered, on screen and in play.json
+    plain, stdout = play("--version", "2")
+    assert plain["versions_answered"] == [2]
+    assert "answered by: model cartpole version 2" in stdout
+    # --compare-arms against a model without a split says so
+    reconfigure(ab, "models:\n  - name: cartpole\n")
+    try:
+        record, stdout = play("--compare-arms")
+    finally:
+        reconfigure(ab, SPLIT.format(traffic="{stable: 50, canary: 50}"))
+    assert "note: model cartpole has no A/B split on this server" in stdout
+    assert set(record["episode_arms"]) == {""}
