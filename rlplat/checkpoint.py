@@ -23,7 +23,7 @@ import tensorflow as tf
 from rlplat.agents import Agent
 from rlplat.errors import UserError
 from rlplat.replay import Replay
-from rlplat.runs import CKPT_PREFIX, MANIFEST, complete_checkpoints
+from rlplat.runs import CKPT_PREFIX, MANIFEST, complete_checkpoints, no_checkpoint
 
 # What reading a damaged checkpoint of an older rlplat (no manifest) raises.
 _UNREADABLE = (
@@ -166,5 +166,5 @@ def restore_latest(
     """`restore_newest` for a run that must have a checkpoint (eval, export)."""
     found = checkpointer.restore_newest(warn, with_replay)
     if found is None:
-        raise UserError(f"{run_dir}: no checkpoint found under {run_dir / 'checkpoints'}")
+        raise no_checkpoint(run_dir)
     return found

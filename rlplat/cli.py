@@ -476,9 +476,11 @@ def _serve_here(
     model_base_path: Path, host: str, port: int, grpc_port: int | None, config: Path | None,
     token: str | None, http: HttpFrontEnd,
 ) -> None:  # fmt: skip
-    """`rlplat serve` in this process: its ports checked before TensorFlow loads."""
+    """`rlplat serve` in this process: its inputs and ports checked before TensorFlow loads."""
+    from rlplat.serving.config import check_inputs
     from rlplat.serving.ports import check_free
 
+    check_inputs(model_base_path, config)
     check_free(host, {"REST": port, "gRPC": grpc_port})
     from rlplat.serving import server
 

@@ -118,11 +118,15 @@ def restore_run(
 ) -> RestoredRun:
     """`run_dir`'s config (with `overrides`) and agent (built with `seed`, default the run's),
     restored from its newest intact checkpoint; a damaged newer one is named on stderr."""
-    from rlplat import agents, envs
-    from rlplat.checkpoint import Checkpointer, restore_latest
     from rlplat.rundir import load_run_config
+    from rlplat.runs import complete_checkpoints, no_checkpoint
 
     cfg = load_run_config(run_dir, overrides or [])
+    if not complete_checkpoints(run_dir / "checkpoints"):  # said before TensorFlow loads
+        raise no_checkpoint(run_dir)
+    from rlplat import agents, envs
+    from rlplat.checkpoint import Checkpointer, restore_latest
+
     spaces = envs.spaces(cfg.env)
     agent = agents.build(cfg.agent, spaces, seed=cfg.seed if seed is None else seed)
     checkpointer = Checkpointer(run_dir / "checkpoints", agent, None, cfg.checkpoint.keep)

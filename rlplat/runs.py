@@ -86,6 +86,11 @@ def _last_checkpoint_steps(run_dir: Path) -> int | None:
     return None
 
 
+def no_checkpoint(run_dir: Path) -> UserError:
+    """What eval and export say of a run with nothing to restore."""
+    return UserError(f"{run_dir}: no checkpoint found under {run_dir / 'checkpoints'}")
+
+
 def complete_checkpoints(directory: Path) -> list[Path]:
     """Checkpoints that were renamed into place (manifest, or for older rlplat state.json,
     written last), oldest first. Whether their files are intact is `damage`'s question."""

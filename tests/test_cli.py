@@ -61,6 +61,33 @@ def test_a_failed_start_writes_nothing_and_loads_no_tensorflow(tmp_path: Path, e
         assert "agent.type 'dqn' acts in Discrete action spaces" in got["stderr"]
 
 
+def test_commands_that_read_files_or_refuse_input_load_no_tensorflow(tmp_path: Path):
+    """What a user waits for: these answer in well under a second (benchmarks/startup.py)
+    because none of them loads TensorFlow (3 s of a 2-core machine's start-up)."""
+    exp = write_yaml(tmp_path / "c.yaml", tiny_config())
+    (tmp_path / "space.yaml").write_text("agent.learning_rate: {choice: [0.001, 0.002]}\n")
+    bare = tmp_path / "runs" / "tiny" / "bare"  # a run with a config and no checkpoint
+    bare.mkdir(parents=True)
+    (bare / "config.yaml").write_text(exp.read_text())
+    (bare / "evals.jsonl").write_text('{"env_steps": 400, "return_mean": 1, "return_std": 0}\n')
+    cases = [
+        (["export", "nowhere"], 2, "nowhere: not a run directory"),
+        (["export", str(bare)], 2, "no checkpoint found"),
+        (["eval", str(bare)], 2, "no checkpoint found"),
+        (["serve", "--model-base-path", "nowhere"], 2, "--model-base-path nowhere: not a"),
+        (["serve", "--model-base-path", ".", "--config", "nosuch.yaml"], 2, "nosuch.yaml"),
+        (["play", "--model", "x", "--env", "CartPole-v1", "--server", "http://127.0.0.1:9"],
+         2, "cannot connect"),
+        (["tune", str(exp), "--space", "space.yaml", "--dry-run"], 0, ""),
+        (["runs", "--runs-dir", "runs"], 0, ""),
+        (["plot", str(bare), "--out", "c.png"], 0, ""),
+    ]  # fmt: skip
+    for args, code, says in cases:
+        got = probe(*args, cwd=tmp_path)
+        assert (got["code"], got["tensorflow"]) == (code, False), (args, got["stderr"])
+        assert says in got["stderr"], (args, got["stderr"])
+
+
 def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path: Path):
     path = write_yaml(tmp_path / "c.yaml", tiny_config())
     got = probe("train", str(path), "--dry-run", "--set", "train.env_steps=3e3",

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rlplat.config import Strict, _format, read_yaml_mapping
-from rlplat.errors import ConfigError
+from rlplat.errors import ConfigError, UserError
 from rlplat.export import parse_version
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -159,3 +159,12 @@ def load(path: str | Path | None) -> ServingConfig:
     except ValidationError as exc:
         lines = [_format(e, (), ServingConfig) for e in exc.errors()]
         raise ConfigError(f"{path}: " + f"\n{path}: ".join(dict.fromkeys(lines))) from None
+
+
+def check_inputs(model_base_path: str | Path, config_path: str | Path | None) -> ServingConfig:
+    """`rlplat serve`'s model base path and config, checked before anything heavy loads
+    (TensorFlow, Ray): a wrong path or key is one line at once."""
+    cfg = load(config_path)
+    if not Path(model_base_path).is_dir():
+        raise UserError(f"--model-base-path {model_base_path}: not a directory")
+    return cfg

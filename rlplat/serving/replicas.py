@@ -176,10 +176,8 @@ def serve(
     from rlplat.serving import ports
     from rlplat.serving.fleet_metrics import MetricsEndpoint
 
-    serving_config.load(config_path)  # a bad file fails here, in one line, not in replicas
+    serving_config.check_inputs(model_base_path, config_path)  # here, not in the replicas
     base = Path(model_base_path).resolve()
-    if not base.is_dir():
-        raise UserError(f"--model-base-path {model_base_path}: not a directory")
     config = str(Path(config_path).resolve()) if config_path else None
     spec = ReplicaSpec(str(base), host, port, grpc_port, config, http, os.nice(0))
     # Held by anything (a server, another fleet: replicas would share its traffic): one

@@ -48,9 +48,7 @@ def connection_cap(wanted: int, reserve: int = 256) -> int:
 def build(
     model_base_path: Path, config_path: Path | None, token: str | None
 ) -> tuple[ModelManager, ServingMetrics, RestApp]:
-    cfg = serving_config.load(config_path)
-    if not Path(model_base_path).is_dir():
-        raise UserError(f"--model-base-path {model_base_path}: not a directory")
+    cfg = serving_config.check_inputs(model_base_path, config_path)
     metrics = ServingMetrics()
     manager = ModelManager(model_base_path, cfg, config_path, metrics)
     return manager, metrics, RestApp(manager, metrics, cfg.max_body_bytes, token)
