@@ -10,6 +10,7 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -202,7 +203,26 @@ class ExperimentConfig(Strict):
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads YAML 1.2 floats such as `3e3` and `1e-3` as numbers
     (YAML 1.1 wants a dot: `3.0e3`). Whole floats then pass as ints in pydantic's lax
-    mode, so `train.env_steps: 3e3` is 3000, in a file or in `--set`."""
+    mode, so `train.env_steps: 3e3` is 3000, in a file or in `--set`. A key given twice
+    in one mapping is an error (PyYAML keeps the last one silently: `{stable: 10,
+    stable: 90}` would be 90 with no word said)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may repeat keys
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, Hashable):  # PyYAML's own error says so
+                    continue
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"duplicate key {key!r}", key_node.start_mark,
+                    )  # fmt: skip
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(

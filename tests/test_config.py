@@ -87,6 +87,14 @@ def test_missing_file_and_bad_yaml(tmp_path: Path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match=r"bad.yaml:\d+:\d+: invalid YAML"):
         config.load(bad)
+    # a key given twice is refused where the second one is (PyYAML keeps the last silently)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: a\nseed: 1\ntrain:\n  env_steps: 10\n  env_steps: 20\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml:5:3: invalid YAML: duplicate key"):
+        config.load(twice)
+    merged = tmp_path / "merged.yaml"  # a YAML merge may repeat a key: that is its purpose
+    merged.write_text(yaml.safe_dump(tiny_config()) + "base: &b {x: 1}\nother:\n  <<: *b\n  x: 2\n")
+    assert config.read_yaml_mapping(merged, "f")["other"] == {"x": 2}
 
 
 def test_every_shipped_experiment_validates():

@@ -12,6 +12,7 @@ rlplat/serving/traffic.py for the routing.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -83,6 +84,11 @@ class ModelEntry(Strict):
                 raise ValueError(f"{where}.traffic: weights must be >= 0 and finite, got {bad}")
             if not any(self.traffic.values()):
                 raise ValueError(f"{where}.traffic: all weights are zero (or no arms given)")
+            if not math.isfinite(sum(self.traffic.values())):  # the split's bounds need it
+                raise ValueError(
+                    f"{where}.traffic: the weights' sum overflows; use smaller numbers "
+                    "(percentages, say)"
+                )
         if self.shadow is not None and self.traffic is None:
             raise ValueError(f"{where}.shadow: needs a traffic split (its copies are of those)")
         return self
@@ -154,6 +160,9 @@ def load(path: str | Path | None) -> ServingConfig:
     if path is None:
         return ServingConfig()
     data = read_yaml_mapping(path, "serving config", empty_ok=True)
+    if not data and not Path(path).read_text().strip().startswith("{"):
+        # an empty file is a file being written, not "every default": `{}` says that
+        raise ConfigError(f"{path}: empty (write `{{}}` for every default)")
     try:
         return ServingConfig.model_validate(data)
     except ValidationError as exc:

@@ -146,7 +146,8 @@ class ModelManager:
         self.config_path = config_path
         self.metrics = metrics
         self.loop: asyncio.AbstractEventLoop | None = None  # where batches run (the server's)
-        self._config_mtime = _mtime(config_path)
+        self._config_read = _file_key(config_path)  # the file as last read
+        self._config_seen = self._config_read  # ... and as the last poll saw it
         self._models: dict[str, _Model] = {}
         self._lock = threading.RLock()
         self._say = SayOnce()
@@ -226,10 +227,14 @@ class ModelManager:
         """Whether a changed, valid config was read (the next poll puts it in force)."""
         if self.config_path is None:
             return False
-        mtime = _mtime(self.config_path)
-        if mtime == self._config_mtime:
+        key = _file_key(self.config_path)
+        # Read only a file that two polls saw alike: an editor that truncates and then
+        # writes (or a copy in progress) is not read half-way.
+        settled = key == self._config_seen
+        self._config_seen = key
+        if key == self._config_read or not settled:
             return False
-        self._config_mtime = mtime
+        self._config_read = key
         try:
             cfg = serving_config.load(self.config_path)
             self._check_paths(cfg)
@@ -493,11 +498,13 @@ class ModelManager:
             return [(v, model.status[v])]
 
 
-def _mtime(path: Path | None) -> float | None:
+def _file_key(path: Path | None) -> tuple[int, int, int] | None:
+    """(mtime, size, inode): equal on two polls means the file is not being written."""
     try:
-        return os.stat(path).st_mtime_ns if path is not None else None
+        st = os.stat(path) if path is not None else None
     except OSError:
         return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino) if st is not None else None
 
 
 __all__ = ["ModelManager", "ServingError", "VersionStatus"]

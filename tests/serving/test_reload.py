@@ -3,8 +3,15 @@ half-written versions."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+
+import pytest
+
+from rlplat.errors import ConfigError
+from rlplat.serving import config as serving_config
+from rlplat.serving.models import ModelManager
 
 from serving.helpers import (
     OBS,
@@ -90,3 +97,31 @@ def test_a_half_written_version_is_never_served(one_version):
         hammer.stop()
         server.stop()
     assert hammer.ok >= 20 and hammer.failures == [], hammer.failures[:3]
+
+
+def test_a_config_being_written_is_not_applied(models, tmp_path, caplog):
+    """An editor that truncates the file and then writes it, or a copy in progress: an
+    empty file, or one the last poll saw otherwise, is never put in force; the running
+    config stays (one log line for a file that is wrong)."""
+    cfg = tmp_path / "serving.yaml"
+    pinned = "models:\n  - name: cartpole\n    version_policy: {specific: [1]}\n"
+    cfg.write_text(pinned)
+    manager = ModelManager(models, serving_config.load(cfg), cfg)
+    before = manager.cfg
+    cfg.write_text("")  # `: > serving.yaml`
+    with caplog.at_level(logging.ERROR, logger="rlplat.serve"):
+        assert not manager._reload_config()  # a changed file is read once two polls agree
+        assert not manager._reload_config()
+    assert manager.cfg == before
+    assert "serving config not reloaded, the previous one stays" in caplog.text
+    assert "empty (write `{}` for every default)" in caplog.text
+    both = "models:\n  - name: cartpole\n    version_policy: {specific: [1, 2]}\n"
+    cfg.write_text(both)
+    assert not manager._reload_config()  # first seen: not yet
+    assert manager._reload_config()  # the same on the next poll: read
+    assert manager.cfg.models[0].version_policy != before.models[0].version_policy
+    with pytest.raises(ConfigError, match="empty"):  # at start-up alike
+        cfg.write_text("# nothing yet\n")
+        serving_config.load(cfg)
+    cfg.write_text("{}\n")  # every default, said explicitly
+    assert serving_config.load(cfg).models is None

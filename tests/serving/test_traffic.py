@@ -82,6 +82,8 @@ def test_unkeyed_requests_split_per_request_and_zero_weight_arms_get_nothing():
         ("{stable: -1, canary: 2}", "weights must be >= 0"),
         ("{stable: 0, canary: 0}", "all weights are zero"),
         ("{}", "all weights are zero"),
+        ("{stable: 1.0e308, canary: 1.0e308}", "the weights' sum overflows"),
+        ("{stable: 10, stable: 90}", "duplicate key 'stable'"),
     ],
 )
 def test_bad_traffic_is_refused_in_one_line(tmp_path, traffic, words):
