@@ -128,7 +128,9 @@ class HttpProtocol(asyncio.Protocol):
     def _reset(self) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.header_bytes = 0
+        self.header_bytes = 0  # the finished headers of this request
+        self.partial_bytes = 0  # bytes of a header httptools holds unfinished (see _feed_slice)
+        self.slice_bytes = 0  # finished-header bytes of the slice being parsed
         self.body: list[bytes] = []
         self.size = 0
 
@@ -208,6 +210,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _feed_slice(self, data: bytes) -> None:
         in_head, messages = self.in_head, self.messages
+        self.slice_bytes = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -216,10 +219,11 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(400, f"malformed HTTP request: {exc}")
         else:
             if in_head and self.in_head and messages == self.messages:
-                # The whole slice belongs to one unfinished head (httptools holds a partial
-                # header itself, unseen by on_header): count it, so a header without end
-                # is refused too.
-                self.header_bytes += len(data)
+                # The slice is inside one unfinished head: what on_header did not count is
+                # part of a header httptools holds unfinished. Count it until that header
+                # is done (on_header then counts it once), so a header without end is
+                # refused too.
+                self.partial_bytes += max(0, len(data) - self.slice_bytes)
                 self._head_too_big()
 
     def _arm_idle(self) -> None:
@@ -260,7 +264,7 @@ class HttpProtocol(asyncio.Protocol):
         self._reject(408, f"request headers not complete within {limit:g} s")
 
     def _head_too_big(self) -> bool:
-        if self.header_bytes <= self.limits.max_header_bytes:
+        if self.header_bytes + self.partial_bytes <= self.limits.max_header_bytes:
             return False
         self._reject(431, f"request headers larger than {self.limits.max_header_bytes} bytes")
         return True
@@ -282,7 +286,10 @@ class HttpProtocol(asyncio.Protocol):
             raise _Refused
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        size = len(name) + len(value) + 4  # ": " and CRLF
+        self.header_bytes += size
+        self.slice_bytes += size
+        self.partial_bytes = 0  # that header, counted whole now
         if self._head_too_big():
             raise _Refused
         self.headers.append((name.lower(), value))

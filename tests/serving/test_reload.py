@@ -12,7 +12,6 @@ import pytest
 from rlplat.errors import ConfigError
 from rlplat.serving import config as serving_config
 from rlplat.serving.models import ModelManager
-
 from serving.helpers import (
     OBS,
     Hammer,

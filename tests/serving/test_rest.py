@@ -227,3 +227,18 @@ def test_the_uvicorn_front_end_answers_the_same(models, server):
             assert (asgi.status_code, asgi.json()) == (lean.status_code, lean.json())
     finally:
         uv.stop()
+
+
+def test_the_header_limit_counts_each_byte_once(server):
+    """The default 64 KiB of headers in all, whether one long header or many short ones: a header
+    that spans several reads is counted once, when it ends (not also per read)."""
+    get = b"GET /v1/models/cartpole HTTP/1.1\r\n"
+    for headers, status in (
+        (b"X-Long: %s\r\n" % (b"y" * 60_000), b"200"),
+        (b"".join(b"X-%d: %s\r\n" % (i, b"y" * 1000) for i in range(60)), b"200"),
+        (b"X-Long: %s\r\n" % (b"y" * 70_000), b"431"),
+        (b"".join(b"X-%d: %s\r\n" % (i, b"y" * 1000) for i in range(70)), b"431"),
+    ):
+        out = raw_http(server.port, get + headers + b"Connection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 " + status), (len(headers), out[:60])
+    assert server.get("/v1/models/cartpole").status_code == 200
