@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from rlplat.errors import UserError
@@ -31,3 +32,9 @@ def bearer_matches(authorization: bytes, token: str) -> bool:
     scheme, _, credentials = authorization.partition(b" ")
     ok_scheme = scheme.lower() == b"bearer"
     return hmac.compare_digest(credentials.lstrip(b" "), token.encode()) and ok_scheme
+
+
+def authorized(values: Sequence[bytes], token: str) -> bool:
+    """Exactly one Authorization value, carrying `token`. Two are refused whatever they
+    say: a proxy and this server could each read a different one."""
+    return len(values) == 1 and bearer_matches(values[0], token)

@@ -19,7 +19,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from rlplat.errors import UserError
-from rlplat.serving.auth import bearer_matches
+from rlplat.serving.auth import authorized
 from rlplat.serving.metrics import CONTENT_TYPE, METRICS_PATHS
 
 
@@ -84,8 +84,8 @@ class MetricsEndpoint:
 def _handler(replicas: Replicas, token: str | None) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802  (http.server's name)
-            given = self.headers.get("Authorization", "").encode()
-            if token is not None and not bearer_matches(given, token):
+            given = [v.encode() for v in self.headers.get_all("Authorization") or []]
+            if token is not None and not authorized(given, token):
                 self._answer(401, b'{"error": "missing or wrong bearer token"}', "application/json")
             elif self.path.split("?")[0] not in METRICS_PATHS:
                 self._answer(404, b'{"error": "metrics are at /metrics"}', "application/json")

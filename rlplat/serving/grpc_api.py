@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from rlplat.serving.auth import bearer_matches
+from rlplat.serving.auth import authorized
 from rlplat.serving.errors import InvalidArgument, ServingError
 from rlplat.serving.metrics import ServingMetrics
 from rlplat.serving.models import ModelManager
@@ -196,8 +196,9 @@ class _BearerToken(grpc.ServerInterceptor):
         self._deny = grpc.unary_unary_rpc_method_handler(deny)
 
     def intercept_service(self, continuation, details):
-        given = dict(details.invocation_metadata).get("authorization", "")
-        if bearer_matches(given.encode(), self._token):
+        given = [v.encode() if isinstance(v, str) else v
+                 for k, v in details.invocation_metadata if k == "authorization"]  # fmt: skip
+        if authorized(given, self._token):
             return continuation(details)
         return self._deny
 

@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from rlplat.export import parse_version
-from rlplat.serving.auth import bearer_matches
+from rlplat.serving.auth import authorized
 from rlplat.serving.decode import Offload, Split, decode, encode_predict
 from rlplat.serving.errors import InvalidArgument, NotFound, ServingError
 from rlplat.serving.metrics import METRICS_PATHS, ServingMetrics
@@ -171,8 +171,8 @@ class RestApp:
         self, method: str, path: str, headers: list, read_body: Any, labels: list
     ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         if self._token is not None:
-            given = next((v for k, v in headers if k == b"authorization"), b"")
-            if not bearer_matches(given, self._token):
+            given = [v for k, v in headers if k == b"authorization"]
+            if not authorized(given, self._token):
                 raise HttpError(
                     401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")]
                 )

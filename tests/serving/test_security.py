@@ -12,6 +12,7 @@ from conftest import run_cli, user_env
 from serving.helpers import (
     Server,
     export_tiny,
+    raw_http,
 )
 
 
@@ -38,6 +39,15 @@ def test_bearer_token_on_rest_and_grpc(models):
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
         ok = stub.GetModelStatus(req, timeout=10, metadata=[("authorization", "Bearer s3cret")])
         assert ok.model_version_status[0].version == 2
+        # Two Authorization values are refused whichever comes first, on both protocols.
+        for pair in (("s3cret", "nope"), ("nope", "s3cret"), ("s3cret", "s3cret")):
+            two = [("authorization", f"Bearer {t}") for t in pair]
+            with pytest.raises(grpc.RpcError) as e:
+                stub.GetModelStatus(req, timeout=10, metadata=two)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED, pair
+            head = b"GET /v1/models/cartpole HTTP/1.1\r\nConnection: close\r\n"
+            both = b"".join(b"Authorization: Bearer %s\r\n" % t.encode() for t in pair)
+            assert raw_http(server.port, head + both + b"\r\n").startswith(b"HTTP/1.1 401"), pair
     finally:
         server.stop()
 
