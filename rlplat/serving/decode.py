@@ -11,6 +11,7 @@ The rows cap is checked on the parsed lists, before any array is allocated.
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 import signal
 from concurrent.futures import ProcessPoolExecutor
@@ -42,14 +43,24 @@ class _Ragged:
         raise ValueError("ragged")
 
 
-def _array(value: Any) -> Any:
+def _array(value: Any, bools: bool = True) -> Any:
+    """`value` as an array. `bools`: the body may hold JSON true/false: numpy would turn
+    `[true, 1.4]` into [1.0, 1.4] silently, so a numeric array is checked for them."""
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError):
         return _Ragged()
     if arr.dtype.kind in "OUS":  # refused by every signature: keep the dtype, drop the data
         return np.empty(0, arr.dtype)
+    if bools and arr.dtype.kind in "iuf" and _has_bool(value):
+        return np.empty(0, object)  # refused as a mixed array
     return arr
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_bool(v) for v in value)
+    return isinstance(value, bool)
 
 
 def _check_rows(what: str, n: int, cap: int) -> None:
@@ -59,8 +70,10 @@ def _check_rows(what: str, n: int, cap: int) -> None:
         )
 
 
-def split_predict(body: Any, cap: int) -> Split:
-    """The model-independent checks of a :predict body, the rows cap, and the arrays."""
+def split_predict(body: Any, cap: int, bools: bool = True) -> Split:
+    """The model-independent checks of a :predict body, the rows cap, and the arrays.
+    `bools`: whether the body may hold JSON true/false (see _array)."""
+    array = functools.partial(_array, bools=bools)
     if not isinstance(body, dict):
         raise InvalidArgument("request body must be a JSON object")
     has_rows, has_cols = "instances" in body, "inputs" in body
@@ -78,19 +91,19 @@ def split_predict(body: Any, cap: int) -> Split:
         if 0 < dicts < len(rows):
             return Split(sig_name, True, {}, mixed=True)
         if not dicts:
-            return Split(sig_name, True, {None: _array(rows)})
+            return Split(sig_name, True, {None: array(rows)})
         values = {}
         for key in {k for r in rows for k in r}:
             if not all(key in r for r in rows):
                 raise InvalidArgument(f"instances: input '{key}' is missing in some rows")
-            values[key] = _array([r[key] for r in rows])
+            values[key] = array([r[key] for r in rows])
         return Split(sig_name, True, values)
     cols = body["inputs"]
     named = cols if isinstance(cols, dict) else {None: cols}
     for value in named.values():
         if isinstance(value, list):
             _check_rows("inputs", len(value), cap)
-    return Split(sig_name, False, {k: _array(v) for k, v in named.items()})
+    return Split(sig_name, False, {k: array(v) for k, v in named.items()})
 
 
 def decode(raw: bytes, cap: int) -> Split:
@@ -99,7 +112,7 @@ def decode(raw: bytes, cap: int) -> Split:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidArgument(f"malformed JSON body: {exc}") from None
-    return split_predict(body, cap)
+    return split_predict(body, cap, bools=b"true" in raw or b"false" in raw)
 
 
 def _worker_init() -> None:

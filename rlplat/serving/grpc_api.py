@@ -108,7 +108,7 @@ class Handlers:
                 k: _to_array(v, cfg.max_body_bytes, cfg.max_rows_per_request)
                 for k, v in request.inputs.items()
             }
-            arrays = sig.coerce(values, "inputs")
+            arrays = sig.coerce(values, "inputs", exact=True)
             keys = list(sig.outputs)
             wanted = list(request.output_filter) or keys
             unknown = sorted(set(wanted) - set(keys))

@@ -29,6 +29,19 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 _ACCEPTS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}  # value kinds each dtype kind takes
 
 
+def _same_values(given: np.ndarray, cast: np.ndarray) -> bool:
+    """Whether a cast kept every value in range: no float overflowing to inf, no integer
+    wrapping around."""
+    if given.dtype == cast.dtype or given.size == 0:
+        return True
+    if cast.dtype.kind == "f":
+        return not (np.isinf(cast) & ~np.isinf(given)).any()
+    if given.dtype.kind in "iu" and cast.dtype.kind in "iu":
+        info = np.iinfo(cast.dtype)
+        return bool(given.min() >= info.min and given.max() <= info.max)
+    return True
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     key: str
@@ -44,9 +57,11 @@ class TensorSpec:
         dtype = np.dtype(tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
         return cls(key, info.name, dtype, shape)
 
-    def array(self, value: object, what: str) -> np.ndarray:
+    def array(self, value: object, what: str, exact: bool = False) -> np.ndarray:
         """A request's value (JSON lists or a decoded TensorProto) as this input's dtype:
-        numbers only (no None, strings, ragged lists), cast like TF Serving's JSON path."""
+        numbers only (no None, strings, ragged lists), cast like TF Serving's JSON path
+        where no value changes (300 is no uint8, 3.5e38 no float32). `exact`: a tensor
+        (gRPC) must have the input's dtype itself, as TF Serving requires."""
         if self.dtype.kind in "SUO":
             raise InvalidArgument(f"{what}: input '{self.key}' is a string tensor: not supported")
         try:
@@ -55,12 +70,18 @@ class TensorSpec:
             raise InvalidArgument(
                 f"{what}: input '{self.key}' is not a rectangular array"
             ) from None
-        if arr.dtype.kind not in _ACCEPTS.get(self.dtype.kind, ""):
+        kinds = self.dtype.kind if exact else _ACCEPTS.get(self.dtype.kind, "")
+        if arr.dtype.kind not in kinds or (exact and arr.dtype != self.dtype):
             got = "a ragged or mixed array" if arr.dtype.kind == "O" else f"{arr.dtype.name} values"
             raise InvalidArgument(
                 f"{what}: input '{self.key}' expects {self.dtype.name}, got {got}"
             )
-        return arr.astype(self.dtype, copy=False)
+        out = arr.astype(self.dtype, copy=False)
+        if not _same_values(arr, out):
+            raise InvalidArgument(
+                f"{what}: input '{self.key}' expects {self.dtype.name}, got values out of its range"
+            )
+        return out
 
     def check(self, value: np.ndarray, what: str) -> None:
         if self.shape is None:
@@ -89,10 +110,10 @@ class Signature:
         specs = [*self.inputs.values(), *self.outputs.values()]
         return bool(self.inputs) and all(s.shape and s.shape[0] == -1 for s in specs)
 
-    def coerce(self, values: dict[str, object], what: str) -> list[np.ndarray]:
-        """A request's named values (JSON lists or decoded TensorProtos) as this signature's
-        input arrays, checked, in `run` order."""
-        values = {k: self.inputs[k].array(v, what) if k in self.inputs else v
+    def coerce(self, values: dict[str, object], what: str, exact: bool = False) -> list[np.ndarray]:
+        """A request's named values (JSON lists, or with `exact` decoded TensorProtos) as
+        this signature's input arrays, checked, in `run` order."""
+        values = {k: self.inputs[k].array(v, what, exact) if k in self.inputs else v
                   for k, v in values.items()}  # fmt: skip
         missing = sorted(set(self.inputs) - set(values))
         extra = sorted(set(values) - set(self.inputs))

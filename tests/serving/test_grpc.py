@@ -68,6 +68,13 @@ def test_grpc_with_the_official_stubs(server, models):
     with pytest.raises(grpc.RpcError) as e:
         predict.Predict(req, timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "shape" in e.value.details()
+    # A tensor's dtype must be the input's (TF Serving refuses a cast): float32 only here.
+    for dtype in (np.uint8, np.float64):
+        req.inputs["observations"].CopyFrom(tf.make_tensor_proto(OBS.astype(dtype)))
+        with pytest.raises(grpc.RpcError) as e:
+            predict.Predict(req, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, dtype
+        assert "expects float32" in e.value.details(), e.value.details()
     # One value standing for 10^10 elements: refused before anything is allocated.
     bomb = tf.make_tensor_proto(1.0, dtype=tf.float32, shape=[10**5, 10**5])
     assert len(bomb.float_val) == 1
