@@ -123,7 +123,8 @@ class Handlers:
                 response.outputs[k].CopyFrom(tf.make_tensor_proto(outputs[k]))
         shadow = routed.shadow_version
         if shadow is not None and shadow != servable.version:
-            self._mirror(context, Copy(name, shadow, sig.name, arrays, outputs))
+            inputs = dict(zip(sig.inputs, arrays, strict=True))
+            self._mirror(context, Copy(name, shadow, sig.name, inputs, outputs))
         return response
 
     def _mirror(self, context: Any, copy: Copy) -> None:

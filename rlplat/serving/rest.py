@@ -235,7 +235,8 @@ class RestApp:
         shadow = routed.shadow_version
         if shadow is None or shadow == servable.version:
             return
-        copy = Copy(name, shadow, sig.name, arrays, dict(zip(sig.outputs, outputs, strict=True)))
+        inputs = dict(zip(sig.inputs, arrays, strict=True))
+        copy = Copy(name, shadow, sig.name, inputs, dict(zip(sig.outputs, outputs, strict=True)))
         asyncio.get_running_loop().call_soon(self.manager.shadow.submit, copy)
 
     async def _asgi_body(self, headers: list, receive: Any) -> bytes:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from rlplat.serving.batching import cut_rows
-from rlplat.serving.servable import Servable
+from rlplat.serving.errors import InvalidArgument
+from rlplat.serving.servable import Servable, Signature
 
 if TYPE_CHECKING:
     from rlplat.serving.metrics import ServingMetrics
@@ -44,10 +45,15 @@ log = logging.getLogger("rlplat.serve")
 @dataclass(frozen=True)
 class Copy:
     model: str
-    version: int
+    version: int  # the shadow version that runs it
     signature: str
-    arrays: list[np.ndarray]
+    inputs: dict[str, np.ndarray]  # the request's inputs by key, as the answer took them
     answered: dict[str, np.ndarray]  # the outputs the client got, by key
+
+    @property
+    def nbytes(self) -> int:
+        """What the copy holds while queued."""
+        return sum(a.nbytes for a in (*self.inputs.values(), *self.answered.values()))
 
 
 def agree(answered: dict[str, np.ndarray], shadow: dict[str, np.ndarray]) -> bool:
@@ -66,20 +72,35 @@ class ShadowRunner:
         metrics: ServingMetrics | None,
         size: int = 1024,
         max_batch: int = 64,
+        max_bytes: int = 64 << 20,
     ) -> None:
         self.manager, self.metrics, self.max_batch = manager, metrics, max_batch
+        self.max_bytes = max_bytes  # the queue's bound in bytes: copies of big requests
         self._queue: queue.Queue[Copy] = queue.Queue(maxsize=size)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._queued_bytes = 0  # under _lock
 
     def submit(self, copy: Copy) -> None:
-        """Never blocks: a full queue drops the copy (counted)."""
+        """Never blocks: a queue full by count or by bytes drops the copy (counted)."""
         if self._thread is None:
             self._start()
+        size = copy.nbytes
+        with self._lock:
+            fits = self._queued_bytes + size <= self.max_bytes
+            self._queued_bytes += size if fits else 0
+        if not fits:
+            self._record(copy, "dropped", None, None)
+            return
         try:
             self._queue.put_nowait(copy)
         except queue.Full:
+            self._dequeued([copy])
             self._record(copy, "dropped", None, None)
+
+    def _dequeued(self, copies: list[Copy]) -> None:
+        with self._lock:
+            self._queued_bytes -= sum(c.nbytes for c in copies)
 
     def _start(self) -> None:
         with self._lock:
@@ -97,6 +118,7 @@ class ShadowRunner:
                     copies.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            self._dequeued(copies)
             groups: dict[tuple, list[Copy]] = {}
             for copy in copies:
                 groups.setdefault((copy.model, copy.version, copy.signature), []).append(copy)
@@ -107,30 +129,48 @@ class ShadowRunner:
                     log.exception("shadow copies of %s requests failed", group[0].model)
 
     def run(self, group: list[Copy]) -> None:
-        """Copies for one model version and signature: run them (as one batch when the
-        signature is batchable), record each one's result."""
+        """Copies for one model version and signature: each checked as a request to that
+        version would be (an invalid one counts as an error), the rest run (as one batch
+        when the signature is batchable), each one's result recorded."""
         first = group[0]
         started = time.perf_counter()
         try:
             with self.manager.use(first.model, first.version) as servable:
                 sig = servable.signature(first.signature)
-                if sig.batchable and len(group) > 1:
-                    columns = zip(*(c.arrays for c in group), strict=True)
-                    arrays = [np.concatenate(column) for column in columns]
-                    outs = servable.run(sig, arrays)
-                    per_copy = cut_rows(outs, [c.arrays[0].shape[0] for c in group])
-                else:
-                    per_copy = [servable.run(sig, c.arrays) for c in group]
-                results = [dict(zip(sig.outputs, o, strict=True)) for o in per_copy]
-        except Exception as exc:  # noqa: BLE001  (not loaded, wrong inputs: its error, counted)
+                valid, inputs = self._valid(sig, group)
+                results = self._run(servable, sig, inputs) if valid else []
+        except Exception as exc:  # noqa: BLE001  (not loaded, failed to run: its error, counted)
             seconds = time.perf_counter() - started
             for copy in group:
                 self._record(copy, "error", seconds, None)
             log.debug("shadow %s version %d: %s", first.model, first.version, exc)
             return
         seconds = time.perf_counter() - started  # each copy's: its batch's time
-        for copy, outputs in zip(group, results, strict=True):
+        for copy, outputs in zip(valid, results, strict=True):
             self._record(copy, "ok", seconds, agree(copy.answered, outputs))
+
+    def _valid(self, sig: Signature, group: list[Copy]) -> tuple[list[Copy], list[list]]:
+        """The copies this signature takes (and their input arrays); the others counted."""
+        valid, inputs = [], []
+        for copy in group:
+            try:
+                inputs.append(sig.coerce(copy.inputs, "shadow", exact=True))
+            except InvalidArgument as exc:
+                self._record(copy, "error", None, None)
+                log.debug("shadow %s version %d: %s", copy.model, copy.version, exc)
+            else:
+                valid.append(copy)
+        return valid, inputs
+
+    @staticmethod
+    def _run(servable: Servable, sig: Signature, inputs: list[list]) -> list[dict]:
+        if sig.batchable and len(inputs) > 1:
+            arrays = [np.concatenate(column) for column in zip(*inputs, strict=True)]
+            outs = servable.run(sig, arrays)
+            per_copy = cut_rows(outs, [arrays[0].shape[0] for arrays in inputs])
+        else:
+            per_copy = [servable.run(sig, arrays) for arrays in inputs]
+        return [dict(zip(sig.outputs, o, strict=True)) for o in per_copy]
 
     def _record(self, copy: Copy, result: str, seconds: float | None, agreed: bool | None):
         if self.metrics is not None:

@@ -280,9 +280,68 @@ def test_a_shadow_that_fails_is_counted_as_an_error(models):
 
     metrics = ServingMetrics()
     manager = ModelManager(models, ServingConfig(), metrics=metrics)  # nothing loaded
-    manager.shadow.run([Copy("cartpole", 2, "serving_default", [OBS], {})] * 2)
+    manager.shadow.run([Copy("cartpole", 2, "serving_default", {"observations": OBS}, {})] * 2)
     text = metrics.render().decode()
     assert series(text, "rlplat_serving_shadow_requests_total", result="error", version="2") == 2
+
+
+def test_a_shadow_copy_is_checked_as_a_request_to_its_version(models):
+    """The shadow version may take other inputs than the version that answered: a copy it
+    would refuse as a request (width, dtype, name) counts as an error, not as `ok`."""
+    from rlplat.serving.metrics import ServingMetrics
+    from rlplat.serving.shadow import Copy
+
+    metrics = ServingMetrics()
+    manager = ModelManager(models, ServingConfig(models=[ModelEntry(name="cartpole")]),
+                           metrics=metrics)  # fmt: skip
+    manager.start(watch=False)
+    try:
+        answered = reference(models / "cartpole" / "2", OBS)
+        bad = [{"observations": np.zeros((len(OBS), 8), np.float32)},
+               {"observations": OBS.astype(np.float64)}, {"x": OBS}]  # fmt: skip
+        group = [Copy("cartpole", 2, "serving_default", inputs, answered)
+                 for inputs in [*bad, {"observations": OBS}]]  # fmt: skip
+        manager.shadow.run(group)
+    finally:
+        manager.stop()
+    text = metrics.render().decode()
+    assert series(text, "rlplat_serving_shadow_requests_total", result="error") == 3
+    assert series(text, "rlplat_serving_shadow_requests_total", result="ok") == 1
+    assert series(text, "rlplat_serving_shadow_agreement_total", agree="true") == 1
+
+
+def test_the_shadow_queue_is_bounded_in_bytes():
+    """Copies of big requests fill memory long before a count bound: beyond max_bytes
+    queued, a copy is dropped (counted) and the bytes come back as copies are taken."""
+    import contextlib
+
+    from rlplat.serving.shadow import Copy, ShadowRunner
+
+    release, taken = threading.Event(), threading.Event()
+
+    class Blocked:
+        @contextlib.contextmanager
+        def use(self, name, version=None, label=None):
+            taken.set()
+            release.wait(30)
+            raise RuntimeError("not loaded")  # every run ends as an error
+            yield
+
+    results: list[str] = []
+    runner = ShadowRunner(Blocked(), None, max_bytes=3 << 20)
+    runner._record = lambda copy, result, seconds, agreed: results.append(result)
+    one_mib = {"observations": np.zeros((1 << 18,), np.float32)}  # 1 MiB
+    copy = Copy("m", 2, "serving_default", one_mib, {})
+    runner.submit(copy)  # taken by the thread at once, which then waits
+    assert taken.wait(30)
+    for _ in range(5):  # three fit, two do not
+        runner.submit(copy)
+    assert results == ["dropped", "dropped"]
+    release.set()
+    deadline = time.monotonic() + 30
+    while results.count("error") < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert results.count("error") == 4 and runner._queued_bytes == 0
 
 
 def test_the_shadow_never_changes_an_answer_nor_delays_it(ab, models):
@@ -336,7 +395,8 @@ def test_queued_shadow_copies_run_as_one_batch_with_each_ones_agreement(models):
         want = reference(models / "cartpole" / "2", OBS)
         same = {k: v[:1] for k, v in want.items()}
         other = {**same, "actions": 1 - same["actions"]}
-        group = [Copy("cartpole", 2, "serving_default", [OBS[:1]], a) for a in (same, other, same)]
+        group = [Copy("cartpole", 2, "serving_default", {"observations": OBS[:1]}, a)
+                 for a in (same, other, same)]  # fmt: skip
         manager.shadow.run(group)
     finally:
         manager.stop()
