@@ -204,6 +204,9 @@ class _BearerToken(grpc.ServerInterceptor):
         return self._deny
 
 
+MAX_CONCURRENT_RPCS = 1000
+
+
 def make_server(
     manager: ModelManager,
     metrics: ServingMetrics,
@@ -227,6 +230,7 @@ def make_server(
             ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.max_allowed_incoming_connections", max_connections),
             ("grpc.max_connection_idle_ms", int(idle_timeout * 1000)),
+            ("grpc.max_concurrent_streams", MAX_CONCURRENT_RPCS),
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(

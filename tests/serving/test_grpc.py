@@ -82,3 +82,35 @@ def test_grpc_with_the_official_stubs(server, models):
     with pytest.raises(grpc.RpcError) as e:
         predict.Predict(req, timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "larger than" in e.value.details()
+
+
+def test_grpc_overload_is_refused_retryably_never_cancelled(server):
+    """Thousands of RPCs at once on one channel: beyond the streams a connection may have
+    in flight the server refuses new ones (UNAVAILABLE, which clients retry); none ends
+    CANCELLED, which a client must not retry. Below that, every one is answered."""
+    import collections
+
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from rlplat.serving.grpc_api import MAX_CONCURRENT_RPCS
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    )
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "cartpole"
+    req.inputs["observations"].CopyFrom(tf.make_tensor_proto(OBS))
+    stub.Predict(req, timeout=30)  # connected
+
+    def burst(n: int) -> collections.Counter:
+        futures = [stub.Predict.future(req, timeout=60) for _ in range(n)]
+        codes: collections.Counter = collections.Counter()
+        for future in futures:
+            codes[future.code().name] += 1
+        return codes
+
+    codes = burst(5000)
+    assert set(codes) <= {"OK", "UNAVAILABLE", "RESOURCE_EXHAUSTED"}, codes
+    assert codes["OK"] >= MAX_CONCURRENT_RPCS // 2, codes
+    assert burst(MAX_CONCURRENT_RPCS // 2) == {"OK": MAX_CONCURRENT_RPCS // 2}
