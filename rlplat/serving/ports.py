@@ -3,7 +3,13 @@ it before starting Ray)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from rlplat.errors import UserError
 
@@ -49,3 +55,45 @@ def check_free(host: str, named: dict[str, int | None]) -> None:
     for what, port in named.items():
         if port:
             bind(host, port, listen=False, what=what).close()
+
+
+def _lock_dir() -> Path:
+    """This user's port locks (SO_REUSEPORT shares a port only between one user's sockets,
+    so another user's fleet cannot join ours)."""
+    path = Path(tempfile.gettempdir()) / f"rlplat-{os.getuid()}" / "ports"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def claimed(named: dict[str, int | None]) -> Iterator[None]:
+    """Hold "this port belongs to this fleet" on this machine for the block: an exclusive
+    lock per port, taken before any replica listens. Two `rlplat serve --ray` started at
+    the same moment both find the port free (their replicas bind with SO_REUSEPORT and
+    would share it); with the lock exactly one goes on, the other gets one line. The
+    kernel drops a lock with its process, so a crashed fleet leaves none behind."""
+    held: list[int] = []
+    try:
+        for what, port in named.items():
+            if port:
+                held.append(_lock(_lock_dir() / f"port-{port}.lock", port, what))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)  # releases the lock
+
+
+def _lock(path: Path, port: int, what: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise UserError(
+            f"port {port} ({what}): another `rlplat serve --ray` on this machine holds it "
+            f"(pid {owner}); stop it or choose other ports"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

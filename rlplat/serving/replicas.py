@@ -171,18 +171,28 @@ def serve(
 ) -> None:
     """Run until SIGINT or SIGTERM; the replicas, the metrics endpoint and an embedded Ray
     end with it."""
-    from rlplat import cluster
     from rlplat.serving import config as serving_config
     from rlplat.serving import ports
-    from rlplat.serving.fleet_metrics import MetricsEndpoint
 
     serving_config.check_inputs(model_base_path, config_path)  # here, not in the replicas
     base = Path(model_base_path).resolve()
     config = str(Path(config_path).resolve()) if config_path else None
     spec = ReplicaSpec(str(base), host, port, grpc_port, config, http, os.nice(0))
-    # Held by anything (a server, another fleet: replicas would share its traffic): one
-    # line now, before Ray starts. (Other nodes' ports are their replicas' to find.)
-    ports.check_free(host, {"REST": port, "gRPC": grpc_port, "metrics": metrics_port})
+    named = {"REST": port, "gRPC": grpc_port, "metrics": metrics_port}
+    with ports.claimed(named):  # this host's ports are this fleet's (see ports.claimed)
+        # Held by anything (a server, a fleet started before): one line now, before Ray
+        # starts. (Other nodes' ports are their replicas' to find.)
+        ports.check_free(host, named)
+        _serve_fleet(spec, token, replicas, address, metrics_port)
+
+
+def _serve_fleet(
+    spec: ReplicaSpec, token: str | None, replicas: int, address: str | None, metrics_port: int
+) -> None:
+    from rlplat import cluster
+    from rlplat.serving.fleet_metrics import MetricsEndpoint
+
+    host, port, grpc_port = spec.host, spec.port, spec.grpc_port
     stop = threading.Event()
     _stop_on_signals(stop)
     # Ray starts its workers at nice 15 (fine for batch work); a server must not yield to

@@ -285,3 +285,40 @@ def test_a_replica_started_niced_serves_at_the_drivers_priority_or_says_why():
         assert "RAY_worker_niceness" not in out.stderr
     else:  # no privilege to raise one's priority
         assert nice > 0 and "RAY_worker_niceness=0" in out.stderr, out.stderr
+
+
+def test_a_fleets_ports_are_claimed_before_any_replica_listens(models):
+    """Two fleets started at once would both find the port free and share it through
+    SO_REUSEPORT: a lock per port, taken first, lets exactly one go on. The other is one
+    line and exit 2 before Ray starts; a holder killed with SIGKILL leaves no lock."""
+    from rlplat.errors import UserError
+    from rlplat.serving import ports
+
+    port, grpc_port = free_port(), free_port()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom rlplat.serving import ports\n"
+         f"with ports.claimed({{'REST': {port}}}):\n"
+         "    print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, env=user_env(),
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        out = subprocess.run(
+            [RLPLAT, "serve", "--ray", "--replicas", "1", "--model-base-path", str(models),
+             "--port", str(port), "--grpc-port", str(grpc_port), "--metrics-port", "0"],
+            capture_output=True, text=True, env=user_env(), timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert out.stderr.strip() == (
+            f"error: port {port} (REST): another `rlplat serve --ray` on this machine holds "
+            f"it (pid {holder.pid}); stop it or choose other ports"
+        )
+        with pytest.raises(UserError, match=f"pid {holder.pid}"):
+            with ports.claimed({"REST": port}):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with ports.claimed({"REST": port, "gRPC": grpc_port}):  # the kernel let go of it
+        pass
