@@ -9,9 +9,9 @@ On the serving port itself, /metrics answers for the replica that took the conne
 
 from __future__ import annotations
 
-import http.server
+import asyncio
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,7 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rlplat.errors import UserError
 from rlplat.serving.auth import authorized
-from rlplat.serving.metrics import CONTENT_TYPE, METRICS_PATHS
+from rlplat.serving.http import Limits, serve_http
+from rlplat.serving.metrics import CONTENT_TYPE, METRICS_PATHS, ServingMetrics
+from rlplat.serving.ports import bind
 
 
 class Replicas(Protocol):
@@ -63,43 +65,56 @@ class _Fixed:
 
 
 class MetricsEndpoint:
-    """GET /metrics (or TF Serving's path) on `host:port` in a thread: `merge` of a fresh
-    scrape of every replica; the serving token, when set, is required here too."""
+    """GET /metrics (or TF Serving's path) on `host:port`: `merge` of a fresh scrape of
+    every replica; the serving token, when set, is required here too. Served by the same
+    front end as the serving port (rlplat/serving/http.py), in a thread of its own, so it
+    has the same limits: connections (64 here), header size and time, idle timeout."""
+
+    LIMITS = Limits(max_connections=64)
 
     def __init__(self, replicas: Replicas, host: str, port: int, token: str | None) -> None:
-        handler = _handler(replicas, token)
         try:
-            self._server = http.server.ThreadingHTTPServer((host, port), handler)
-        except OSError as exc:
-            raise UserError(f"--metrics-port {port}: cannot listen: {exc.strerror}") from None
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+            sock = bind(host, port, what="metrics")
+        except UserError as exc:
+            raise UserError(f"--metrics-port {port}: {exc}") from None
+        self.port = sock.getsockname()[1]
+        self._app = MetricsApp(replicas, token)
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete,
+            args=(serve_http(self._app, sock, self._stop, self.LIMITS),),
+            name="rlplat-fleet-metrics", daemon=True,
+        )  # fmt: skip
+        self._thread.start()
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
 
 
-def _handler(replicas: Replicas, token: str | None) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802  (http.server's name)
-            given = [v.encode() for v in self.headers.get_all("Authorization") or []]
-            if token is not None and not authorized(given, token):
-                self._answer(401, b'{"error": "missing or wrong bearer token"}', "application/json")
-            elif self.path.split("?")[0] not in METRICS_PATHS:
-                self._answer(404, b'{"error": "metrics are at /metrics"}', "application/json")
-            else:
-                self._answer(200, merge(replicas.metrics()), CONTENT_TYPE)
+class MetricsApp:
+    """The endpoint's answers (http.HttpApp): the token first, then GET of the metrics
+    path only; the scrape runs in a worker thread, off the event loop."""
 
-        def _answer(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    max_body_bytes = 1024  # a GET has none
 
-        def log_message(self, *args) -> None:  # no access log on stderr
-            pass
+    def __init__(self, replicas: Replicas, token: str | None) -> None:
+        self.replicas, self.token = replicas, token
+        self.metrics = ServingMetrics()  # the front end counts connections over its cap
 
-    return Handler
+    async def respond(
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]],
+        read_body: Callable[[], Awaitable[bytes]],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:  # fmt: skip
+        json = [(b"content-type", b"application/json")]
+        given = [v for k, v in headers if k == b"authorization"]
+        if self.token is not None and not authorized(given, self.token):
+            body = b'{"error": "missing or wrong bearer token"}'
+            return 401, [*json, (b"www-authenticate", b"Bearer")], body
+        if path.split("?")[0] not in METRICS_PATHS:
+            return 404, json, b'{"error": "metrics are at /metrics"}'
+        if method not in ("GET", "HEAD"):
+            return 405, [*json, (b"allow", b"GET")], b'{"error": "GET only"}'
+        scraped = await asyncio.get_running_loop().run_in_executor(None, self.replicas.metrics)
+        return 200, [(b"content-type", CONTENT_TYPE.encode())], merge(scraped)

@@ -19,13 +19,14 @@ import asyncio
 import dataclasses
 import urllib.parse
 from collections import deque
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from typing import Any, Protocol
 
 import httptools
 import orjson
 
 from rlplat.serving.config import ServingConfig
-from rlplat.serving.rest import RestApp
 
 FEED_BYTES = 16 * 1024  # parsed per step (see HttpProtocol._feed)
 # After an error answer the connection is half-closed and what still arrives is read and
@@ -36,6 +37,20 @@ LINGER_BYTES = 1024 * 1024
 DRAIN_SECONDS = 5.0  # on stop: how long answers in progress may take before their close
 IDLE_GRACE_SECONDS = 1.0  # on stop: how long an idle keep-alive connection may still ask
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+class HttpApp(Protocol):
+    """What this front end serves: rlplat.serving.rest.RestApp, or the fleet's metrics
+    endpoint (rlplat.serving.fleet_metrics). Imports no TensorFlow: the fleet's
+    supervisor serves its metrics with it."""
+
+    max_body_bytes: int
+    metrics: Any  # a ServingMetrics: its connections_over_cap counter
+
+    async def respond(
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]],
+        read_body: Callable[[], Awaitable[bytes]],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]: ...  # fmt: skip
 
 
 def _head(status: int, headers: list[tuple[bytes, bytes]], length: int, close: bool) -> bytes:
@@ -103,7 +118,7 @@ class HttpProtocol(asyncio.Protocol):
     time to finish the headers, the number of open connections and of pipelined requests.
     """
 
-    def __init__(self, app: RestApp, limits: Limits, connections: Connections) -> None:
+    def __init__(self, app: HttpApp, limits: Limits, connections: Connections) -> None:
         self.app = app
         self.limits = limits
         self.connections = connections
@@ -416,7 +431,7 @@ class Limits:
         )
 
 
-async def serve_http(app: RestApp, sock, stop: asyncio.Event, limits: Limits = Limits()) -> None:
+async def serve_http(app: HttpApp, sock, stop: asyncio.Event, limits: Limits = Limits()) -> None:
     """Serve on a bound, listening socket until `stop` is set."""
     loop = asyncio.get_running_loop()
     connections = Connections(limits.max_connections, app.metrics)

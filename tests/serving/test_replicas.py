@@ -119,6 +119,39 @@ def test_every_replica_and_the_metrics_endpoint_require_the_token(fleet):
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_the_metrics_endpoint_has_the_serving_ports_limits(fleet):
+    """Idle connections cannot grow the supervisor (a thread and a descriptor each, with no
+    cap, before): at most 64 stay open, the oldest idle closed for a new one; a header
+    over the limit is a 431, before the token is asked for; two Authorization values
+    are refused."""
+    import socket
+
+    from serving.helpers import raw_http
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{fleet.proc.pid}/fd"))
+
+    def threads() -> int:
+        return len(os.listdir(f"/proc/{fleet.proc.pid}/task"))
+
+    before_fds, before_threads = fds(), threads()
+    idle = [socket.create_connection(("127.0.0.1", fleet.metrics_port)) for _ in range(300)]
+    try:
+        time.sleep(1.0)
+        assert fds() < before_fds + 64 + 16, (before_fds, fds())
+        assert threads() < before_threads + 8, (before_threads, threads())
+        assert requests.get(f"http://127.0.0.1:{fleet.metrics_port}/metrics", headers=AUTH,
+                            timeout=30).status_code == 200  # fmt: skip
+    finally:
+        for sock in idle:
+            sock.close()
+    head = b"GET /metrics HTTP/1.1\r\nX-Big: %s\r\n\r\n" % (b"y" * 70_000)
+    assert raw_http(fleet.metrics_port, head).startswith(b"HTTP/1.1 431")
+    auth = b"Authorization: Bearer %s\r\n" % TOKEN.encode()
+    two = b"GET /metrics HTTP/1.1\r\nConnection: close\r\n" + auth + auth
+    assert raw_http(fleet.metrics_port, two + b"\r\n").startswith(b"HTTP/1.1 401")
+
+
 class Load(threading.Thread):
     """`clients` keep-alive connections posting back to back; a failed request is counted
     and its client reconnects."""
@@ -314,9 +347,8 @@ def test_a_fleets_ports_are_claimed_before_any_replica_listens(models):
             f"error: port {port} (REST): another `rlplat serve --ray` on this machine holds "
             f"it (pid {holder.pid}); stop it or choose other ports"
         )
-        with pytest.raises(UserError, match=f"pid {holder.pid}"):
-            with ports.claimed({"REST": port}):
-                pass
+        with pytest.raises(UserError, match=f"pid {holder.pid}"), ports.claimed({"REST": port}):
+            pass
     finally:
         holder.kill()
         holder.wait()
