@@ -41,9 +41,9 @@ NetworkConfig = Annotated[
 class EpsilonSchedule(Strict):
     """Linear decay from `start` to `end` over the first `decay_env_steps` env steps."""
 
-    start: Probability = 1.0
-    end: Probability = 0.05
-    decay_env_steps: PosInt = 10_000
+    start: Probability = Field(1.0, description="exploration at the first env step")
+    end: Probability = Field(0.05, description="exploration after decay_env_steps")
+    decay_env_steps: PosInt = Field(10_000, description="env steps of the linear decay")
     actor_exponent: Annotated[float, Field(ge=0.0)] = Field(
         7.0,
         description="Ape-X: collector actor i of N explores with "
@@ -58,8 +58,10 @@ class EpsilonSchedule(Strict):
 class TargetUpdate(Strict):
     """Hard copy every `period` train steps (tau=1), or Polyak averaging with `tau` < 1."""
 
-    period: PosInt = 500
-    tau: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    period: PosInt = Field(500, description="train steps between target-network updates")
+    tau: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        1.0, description="1: hard copy; below 1: Polyak averaging"
+    )
 
 
 class DQNConfig(AgentConfig):
@@ -72,17 +74,21 @@ class DQNConfig(AgentConfig):
     network: NetworkConfig = MLPConfig()
     double: bool = Field(False, description="target = Q_target(s', argmax_a Q_online(s', a))")
     dueling: bool = Field(False, description="Q = V + A - mean(A)")
-    n_step: Annotated[int, Field(ge=1, le=100)] = 1
-    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+    n_step: Annotated[int, Field(ge=1, le=100)] = Field(
+        1, description="n-step returns (1: one-step TD targets)"
+    )
+    learning_rate: Annotated[float, Field(gt=0.0)] = Field(1e-3, description="Adam's learning rate")
     lr_schedule: Literal["constant", "linear"] = Field(
         "constant", description="linear: decay to 0 over train.env_steps"
     )
-    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = Field(0.99, description="discount")
     target_update: TargetUpdate = TargetUpdate()
-    loss: Literal["huber", "mse"] = "huber"
-    gradient_clipping: Annotated[float, Field(gt=0.0)] | None = 10.0
+    loss: Literal["huber", "mse"] = Field("huber", description="on the TD error")
+    gradient_clipping: Annotated[float, Field(gt=0.0)] | None = Field(
+        10.0, description="global gradient-norm clip (null: none)"
+    )
     epsilon: EpsilonSchedule = EpsilonSchedule()
-    eval_epsilon: Probability = 0.0
+    eval_epsilon: Probability = Field(0.0, description="exploration of the eval policy (0: greedy)")
     jit_compile: bool | None = Field(
         None,
         description="XLA-compile the training phase; unset: yes, except a conv net on a "
@@ -106,22 +112,34 @@ class PPOConfig(AgentConfig):
     on_policy: ClassVar[bool] = True
     type: Literal["ppo"]
     network: NetworkConfig = MLPConfig(hidden=[64, 64], activation="tanh")
-    learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
-    lr_schedule: Literal["constant", "linear"] = "linear"
-    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
-    gae_lambda: Probability = 0.95
-    clip_range: Annotated[float, Field(gt=0.0)] = 0.2
-    clip_schedule: Literal["constant", "linear"] = "constant"
+    learning_rate: Annotated[float, Field(gt=0.0)] = Field(3e-4, description="Adam's learning rate")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "linear", description="linear: decay to 0 over train.env_steps"
+    )
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = Field(0.99, description="discount")
+    gae_lambda: Probability = Field(0.95, description="GAE's lambda")
+    clip_range: Annotated[float, Field(gt=0.0)] = Field(
+        0.2, description="PPO's clip epsilon on the probability ratio"
+    )
+    clip_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="linear: decay the clip range to 0 over train.env_steps"
+    )
     clip_value: Annotated[float, Field(gt=0.0)] | None = Field(
         None, description="clip the value update around the old value (PPO2-style)"
     )
-    epochs: PosInt = 4
+    epochs: PosInt = Field(4, description="passes over each rollout")
     minibatch_size: PosInt | None = Field(64, description="None: the whole rollout")
-    ent_coef: Annotated[float, Field(ge=0.0)] = 0.0
-    vf_coef: Annotated[float, Field(ge=0.0)] = 0.5
-    max_grad_norm: Annotated[float, Field(gt=0.0)] = 0.5
-    normalize_advantages: bool = True
-    normalize_observations: bool = True
+    ent_coef: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="weight of the entropy bonus"
+    )
+    vf_coef: Annotated[float, Field(ge=0.0)] = Field(0.5, description="weight of the value loss")
+    max_grad_norm: Annotated[float, Field(gt=0.0)] = Field(
+        0.5, description="global gradient-norm clip"
+    )
+    normalize_advantages: bool = Field(True, description="per minibatch")
+    normalize_observations: bool = Field(
+        True, description="running mean and std of observations (exported with the policy)"
+    )
     log_std_init: float = Field(0.0, description="Box actions: initial log std")
 
     def split_batches(self, exp: Any) -> dict[str, int]:
@@ -136,14 +154,22 @@ class ReinforceConfig(AgentConfig):
     on_policy: ClassVar[bool] = True
     type: Literal["reinforce"]
     network: NetworkConfig = MLPConfig(hidden=[64, 64], activation="tanh")
-    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
-    lr_schedule: Literal["constant", "linear"] = "constant"
-    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
+    learning_rate: Annotated[float, Field(gt=0.0)] = Field(1e-3, description="Adam's learning rate")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="linear: decay to 0 over train.env_steps"
+    )
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = Field(0.99, description="discount")
     baseline: bool = Field(False, description="learn V(s) and use G - V(s) as advantage")
-    vf_coef: Annotated[float, Field(ge=0.0)] = 0.5
-    ent_coef: Annotated[float, Field(ge=0.0)] = 0.0
-    max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
-    normalize_advantages: bool = True
+    vf_coef: Annotated[float, Field(ge=0.0)] = Field(
+        0.5, description="weight of the value-baseline loss"
+    )
+    ent_coef: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="weight of the entropy bonus"
+    )
+    max_grad_norm: Annotated[float, Field(gt=0.0)] = Field(
+        1.0, description="global gradient-norm clip"
+    )
+    normalize_advantages: bool = Field(True, description="per update")
     normalize_observations: bool = True
     log_std_init: float = 0.0
 

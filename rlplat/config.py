@@ -28,7 +28,9 @@ class CollectConfig(Strict):
     num_actors: NonNegInt = Field(
         0, description="Ray collector actors; 0 = collect in the learner's process"
     )
-    envs_per_actor: PosInt = 1
+    envs_per_actor: PosInt = Field(
+        1, description="envs each collector (or the learner's process) steps together"
+    )
     rollout_length: PosInt = Field(
         128,
         description="steps per env in one fragment a collector returns; on-policy: the "
@@ -77,11 +79,15 @@ class BetaSchedule(Strict):
 
 
 class ReplayConfig(Strict):
-    type: Literal["uniform", "prioritized"] = "uniform"
-    capacity: PosInt = 100_000
+    type: Literal["uniform", "prioritized"] = Field(
+        "uniform", description="uniform, or prioritized by |TD error| (Schaul et al. 2016)"
+    )
+    capacity: PosInt = Field(100_000, description="transitions kept; the oldest are overwritten")
     alpha: Annotated[float, Field(ge=0.0)] = Field(0.6, description="prioritized only")
     beta: BetaSchedule = BetaSchedule()
-    priority_epsilon: Annotated[float, Field(gt=0.0)] = 1e-6
+    priority_epsilon: Annotated[float, Field(gt=0.0)] = Field(
+        1e-6, description="added to each |TD error| so every transition can be drawn"
+    )
     shards: NonNegInt = Field(
         0, description="0: replay in the learner's process; K: K Ray actors, capacity/K each"
     )
@@ -110,8 +116,8 @@ class ReplayConfig(Strict):
 
 
 class TrainConfig(Strict):
-    env_steps: PosInt
-    batch_size: PosInt = 64
+    env_steps: PosInt = Field(description="the run's budget in env steps")
+    batch_size: PosInt = Field(64, description="transitions per gradient step (off-policy agents)")
     learning_starts: NonNegInt = Field(1000, description="env steps before the first update")
     train_every: PosInt = Field(1, description="env steps between training phases")
     updates_per_train: PosInt = Field(1, description="gradient steps per training phase")
@@ -119,9 +125,13 @@ class TrainConfig(Strict):
 
 
 class EvalConfig(Strict):
-    every_env_steps: PosInt = 10_000
+    every_env_steps: PosInt = Field(
+        10_000, description="env steps between periodic deterministic evals"
+    )
     episodes: PosInt = Field(10, description="episodes per periodic eval")
-    final_episodes: Annotated[int, Field(ge=20)] = 20
+    final_episodes: Annotated[int, Field(ge=20)] = Field(
+        20, description="episodes of the final deterministic eval"
+    )
     threshold: float | None = Field(None, description="return that counts as solved")
     video: bool = Field(
         False,
@@ -131,12 +141,14 @@ class EvalConfig(Strict):
 
 
 class CheckpointConfig(Strict):
-    every_env_steps: PosInt = 25_000
-    keep: PosInt = 3
+    every_env_steps: PosInt = Field(25_000, description="env steps between checkpoints")
+    keep: PosInt = Field(3, description="checkpoints kept, the newest")
 
 
 class ExportConfig(Strict):
-    model_base_path: str = "models"
+    model_base_path: str = Field(
+        "models", description="versions go to MODEL_BASE_PATH/NAME/VERSION/ (TF Serving's layout)"
+    )
     when: Literal["always", "never", "if_threshold"] = Field(
         "if_threshold",
         description="when a finished run exports: if_threshold = when its final eval "
@@ -156,7 +168,7 @@ class ExportConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
-    seed: NonNegInt = 0
+    seed: NonNegInt = Field(0, description="seeds the initial weights, the envs and the evals")
     env: EnvConfig
     agent: AgentConfig
     collect: CollectConfig = CollectConfig()

@@ -28,16 +28,24 @@ class AtariConfig(Strict):
     and reward clipping apply to training envs only; evaluation plays full games and
     reports the unclipped score."""
 
-    noop_max: Annotated[int, Field(ge=0, le=30)] = 30
+    noop_max: Annotated[int, Field(ge=0, le=30)] = Field(
+        30, description="random no-op frames after each reset (0: none)"
+    )
     frame_skip: PosInt = 4  # the observation is the max over the last two frames
-    screen_size: PosInt = 84
-    stack: PosInt = 4
+    screen_size: PosInt = Field(
+        84, description="observations are screen_size x screen_size grayscale"
+    )
+    stack: PosInt = Field(
+        4, description="frames per observation: uint8 [H, W, stack], channels last"
+    )
     sticky_actions: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25  # ALE v5's default
     # Press FIRE on reset in games that need it (Breakout); evaluation envs also after
     # each lost life (a deterministic policy that never picks FIRE in the ball-less state
     # would otherwise wait out the time limit).
     fire_reset: bool = True
-    fire_on_life_loss: bool = False  # ... training envs too (python backend)
+    fire_on_life_loss: bool = Field(
+        False, description="training envs press FIRE after each lost life too (python backend)"
+    )
     terminal_on_life_loss: bool = True  # training only
     clip_rewards: bool = True  # training only: rewards clipped to [-1, 1]
     # Collectors' vector env: "python" steps one gymnasium env per slot; "vector" is
@@ -56,8 +64,12 @@ class AtariConfig(Strict):
 
 class EnvConfig(Strict):
     id: str = Field(description="Gymnasium id (CartPole-v1) or `module:Class`")
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    max_episode_steps: PosInt | None = None
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments for the env's constructor"
+    )
+    max_episode_steps: PosInt | None = Field(
+        None, description="time limit in agent steps (null: the env's own)"
+    )
     atari: AtariConfig | None = None
 
     @model_validator(mode="after")

@@ -80,7 +80,8 @@ class ServingMetrics:
         self.shadow_requests = Counter(
             "rlplat_serving_shadow_requests",
             "Copies of split requests sent to the shadow arm, by result: ok, error (the "
-            "shadow failed), dropped (its queue was full).",
+            "shadow failed, or would refuse the copy as a request), dropped (its queue was "
+            "full, by copies or bytes).",
             ["model", "version", "result"],
             registry=self.registry,
         )
