@@ -289,10 +289,10 @@ def test_resume_says_finished_extends_records_and_refuses_what_cannot_change(tmp
     assert "collect.weight_sync_every" in resumable_keys()
 
 
-def test_the_readme_lists_what_a_resume_may_change_as_the_code_does():
+def test_the_docs_list_what_a_resume_may_change_as_the_code_does():
     from rlplat.rundir import RESUMABLE
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "how-to" / "resume.md").read_text()
     bullet = readme.split("**What a resume may change:**", 1)[1].split("Anything else", 1)[0]
     listed = [k.strip(" `.\n") for k in bullet.replace("\n", " ").split(",")]
     assert listed == [k + "*" if k.endswith(".") else k for k in RESUMABLE]
