@@ -5,6 +5,7 @@ every limit is reached in a fraction of a second."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import select
@@ -115,6 +116,18 @@ def test_a_long_url_is_414_and_an_endless_one_is_cut_off(server):
     with connect(server) as s:
         s.sendall(b"GET /")
         assert send_until_closed(s, b"a" * 65536, max_bytes=64 << 20) < 8 << 20
+    assert serves(server)
+
+
+def test_a_flood_of_endless_urls_does_not_grow_the_server(server):
+    """Each connection's parser and what it read go with the connection, not at the next
+    full garbage collection: thousands of connections sending an endless URL one after
+    another left ~190 MB behind."""
+    before = rss_mb(server.proc.pid)
+    for _ in range(8000):
+        with contextlib.suppress(OSError), connect(server) as s:
+            s.sendall(b"GET /" + b"a" * 65536)
+    assert rss_mb(server.proc.pid) - before < 50
     assert serves(server)
 
 
