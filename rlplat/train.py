@@ -269,33 +269,18 @@ class Trainer:
             lambda obs: self.agent.act(obs, explore=False), self.cfg.env, episodes,
             self.cfg.seed, stop=stop, on_progress=EvalHeartbeat(self._warn, label, episodes),
         )  # fmt: skip
-        record = {
-            "env_steps": step,
-            "wall_s": round(wall_s, 3),
-            "episodes": episodes,
-            "return_mean": result.mean,
-            "return_std": result.std,
-            "final": final,
-        }
+        record = {"env_steps": step, "wall_s": round(wall_s, 3), "episodes": episodes,
+                  "return_mean": result.mean, "return_std": result.std, "final": final}  # fmt: skip
         self.state["evals"].append(record)
         with (self.run_dir / "evals.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
-        tb.scalars(
-            {
-                "eval/return_mean": result.mean,
-                "eval/return_std": result.std,
-                "eval/length_mean": float(np.mean(result.lengths)),
-            },
-            step,
-        )
+        tb.scalars({"eval/return_mean": result.mean, "eval/return_std": result.std,
+                    "eval/length_mean": float(np.mean(result.lengths))}, step)  # fmt: skip
         if self.cfg.eval.video and not final:
             self._log_episode_animation(tb, step)
         threshold = self.cfg.eval.threshold
-        if (
-            threshold is not None
-            and self.state["first_threshold"] is None
-            and result.mean >= threshold
-        ):
+        reached = threshold is not None and result.mean >= threshold
+        if reached and self.state["first_threshold"] is None:
             self.state["first_threshold"] = {"env_steps": step, "wall_s": round(wall_s, 3)}
         self._report_eval(result, step, wall_s, episodes, final)
         return result

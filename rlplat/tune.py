@@ -290,8 +290,13 @@ def _fit(
         )  # fmt: skip
         tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                            run_config=run_config)  # fmt: skip
-    # Ray Tune takes Ctrl-C itself (it saves its state, stops the trials and returns as if
-    # done) and then puts back the handler it found: finding ours back means Ctrl-C came.
+    return _run(tuner)
+
+
+def _run(tuner: Any) -> Any:
+    """tuner.fit(); SweepInterrupted when Ctrl-C came. Ray Tune takes Ctrl-C itself (it
+    saves its state, stops the trials and returns as if done) and then puts back the
+    handler it found: finding ours back means Ctrl-C came."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _ctrl_c_seen) if main else None
     try:
