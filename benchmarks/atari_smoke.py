@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import yaml
+from _machine import machine_text
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -55,15 +56,8 @@ def smoke(path: Path, sets: list[str], root: Path) -> dict:
         "max_episode_steps": limit,
         "final_eval_returns": final["returns"],
         "eval_heartbeat_lines": sum("episodes done" in ln for ln in out.stdout.splitlines()),
-        "cpu": _cpu(),
+        "machine": machine_text(),
     }
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    return f"unknown x{os.cpu_count()}"
 
 
 def main() -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _machine import machine  # noqa: E402
 from train_to_threshold import run_seed  # noqa: E402
 
 from rlplat import config as config_mod  # noqa: E402
@@ -60,27 +59,6 @@ def compare(old: str, new: str, seeds: list[int], root: Path, win_ratio: float) 
         "machine": machine(),
         "runs_root": str(root),
     }
-
-
-def machine() -> dict:
-    """What the figures depend on: the CPU, its cores, TF's oneDNN switch, the load."""
-    model = next(
-        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
-        platform.processor(),
-    )
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-        "loadavg_at_end": list(os.getloadavg()),
-    }
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
 
 
 def main() -> None:

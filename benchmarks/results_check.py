@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_text  # noqa: E402
 from train_to_threshold import run_seed  # noqa: E402
 
 from rlplat.stats import Estimate, estimate  # noqa: E402
@@ -141,6 +142,7 @@ def check(path: Path, seeds: list[int], overrides: list[str], jobs: int, root: P
             run["max_mean_q_value"] = round(q, 2)
     result = summarize(path, seeds, overrides, runs)
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    result["machine"] = machine_text()
     return result
 
 

@@ -22,6 +22,14 @@ def test_the_reference_pages_are_generated_from_the_code():
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
 
 
+def test_the_results_tables_are_rendered_from_the_results_files():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "docs_results.py"), "--check"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+
+
 def test_the_docs_site_builds_strict(tmp_path):
     mkdocs = Path(sys.executable).with_name("mkdocs")
     out = subprocess.run(
