@@ -75,7 +75,7 @@ end
 """
 )
 
-TARGET_SPLIT_COST = 0.05  # the issue's bar: a split costs at most 5% of throughput
+TARGET_SPLIT_COST = 0.05  # the target: a split costs at most 5% of throughput
 
 ENTRY = "{session}models:\n  - name: {model}\n    version_policy: {{all: true}}\n"
 ROUTINGS = {  # routing name -> (serving.yaml lines under the model, the arms that answer)

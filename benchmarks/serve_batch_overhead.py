@@ -39,7 +39,7 @@ def median_us(fn, reps: int, warm: int = 200) -> float:
 
 
 def np_split_cut(result: list[np.ndarray], rows: list[int]) -> list[list[np.ndarray]]:
-    """How the batcher cut outputs before this round: np.split per output."""
+    """The simpler way to cut a batch's outputs (the baseline measured): np.split per output."""
     cuts = np.cumsum(rows)[:-1]
     per_output = [np.split(out, cuts) for out in result]
     return [list(parts) for parts in zip(*per_output, strict=True)]

@@ -4,7 +4,7 @@ request, with no model at all; one JSON line.
     .venv/bin/python benchmarks/serve_ray_overhead.py
 
 A trivial ASGI app (it answers every request with the same 40-byte JSON, no TensorFlow) is
-served three ways and loaded with wrk (one thread, keep-alive, the README's batch-1 body):
+served three ways and loaded with wrk (one thread, keep-alive, the docs' batch-1 body):
 1. by rlplat's own HTTP front end (rlplat/serving/http.py) in this process's child: the
    floor a Python front end sets on this machine;
 2. by Ray Serve with 1 replica, 3. with 2 replicas (`max_ongoing_requests` 256, access log

@@ -3,13 +3,13 @@ replicas, batch-1 REST :predict loaded by wrk at 1, 16 and 64 connections; one J
 
     .venv/bin/python benchmarks/serve_scale.py --model-base-path models --model lunarlander_pg
 
-wrk (C, one thread, keep-alive, the README's batch-1 body) is the client, as in the issue
-that asked for this; each server runs alone (a `--ray` one brings its own Ray), in
-`--passes` passes over the three (A B C A B C: a drift of the machine's speed hits all
-alike), 5 s per level after a 1 s warm-up. The figures judged are the issue's: at 64
-connections `--ray --replicas 2` reaches >= 0.8x the one process's requests/s, and at 1
-connection its p50 is <= 2x the one process's. On a 2-core machine the client and the
-servers share the cores: absolute figures do not travel, the ratios are the result.
+wrk (C, one thread, keep-alive, the docs' batch-1 body) is the client; each server runs
+alone (a `--ray` one brings its own Ray), in `--passes` passes over the three (A B C A B
+C: a drift of the machine's speed hits all alike), 5 s per level after a 1 s warm-up.
+The figures judged are the targets: at 64 connections `--ray --replicas 2` reaches
+>= 0.8x the one process's requests/s, and at 1 connection its p50 is <= 2x the one
+process's. On a 2-core machine the client and the servers share the cores: absolute
+figures do not travel, the ratios are the result.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ process on its node, on the shared REST and gRPC ports (SO_REUSEPORT: the kernel
 new connections over a node's replicas). Requests never pass through Ray, so a replica
 serves as fast as one `rlplat serve` and has all its behaviour (hot reload, labels, A/B
 traffic, auth, limits); across nodes, a load balancer or DNS spreads clients over the
-nodes (README "Serving on several cores or nodes"). This process (the driver) places the
+nodes (docs/how-to/scale-out-serving.md). This process (the driver) places the
 replicas one per CPU slot, SPREAD over the nodes, checks them every second, replaces an
 actor that died, and serves every replica's metrics, labelled by replica, on
 --metrics-port. SIGINT or SIGTERM stop every replica (each drains, then exits) and Ray;

@@ -1,6 +1,6 @@
 """A/B traffic: which arm of a model's split answers a request.
 
-Semantics (README "A/B experiments"):
+Semantics (docs/how-to/ab-rollout.md):
 - A model entry's `traffic` maps arms (labels or version numbers) to weights. Only requests
   that name neither a version nor a label are split; naming one bypasses the split.
 - A request with a routing key (REST header `X-Rlplat-Route`, gRPC metadata
