@@ -8,7 +8,9 @@
   description, from the pydantic schema (rlplat/config.py, agents/configs.py);
 - serving-config.md: every serving.yaml key, likewise (rlplat/serving/config.py);
 - metrics.md: every Prometheus metric `rlplat serve` exports (rlplat/serving/metrics.py,
-  rlplat/serving/fleet_metrics.py).
+  rlplat/serving/fleet_metrics.py);
+- api.md: the REST endpoints (rlplat/serving/rest.py ENDPOINTS), the gRPC methods served
+  (rlplat/serving/grpc_api.py) and rlplat's own headers (rlplat/serving/traffic.py).
 
 A key's description is its `Field(description=...)`, else the comment on its line (or the
 comment lines just above it) in the class's source. tests/test_docs.py runs --check.
@@ -270,8 +272,42 @@ def metrics_page() -> str:
     return "".join(lines)
 
 
+# ---------------------------------------------------------------------------- APIs
+
+
+def api_page() -> str:
+    """The REST endpoints (rest.ENDPOINTS), the gRPC methods served (the servicers'
+    methods), and the headers rlplat adds (traffic.py)."""
+    from rlplat.serving import grpc_api, rest, traffic
+
+    lines = [HEADER, "# REST and gRPC API reference\n\n",
+             "`rlplat serve` speaks TensorFlow Serving's APIs: REST on `--port` (8501) and "
+             "gRPC on `--grpc-port` (8500). Errors are JSON `{\"error\": ...}` with a 4xx "
+             "(REST) or the matching gRPC status.\n\n## REST\n\n",
+             "| method | path | what |\n|---|---|---|\n"]  # fmt: skip
+    lines += [f"| {m} | `{p}` | {w} |\n" for m, p, w in rest.ENDPOINTS]
+    lines.append("\n## gRPC\n\n| service | method | request |\n|---|---|---|\n")
+    for servicer in (grpc_api.PredictionServicer, grpc_api.ModelServicer):
+        service = servicer.__mro__[1].__name__.removesuffix("Servicer")
+        for name in sorted(n for n in vars(servicer) if n[0].isupper()):
+            lines.append(f"| `tensorflow.serving.{service}` | `{name}` | `{name}Request` |\n")
+    headers = [(name, getattr(traffic, name)) for name in dir(traffic) if name.endswith(
+        ("_HEADER", "_METADATA"))]  # fmt: skip
+    lines.append("\n## rlplat's own headers\n\n| header | what |\n|---|---|\n")
+    for name, value in sorted(headers):
+        text = value.decode() if isinstance(value, bytes) else value
+        lines.append(f"| `{text}` | {_constant_comment(traffic, name)} |\n")
+    return "".join(lines)
+
+
+def _constant_comment(module: Any, name: str) -> str:
+    source = inspect.getsource(module)
+    m = re.search(rf"^{name} = .*?#\s*(.*)$", source, re.MULTILINE)
+    return m[1] if m else ""
+
+
 PAGES = {"cli.md": cli_page, "config.md": config_page, "serving-config.md": serving_page,
-         "metrics.md": metrics_page}  # fmt: skip
+         "metrics.md": metrics_page, "api.md": api_page}  # fmt: skip
 
 
 def main() -> int:

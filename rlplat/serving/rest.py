@@ -34,6 +34,21 @@ ROUTE = re.compile(
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[^/:]*))?/?"
 )
+# What the REST API answers, for the docs (scripts/docs_reference.py) and a test that every
+# row is routed as it says (tests/serving/test_rest.py): (method, path, what).
+ENDPOINTS = (
+    ("GET", "/v1/models/NAME", "status of the model's versions (TF Serving's GetModelStatus)"),
+    ("GET", "/v1/models/NAME/versions/V", "status of one version"),
+    ("GET", "/v1/models/NAME/labels/L", "status of the version a label names"),
+    ("GET", "/v1/models/NAME/metadata", "signature definitions (also under /versions/V, "
+     "/labels/L)"),
+    ("POST", "/v1/models/NAME:predict", "predict, row (`instances`) or columnar (`inputs`) "
+     "format; with a traffic split, header X-Rlplat-Route picks an arm by key"),
+    ("POST", "/v1/models/NAME/versions/V:predict", "predict with one version (bypasses a split)"),
+    ("POST", "/v1/models/NAME/labels/L:predict", "predict with a label's version (bypasses a "
+     "split)"),
+    ("GET", "/monitoring/prometheus/metrics", "Prometheus metrics (also at /metrics)"),
+)  # fmt: skip
 JSON_HEADERS = [(b"content-type", b"application/json")]
 # Bodies above OFFLOAD_BYTES are decoded, and answers of more than OFFLOAD_VALUES numbers
 # encoded, in worker processes (rlplat/serving/decode.py): inline they would hold the event

@@ -447,3 +447,17 @@ def test_play_compares_arms_one_routing_key_per_episode(ab, tmp_path):
         reconfigure(ab, SPLIT.format(traffic="{stable: 50, canary: 50}"))
     assert "note: model cartpole has no A/B split on this server" in stdout
     assert set(record["episode_arms"]) == {""}
+
+
+def test_every_documented_rest_endpoint_answers_as_documented(ab):
+    """rest.ENDPOINTS is what the API reference lists: each row, with a model that has
+    versions 1 and 2 and labels, answers 200."""
+    from rlplat.serving.rest import ENDPOINTS
+
+    for method, path, _ in ENDPOINTS:
+        url = path.replace("NAME", "cartpole").replace("/V", "/1").replace("/L", "/stable")
+        if method == "GET":
+            r = ab.get(url)
+        else:
+            r = ab.post(url, {"instances": OBS.tolist()})
+        assert r.status_code == 200, (method, url, r.text[:200])
