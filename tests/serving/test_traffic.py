@@ -456,8 +456,5 @@ def test_every_documented_rest_endpoint_answers_as_documented(ab):
 
     for method, path, _ in ENDPOINTS:
         url = path.replace("NAME", "cartpole").replace("/V", "/1").replace("/L", "/stable")
-        if method == "GET":
-            r = ab.get(url)
-        else:
-            r = ab.post(url, {"instances": OBS.tolist()})
+        r = ab.get(url) if method == "GET" else ab.post(url, {"instances": OBS.tolist()})
         assert r.status_code == 200, (method, url, r.text[:200])
