@@ -20,7 +20,7 @@ from rlplat.serving import config as serving_config
 from rlplat.serving.config import ModelEntry, ServingConfig
 from rlplat.serving.models import ModelManager
 from rlplat.serving.traffic import Split
-from serving.helpers import OBS, Server, reference, series
+from serving.helpers import OBS, Server, reference, series, states
 
 
 def chi_square_p(counts: list[int], weights: list[float]) -> float:
@@ -443,8 +443,10 @@ def test_play_compares_arms_one_routing_key_per_episode(ab, tmp_path):
     reconfigure(ab, "models:\n  - name: cartpole\n")
     try:
         record, stdout = play("--compare-arms")
-    finally:
+    finally:  # as the module's other tests expect it: both versions serving, split 50/50
         reconfigure(ab, SPLIT.format(traffic="{stable: 50, canary: 50}"))
+        ab.wait_status("/v1/models/cartpole", lambda s: set(states(s).values()) == {"AVAILABLE"}
+                       and len(states(s)) == 2)  # fmt: skip
     assert "note: model cartpole has no A/B split on this server" in stdout
     assert set(record["episode_arms"]) == {""}
 
