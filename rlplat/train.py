@@ -129,6 +129,11 @@ class Trainer:
             return None
         path, state = found
         self.state.update(state)
+        # The checkpoint restored the optimizer's own learning rate; this run's config (a
+        # changed one: a PBT mutation) is in force at once, also when no update follows
+        # (a checkpoint at the budget: the run only evaluates).
+        steps = self.state["env_steps"]
+        self.agent.update_schedules(steps, min(1.0, steps / self.cfg.train.env_steps))
         self.state.setdefault(
             "train_phases", self.state["train_steps"] // self.cfg.train.updates_per_train
         )
