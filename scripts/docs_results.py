@@ -3,11 +3,37 @@
     .venv/bin/python scripts/docs_results.py           # (re)write the tables
     .venv/bin/python scripts/docs_results.py --check   # exit 1 if one is stale
     .venv/bin/python scripts/docs_results.py --unused  # results files no page names
+    .venv/bin/python scripts/docs_results.py docs/x.md # one page only
 
 - docs/benchmarks/results-check.md: every ready experiment on held-out seeds, from
   benchmarks/results/results_check_*.json (benchmarks/results_check.py);
 - README.md, between `<!-- results-check -->` and `<!-- /results-check -->`: the same
-  table, short.
+  table, short;
+- every other figure in README.md and docs/, written between two markers that name where
+  it comes from (the comments do not show on the site):
+
+      <!--r FILE; EXPR; FORMAT-->6,211<!--/r-->
+
+  FILE is a name under benchmarks/results/ (`{a,b}` alternatives and `*` allowed: then
+  `d` is the list of the files' contents, sorted by name), EXPR a Python expression over
+  `d` (the file's JSON, keys also as attributes: `d.levels[0].p50_ms`;
+  `median`, `mean`, `min`, `max`, `sum`, `len`, `abs`, `round`, `sorted`, `format` at
+  hand), FORMAT a format spec (`,.1f`, `.0%`; empty: `str`);
+
+      <!--src FILE [FILE ...]-->...<!--/src-->
+
+  becomes "`FILE` · MACHINE · DATE" for the table or paragraph above it;
+
+      <!--table FILE [FILE ...]
+      | run | 64 clients req/s |
+      |---|---|
+      | {i} | {d.levels[2].requests_per_s:,.0f} |
+      -->
+      (the rendered table)
+      <!--/table-->
+
+  renders the template's header and, for every file in turn (`i` = 1, 2, ...; `name` =
+  the file's name), each body row as a Python f-string over `d`, then the source line.
 Each table says the command that produced it, the machine (where the file records it)
 and the date (the file's last commit). tests/test_docs.py runs --check.
 """
@@ -17,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -135,16 +162,146 @@ def unused() -> list[str]:
             if not any(pat.match(p.name) for pat in patterns)]  # fmt: skip
 
 
+# ------------------------------------------------------------------ inline figures
+VALUE = re.compile(
+    r"<!--r (?P<file>[^;>]+); (?P<expr>[^;>]+); (?P<fmt>[^>]*?)-->(?P<old>.*?)<!--/r-->"
+)
+SOURCE = re.compile(r"<!--src (?P<files>[^>]+?)-->(?P<old>.*?)<!--/src-->")
+_AT_HAND = {"median": statistics.median, "mean": statistics.mean, "min": min, "max": max,
+            "sum": sum, "len": len, "abs": abs, "round": round, "sorted": sorted,
+            "format": format}  # fmt: skip
+
+
+class FigureError(Exception):
+    """A marker names a file, a key or a format that does not give a figure."""
+
+
+def _files(name: str) -> list[Path]:
+    if not any(c in name for c in "*{"):
+        return [RESULTS / name]
+    pattern = re.compile(_as_regex(name) + "$")
+    return sorted(p for p in RESULTS.iterdir() if pattern.match(p.name))
+
+
+class _Fields(dict):
+    """A JSON object whose keys read as attributes too: `d.levels[0].p50_ms`."""
+
+    def __getattr__(self, key: str):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def _data(name: str) -> dict | list:
+    paths = _files(name.strip())
+    if not paths or not all(p.is_file() for p in paths):
+        raise FigureError(f"no results file {name!r} in benchmarks/results")
+    loaded = [json.loads(p.read_text(), object_hook=_Fields) for p in paths]
+    return loaded[0] if len(paths) == 1 and not any(c in name for c in "*{") else loaded
+
+
+def figure(file: str, expr: str, fmt: str) -> str:
+    try:
+        value = eval(expr, {"__builtins__": {}, **_AT_HAND}, {"d": _data(file)})  # noqa: S307
+        return format(value, fmt.strip()) if fmt.strip() else str(value)
+    except FigureError:
+        raise
+    except Exception as e:  # a key, an index or a format spec: say which marker
+        raise FigureError(f"{file}; {expr}: {type(e).__name__}: {e}") from None
+
+
+def _machine(data: dict) -> str:
+    machine = data.get("machine")
+    if isinstance(machine, dict):
+        return f"{machine.get('cpu', 'CPU not recorded')}, {machine.get('cores')} cores"
+    if isinstance(machine, str):
+        return machine
+    cores = next((data[k] for k in ("cpus", "cores", "cpu_count") if k in data), None)
+    return f"{cores}-core CPU (model not recorded)" if cores else "machine not recorded"
+
+
+def source(files: str) -> str:
+    names = files.split()
+    paths = [p for name in names for p in _files(name)]
+    if not paths:
+        raise FigureError(f"no results file {files!r} in benchmarks/results")
+    machines = sorted({_machine(json.loads(p.read_text())) for p in paths if p.is_file()})
+    dates = sorted(_date(p) for p in paths)
+    when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    shown = ", ".join(f"`{n}`" for n in names)
+    return f"{shown} · {'; '.join(machines)} · {when}"
+
+
+TABLE = re.compile(r"<!--table (?P<files>[^\n]+)\n(?P<template>.*?)-->\n(?P<old>.*?)<!--/table-->",
+                   re.DOTALL)  # fmt: skip
+
+
+def table(files: str, template: str) -> str:
+    head, rows = template.strip().splitlines()[:2], template.strip().splitlines()[2:]
+    paths = [p for name in files.split() for p in _files(name)]
+    if not paths or not all(p.is_file() for p in paths):
+        raise FigureError(f"no results file {files!r} in benchmarks/results")
+    out = list(head)
+    for i, path in enumerate(paths, 1):
+        d = json.loads(path.read_text(), object_hook=_Fields)
+        for row in rows:
+            try:  # the row is an f-string over d: `{d.levels[0].p50_ms:.2f}`
+                out.append(eval("f" + repr(row), {"__builtins__": {}, **_AT_HAND},  # noqa: S307
+                                {"d": d, "i": i, "name": path.name}))  # fmt: skip
+            except Exception as e:
+                raise FigureError(f"{path.name}: {row[:60]}...: {type(e).__name__}: {e}") from None
+    return "\n".join([*out, "", f"Source: {source(files)}", ""])
+
+
+def with_figures(text: str, where: str) -> str:
+    """TEXT with every marked figure and source line as the results files give them now."""
+
+    def value(m: re.Match) -> str:
+        try:
+            new = figure(m["file"], m["expr"], m["fmt"])
+        except FigureError as e:
+            raise SystemExit(f"{where}: {e}") from None
+        return m[0].replace(f"-->{m['old']}<!--/r-->", f"-->{new}<!--/r-->")
+
+    def src(m: re.Match) -> str:
+        try:
+            new = source(m["files"])
+        except FigureError as e:
+            raise SystemExit(f"{where}: {e}") from None
+        return f"<!--src {m['files']}-->{new}<!--/src-->"
+
+    def tab(m: re.Match) -> str:
+        try:
+            new = table(m["files"], m["template"])
+        except FigureError as e:
+            raise SystemExit(f"{where}: {e}") from None
+        return f"<!--table {m['files']}\n{m['template']}-->\n{new}<!--/table-->"
+
+    return TABLE.sub(tab, SOURCE.sub(src, VALUE.sub(value, text)))
+
+
+def pages(only: list[Path] | None = None) -> dict[Path, str]:
+    """Every page this script writes (or those in ONLY), as it should read now."""
+    wanted = {PAGE: page(), README: _with_readme_table(README.read_text())}
+    for path in [README, *sorted(REPO.glob("docs/**/*.md"))]:
+        if only is None or path in only:
+            text = wanted.get(path, path.read_text())
+            wanted[path] = with_figures(text, str(path.relative_to(REPO)))
+    return wanted if only is None else {p: t for p, t in wanted.items() if p in only}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a table is stale")
     parser.add_argument("--unused", action="store_true", help="list results no page names")
+    parser.add_argument("pages", nargs="*", type=Path, help="only these pages (default: all)")
     args = parser.parse_args()
     if args.unused:
         for name in unused():
             print(name)
         return 0
-    wanted = {PAGE: page(), README: _with_readme_table(README.read_text())}
+    wanted = pages([p.resolve() for p in args.pages] or None)
     stale = [p for p, text in wanted.items() if not p.exists() or p.read_text() != text]
     if args.check:
         if stale:
