@@ -300,6 +300,40 @@ def api_page() -> str:
     return "".join(lines)
 
 
+# ---------------------------------------------------------------- ready experiments
+
+
+def _experiment_row(path: Path) -> str:
+    from rlplat.config import load
+
+    cfg = load(path)
+    net = cfg.agent.network
+    replay = f"{cfg.replay.type}" + (", frames" if cfg.replay.frames else "") if cfg.replay else "-"
+    collectors = cfg.collect.num_actors or "in process"
+    threshold = "-" if cfg.eval.threshold is None else f"{cfg.eval.threshold:g}"
+    return (f"| `experiments/{path.name}` | `{cfg.env.id}` | `{cfg.agent.type}`, {net.type} "
+            f"| {replay} | {cfg.train.env_steps:,} | {collectors} | {threshold} "
+            f"| {cfg.export.when} |")  # fmt: skip
+
+
+def experiments_page() -> str:
+    files = sorted((REPO / "experiments").glob("*.yaml"))
+    return "".join([
+        HEADER, "# Ready experiments\n\n",
+        "The files under `experiments/`, as `rlplat train FILE` reads them (defaults filled "
+        "in). Each file's header says where its settings come from, its expected result and "
+        "the command that measures it; the measured results on held-out seeds are on "
+        "[Results check](../benchmarks/results-check.md).\n\n",
+        "A finished run exports its policy only when its final eval reaches "
+        "`eval.threshold` (`export.when: if_threshold`, which every ready file keeps), so a "
+        "shortened run does not replace a policy that works; `rlplat export RUN_DIR` "
+        "exports any run ([Export policy](../how-to/export-policy.md)).\n\n",
+        "| file | env | agent, network | replay | env steps | collectors | threshold "
+        "| `export.when` |\n|---|---|---|---|---|---|---|---|\n",
+        "\n".join(_experiment_row(p) for p in files), "\n",
+    ])  # fmt: skip
+
+
 def _constant_comment(module: Any, name: str) -> str:
     source = inspect.getsource(module)
     m = re.search(rf"^{name} = .*?#\s*(.*)$", source, re.MULTILINE)
@@ -307,7 +341,8 @@ def _constant_comment(module: Any, name: str) -> str:
 
 
 PAGES = {"cli.md": cli_page, "config.md": config_page, "serving-config.md": serving_page,
-         "metrics.md": metrics_page, "api.md": api_page}  # fmt: skip
+         "metrics.md": metrics_page, "api.md": api_page,
+         "experiments.md": experiments_page}  # fmt: skip
 
 
 def main() -> int:

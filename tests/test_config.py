@@ -107,6 +107,16 @@ def test_every_shipped_experiment_validates():
         config.check_env(cfg)  # what `rlplat train FILE --dry-run` also checks
 
 
+def test_every_shipped_experiment_guards_its_export_with_a_threshold():
+    """A shortened run (`--set train.env_steps=...`) of a ready experiment must not export
+    a policy below its bar as the newest version `rlplat serve` would pick up."""
+    root = Path(__file__).resolve().parent.parent / "experiments"
+    for path in sorted(root.glob("*.yaml")):
+        cfg = config.load(path)
+        assert cfg.eval.threshold is not None, path.name
+        assert cfg.export.when == "if_threshold", path.name
+
+
 def test_cli_config_error_is_one_line_exit_2_no_traceback(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tiny_config(agent={"learning_rate": -1})))
