@@ -17,8 +17,9 @@
   FILE is a name under benchmarks/results/ (`{a,b}` alternatives and `*` allowed: then
   `d` is the list of the files' contents, sorted by name), EXPR a Python expression over
   `d` (the file's JSON, keys also as attributes: `d.levels[0].p50_ms`;
-  `median`, `mean`, `min`, `max`, `sum`, `len`, `abs`, `round`, `sorted`, `format` at
-  hand), FORMAT a format spec (`,.1f`, `.0%`; empty: `str`);
+  `median`, `mean`, `min`, `max`, `sum`, `len`, `abs`, `round`, `sorted`, `format`,
+  `all`, `any` at hand), FORMAT a format spec (`,.1f`, `.0%`; empty: `str`). A marker
+  must not start a line (Markdown would read it as an HTML block);
 
       <!--src FILE [FILE ...]-->...<!--/src-->
 
@@ -169,7 +170,7 @@ VALUE = re.compile(
 SOURCE = re.compile(r"<!--src (?P<files>[^>]+?)-->(?P<old>.*?)<!--/src-->")
 _AT_HAND = {"median": statistics.median, "mean": statistics.mean, "min": min, "max": max,
             "sum": sum, "len": len, "abs": abs, "round": round, "sorted": sorted,
-            "format": format}  # fmt: skip
+            "format": format, "all": all, "any": any}  # fmt: skip
 
 
 class FigureError(Exception):
@@ -203,7 +204,7 @@ def _data(name: str) -> dict | list:
 
 def figure(file: str, expr: str, fmt: str) -> str:
     try:
-        value = eval(expr, {"__builtins__": {}, **_AT_HAND}, {"d": _data(file)})  # noqa: S307
+        value = eval(expr, {"__builtins__": {}, **_AT_HAND, "d": _data(file)})  # noqa: S307
         return format(value, fmt.strip()) if fmt.strip() else str(value)
     except FigureError:
         raise
@@ -247,8 +248,8 @@ def table(files: str, template: str) -> str:
         d = json.loads(path.read_text(), object_hook=_Fields)
         for row in rows:
             try:  # the row is an f-string over d: `{d.levels[0].p50_ms:.2f}`
-                out.append(eval("f" + repr(row), {"__builtins__": {}, **_AT_HAND},  # noqa: S307
-                                {"d": d, "i": i, "name": path.name}))  # fmt: skip
+                names = {"__builtins__": {}, **_AT_HAND, "d": d, "i": i, "name": path.name}
+                out.append(eval("f" + repr(row), names))  # noqa: S307
             except Exception as e:
                 raise FigureError(f"{path.name}: {row[:60]}...: {type(e).__name__}: {e}") from None
     return "\n".join([*out, "", f"Source: {source(files)}", ""])

@@ -74,7 +74,7 @@ class Workspace:
         if re.search(r"\brlplat serve\b", command):
             command += f" --port {self.port} --grpc-port {self.grpc_port}"
         if re.search(r"\brlplat play\b", command) and "--server" not in command:
-            command += f" --server http://127.0.0.1:{self.port}"
+            command += f" --server http://127.0.0.1:{self.port} --grpc 127.0.0.1:{self.grpc_port}"
         for placeholder in re.findall(r"(\S*runs/[\w-]+)/<run>", command):
             newest = sorted(p for p in (self.root / placeholder).glob("*-s*") if p.is_dir())
             assert newest, f"{command}: no run under {placeholder} yet"

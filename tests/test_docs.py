@@ -3,18 +3,17 @@ link or missing page, and the README stays a short front page."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from doc_commands import Workspace, free_port, page_commands
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+TUTORIALS = REPO / "docs" / "tutorials"
 
 
 def _check(script: str) -> None:
@@ -69,86 +68,54 @@ def test_no_project_internal_words_in_what_users_read(pattern):
     assert not found, "\n".join(found)
 
 
-# ------------------------------------------------------------------- the tour runs
-# The README's 5-minute tour, run as written, with these overrides only: a 4,096-step
-# budget, a temporary directory for /tmp/tour, free ports for the server (and
-# `--server` for play), and the two commands that run until Ctrl-C (TensorBoard, the
-# server) started in the background. docs/explanation/testing.md says the same.
-TOUR_STEPS = "train.env_steps=4096"
+# ------------------------------------------------------------- the pages' commands run
+# The README's 5-minute tour and every tutorial's shell blocks, run as written in a scratch
+# directory with the overrides tests/doc_commands.py applies and docs/explanation/testing.md
+# documents: a 4,096-step budget that always exports, free ports, servers in the background.
 
 
-def tour_commands() -> list[str]:
-    tour = README.read_text().split("## A 5-minute tour", 1)[1].split("\n## ", 1)[0]
-    commands = []
-    for block in re.findall(r"```\n(.*?)```", tour, re.DOTALL):
-        lines = iter(block.splitlines())
-        for line in lines:
-            if line.startswith("$ "):
-                command = line[2:]
-                while command.endswith("\\"):
-                    command = command[:-1] + next(lines).strip()
-                commands.append(command)
-    return commands
+def _tour() -> str:
+    return README.read_text().split("## A 5-minute tour", 1)[1].split("\n## ", 1)[0]
 
 
-def _overridden(command: str, tmp: Path, port: int, grpc_port: int) -> str:
-    command = re.sub(r"train\.env_steps=\d+", TOUR_STEPS, command)
-    command = command.replace("/tmp/tour", str(tmp)).replace(":8501", f":{port}")
-    if " serve " in f"{command} ":
-        command += f" --port {port} --grpc-port {grpc_port}"
-    if " play " in command:
-        command += f" --server http://127.0.0.1:{port}"
-    return command
+def _run_pages(tmp_path: Path, *texts: str) -> Workspace:
+    from conftest import user_env
+
+    space = Workspace(tmp_path, free_port(), free_port(), user_env())
+    try:
+        for text in texts:
+            for command in page_commands(text):
+                out = space.run(command)
+                if out is not None and command.startswith("curl") and ":predict" in command:
+                    assert '"actions"' in out.stdout, out.stdout
+    finally:
+        space.stop()
+    return space
+
+
+def test_the_pages_commands_are_found():
+    tour = [c.split()[0].rsplit("/", 1)[-1] for c in page_commands(_tour())]
+    assert tour == ["rlplat", "tensorboard", "rlplat", "rlplat", "rlplat", "rlplat", "curl",
+                    "rlplat"]  # fmt: skip
+    for page in TUTORIALS.glob("*.md"):
+        assert page_commands(page.read_text()), f"{page.name}: no shell block to run"
 
 
 @pytest.mark.slow
 def test_the_readme_tour_runs_as_written(tmp_path):
-    import requests
-    from conftest import free_port, user_env
-
-    commands = tour_commands()
-    assert [c.split()[0].rsplit("/", 1)[-1] for c in commands] == [
-        "rlplat", "tensorboard", "rlplat", "rlplat", "rlplat", "rlplat", "curl", "rlplat",
-    ]  # fmt: skip
-    port, grpc_port = free_port(), free_port()
-    background: list[subprocess.Popen] = []
-    try:
-        for command in commands:
-            run = _overridden(command, tmp_path, port, grpc_port)
-            if command.startswith((".venv/bin/tensorboard", ".venv/bin/rlplat serve")):
-                run += f" --port {free_port()}" if "tensorboard" in command else ""
-                background.append(subprocess.Popen(
-                    run, shell=True, cwd=REPO, env=user_env(), stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, start_new_session=True,
-                ))  # fmt: skip
-                continue
-            if " play " in command or command.startswith("curl"):  # the server first
-                _wait_for(f"http://127.0.0.1:{port}/v1/models/lunarlander_pg", requests)
-            out = subprocess.run(run, shell=True, cwd=REPO, env=user_env(), timeout=600,
-                                 capture_output=True, text=True)  # fmt: skip
-            assert out.returncode == 0, (run, out.stderr[-3000:])
-            if command.startswith("curl"):
-                assert '"actions"' in out.stdout, out.stdout
-    finally:  # Ctrl-C, as the tour says; TensorBoard still starting may not heed it
-        for proc in background:
-            os.killpg(proc.pid, signal.SIGINT)
-        for proc in background:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=60)
+    _run_pages(tmp_path, _tour())
     assert (tmp_path / "play" / "play.json").is_file()
     assert list((tmp_path / "runs" / "lunarlander_pg" / "eval").glob("*/videos/*.mp4"))
 
 
-def _wait_for(url: str, requests) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url}: no answer in 120 s")
+@pytest.mark.slow
+def test_the_first_run_and_serve_and_play_tutorials_run_as_written(tmp_path):
+    pages = [(TUTORIALS / f).read_text() for f in ("first-run.md", "serve-and-play.md")]
+    _run_pages(tmp_path, *pages)
+    assert (tmp_path / "models" / "lunarlander_pg" / "1" / "saved_model.pb").is_file()
+    assert list((tmp_path / "runs" / "lunarlander_pg").rglob("curves.png"))
+
+
+@pytest.mark.slow
+def test_the_atari_tutorial_runs_as_written(tmp_path):
+    _run_pages(tmp_path, (TUTORIALS / "atari.md").read_text())
