@@ -218,6 +218,8 @@ def _machine(data: dict) -> str:
         return f"{machine.get('cpu', 'CPU not recorded')}, {machine.get('cores')} cores"
     if isinstance(machine, str):
         return machine
+    if isinstance(data.get("cpu"), str):
+        return data["cpu"]
     cores = next((data[k] for k in ("cpus", "cores", "cpu_count") if k in data), None)
     return f"{cores}-core CPU (model not recorded)" if cores else "machine not recorded"
 
@@ -257,6 +259,9 @@ def table(files: str, template: str) -> str:
 
 def with_figures(text: str, where: str) -> str:
     """TEXT with every marked figure and source line as the results files give them now."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if re.match(r"\s*<!--(r|src) ", line):  # Markdown would end the paragraph there
+            raise SystemExit(f"{where}:{n}: a figure marker starts the line; join it to the last")
 
     def value(m: re.Match) -> str:
         try:
