@@ -3,8 +3,9 @@
 `Collector` is the whole job of one collector, in any process. `num_actors: 0` runs one in
 the learner's process on the agent's own policy; `num_actors: N` runs N of them as Ray
 actors (`RayCollectors`), each with its own vector env and a numpy copy of the policy that
-pulls the learner's weights from the object store when their version changes. Nothing in
-a collector imports TensorFlow, so collector processes are light and never claim a GPU.
+pulls the learner's weights from the object store when their version changes. An MLP
+policy acts in numpy, so its collector never imports TensorFlow; a conv-net policy acts in
+TF on the collector's CPU (agents/tf_actors.py). Neither claims a GPU.
 
 Off-policy, collectors also assemble n-step transitions (they see each env's stream in
 order) and, Ape-X style, compute initial priorities from their own |n-step TD error|.

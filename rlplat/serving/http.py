@@ -4,8 +4,8 @@ itself runs on.
 Why not uvicorn on this path: at 64 clients the server is CPU-bound and uvicorn's per-request
 machinery (ASGI message dicts, header validation, headers and body as two socket writes) was
 most of its time; `benchmarks/serve_load.py --http uvicorn` measures the difference.
-`rlplat serve --http uvicorn` keeps uvicorn available, and Ray Serve runs the same RestApp
-through ASGI. What this front end does: keep-alive and HTTP/1.0, pipelined requests answered
+`rlplat serve --http uvicorn` keeps uvicorn available (the same RestApp through ASGI).
+What this front end does: keep-alive and HTTP/1.0, pipelined requests answered
 in order, `Expect: 100-continue`, chunked request bodies (httptools decodes them), a body
 limit enforced while reading (413, then the connection closes), limits on the URL, the
 headers, the time to finish them and the open connections, an idle timeout, and

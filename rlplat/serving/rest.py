@@ -3,7 +3,8 @@
 One regex routes every TF Serving URL (`/v1/models/NAME[/versions/V|/labels/L][/metadata]`
 and `...:predict`): the `:verb` suffix does not fit a framework's path templates, and the
 predict path stays lean (no per-request validation layer; orjson turns the outputs' numpy
-arrays into bytes). Uvicorn runs it (`rlplat serve`), and so does Ray Serve (`--ray`).
+arrays into bytes). `rlplat serve` runs it on its own front end (serving/http.py), or on
+uvicorn with `--http uvicorn`; `--ray` replicas run the same app (serving/replicas.py).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class RestApp:
         self.offload = Offload()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """ASGI: how uvicorn (`--http uvicorn`) and Ray Serve call it."""
+        """ASGI: how uvicorn (`--http uvicorn`) calls it."""
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
