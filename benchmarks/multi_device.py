@@ -6,7 +6,7 @@ On a CPU the replicas are logical CPUs carved out of the same cores (TensorFlow'
 speed-up is expected, only the cost of the strategy. On a machine with N GPUs run it with
 `--gpus` to measure real replicas:
 
-    .venv/bin/python benchmarks/multi_device.py [--replicas 1 2] [--gpus]
+    .venv/bin/python benchmarks/multi_device.py [--replicas 1 2] [--gpus] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--gpus", action="store_true", help="replicas on GPUs, not CPUs")
+    parser.add_argument("--out", help="also write the JSON line to this file")
     args = parser.parse_args()
     import tensorflow as tf
 
@@ -77,7 +79,10 @@ def main() -> None:
             out[f"{agent_type}_samples_per_s_{n}_replicas"] = round(
                 samples_per_s(agent_type, devices(n, args.gpus))
             )
-    print(json.dumps(out))
+    line = json.dumps(out)
+    print(line)
+    if args.out:
+        Path(args.out).write_text(line + "\n")
 
 
 if __name__ == "__main__":
