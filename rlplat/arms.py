@@ -1,21 +1,15 @@
 """Comparing the arms of an A/B split by episode return (what `rlplat play --compare-arms`
 prints): per arm the episodes, the mean return with a 95% confidence interval (Student's
 t), and Welch's t-test of each arm against the first (unequal variances, as two policies'
-returns have). The t distribution is scipy's.
+returns have): rlplat/stats.py.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats as sps
-
-
-def t_quantile_975(df: float) -> float:
-    """The 95% interval's half-width in standard errors: P(|T| >= t) = 0.05."""
-    return float(sps.t.ppf(0.975, df))
+from rlplat.stats import mean_interval, welch
 
 
 @dataclass(frozen=True)
@@ -31,23 +25,6 @@ class ArmStats:
 
     def to_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def _var(x: Sequence[float]) -> float:
-    m = sum(x) / len(x)
-    return sum((v - m) ** 2 for v in x) / (len(x) - 1)
-
-
-def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float] | None:
-    """(t, df, two-sided p) of Welch's test that a and b have the same mean; None when it is
-    undefined (fewer than two episodes in an arm, or no variance in either)."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    sa, sb = _var(a) / len(a), _var(b) / len(b)
-    if sa + sb == 0:
-        return None
-    result = sps.ttest_ind(b, a, equal_var=False)
-    return float(result.statistic), float(result.df), float(result.pvalue)
 
 
 def table(stats: list[ArmStats], title: str):
@@ -78,9 +55,8 @@ def compare(returns: Sequence[float], arms: Sequence[str]) -> list[ArmStats]:
     out = []
     first = next(iter(by_arm.values()), [])
     for i, (arm, xs) in enumerate(by_arm.items()):
-        n, mean = len(xs), sum(xs) / len(xs)
-        ci = t_quantile_975(n - 1) * math.sqrt(_var(xs) / n) if n >= 2 else None
+        mean, ci = mean_interval(xs)
         test = welch(first, xs) if i > 0 else None
         t, df, p = test if test is not None else (None, None, None)
-        out.append(ArmStats(arm, n, mean, ci, t, df, p))
+        out.append(ArmStats(arm, len(xs), mean, ci, t, df, p))
     return out

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from rlplat.arms import compare, t_quantile_975, welch
+from rlplat.arms import compare
+from rlplat.stats import t_quantile_975, welch
 
 
 @pytest.mark.parametrize("df, table", [(1, 12.706), (10, 2.228), (30, 2.042)])
