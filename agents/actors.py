@@ -6,23 +6,26 @@ collector process light (no TF import, no GPU claim) and fast at the small batch
 collectors act on, where a TF call's fixed cost outweighs the arithmetic
 (benchmarks/collect_throughput.py measures collection).
 
-Weights travel as a mapping from a stable variable name (`q/layer0/kernel`, `obs/mean`)
-to a numpy array, and every `set_weights` checks names, shapes and dtypes against the
-network's `WeightSpec`: a changed network is refused by name, never loaded by position.
+Each policy runs the executor of the same NetworkSpec (agents.netspec) the learner's
+network is built from (`forward_pass`). Weights travel as a mapping from the spec's stable
+names (`q/layer0/kernel`, `obs/mean`) to numpy arrays, and every `set_weights` checks names,
+shapes and dtypes against the network's `WeightSpec`: a changed network is refused by name,
+never loaded by position.
 
-Conv nets are the exception: their forward pass is TF (agents.tf_actors.TFNatureCNN, built
-lazily in the acting process), handed to these policies as `net`.
+Conv nets are the exception: their forward pass is TF (agents.tf_actors.TFNatureCNN, whose
+TF graph is built lazily in the acting process).
 """
 
 from __future__ import annotations
 
 import abc
-import itertools
 from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
 
+from rlplat.agents.netspec import NORM_CLIP, NORM_EPS, OBS_MEAN, OBS_VAR, NetworkSpec, q_spec
+from rlplat.agents.tf_actors import TFNatureCNN
 from rlplat.data import Transitions
 
 Weights = dict[str, np.ndarray]
@@ -87,40 +90,43 @@ class ForwardPass(Protocol):
 
 
 class NumpyMLP:
-    """An MLP's forward pass in numpy, from the weights `{prefix}/layer{i}/kernel` and
-    `.../bias`, i = 0, 1, ... (agents.networks.named_variables names them).
+    """An MLP's forward pass in numpy, from a NetworkSpec and its weights by name.
 
-    Plain: hidden Dense layers then a linear output (Q values, logits or action means).
-    Dueling: the last two layers are the value and advantage heads of
-    agents.networks.DuelingQNetwork. Q = V + A - mean(A) is linear in the last hidden
-    layer, so the two heads fold into one (W, b) when weights are set: one matmul less
-    per call (small-batch numpy is bound by per-operation overhead).
+    Hidden Dense layers, then a linear output (Q values, logits or action means); with
+    `spec.normalize`, raw observations are normalised first as the learner's graph does
+    (agents.networks.normalize). Dueling: Q = V + A - mean(A) is linear in the last hidden
+    layer, so the value and advantage heads fold into one (W, b) when weights are set: one
+    matmul less per call (small-batch numpy is bound by per-operation overhead).
     """
 
-    def __init__(self, prefix: str, activation: str = "relu", dueling: bool = False):
-        self.prefix = prefix
-        self.activation = activation
-        self._dueling = dueling
+    def __init__(self, spec: NetworkSpec):
+        if spec.is_conv:
+            raise ValueError("NumpyMLP: a conv net acts in TF (agents.tf_actors.TFNatureCNN)")
+        self.spec = spec
+        self._relu = spec.activation == "relu"
         self._layers: list[tuple[np.ndarray, np.ndarray]] = []
+        self._mean = self._std = None
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         layers = []
-        for i in itertools.count():
-            name = f"{self.prefix}/layer{i}"
-            if f"{name}/kernel" not in weights:
-                break
-            w, b = weights[f"{name}/kernel"], weights[f"{name}/bias"]
+        for layer in self.spec.layers:
+            w, b = (weights[name] for name in layer.weight_names())
             layers.append((np.asarray(w, np.float32), np.asarray(b, np.float32)))
-        if self._dueling:
+        if self.spec.dueling:
             (wv, bv), (wa, ba) = layers[-2:]
             w = wv + wa - wa.mean(axis=1, keepdims=True)
             b = bv + ba - ba.mean()
             layers = [*layers[:-2], (w, b)]
         self._layers = layers
+        if self.spec.normalize:
+            self._mean = weights[OBS_MEAN]
+            self._std = np.sqrt(weights[OBS_VAR] + NORM_EPS)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self._mean is not None:
+            x = np.clip((x.astype(np.float32) - self._mean) / self._std, -NORM_CLIP, NORM_CLIP)
         x = x.reshape(len(x), -1).astype(np.float32, copy=False)
-        relu = self.activation == "relu"
+        relu = self._relu
         for w, b in self._layers[:-1]:
             x = x @ w
             x += b
@@ -132,6 +138,12 @@ class NumpyMLP:
         out = x @ w
         out += b
         return out
+
+
+def forward_pass(spec: NetworkSpec) -> ForwardPass:
+    """The fastest executor of `spec` in a collector: numpy for an MLP, TF for a conv net
+    (agents.tf_actors builds its TF graph lazily, in the process that acts)."""
+    return TFNatureCNN(spec) if spec.is_conv else NumpyMLP(spec)
 
 
 def apex_epsilon(base: float, index: int, num_actors: int, exponent: float) -> float:
@@ -150,15 +162,16 @@ class EpsilonGreedyQ(ActorPolicy):
 
     def __init__(
         self, cfg, spec: WeightSpec, num_actions: int, index: int, num_actors: int, seed: int,
-        net: ForwardPass | None = None,
+        network: NetworkSpec | None = None,
     ):  # fmt: skip
-        # cfg: agents.configs.DQNConfig (pydantic; pickles with the policy). `net`: the Q
-        # network's forward pass (default: the MLP of cfg.network, in numpy).
+        # cfg: agents.configs.DQNConfig (pydantic; pickles with the policy). `network`: the
+        # Q network's spec (default: cfg.network on float observations).
         self.cfg = cfg
         self.spec = spec
         self.index, self.num_actors = index, num_actors
         self._num_actions = num_actions
-        self._q = net or NumpyMLP("q", cfg.network.activation, cfg.dueling)
+        network = network or q_spec(cfg.network, num_actions, cfg.dueling, pixels=False)
+        self._q = forward_pass(network)
         self.rng = np.random.default_rng(seed)
         self.epsilon = self._epsilon_at(0)
 
@@ -203,48 +216,37 @@ class EpsilonGreedyQ(ActorPolicy):
 
 
 class StochasticPolicy(ActorPolicy):
-    """A categorical (logits) or diagonal-Gaussian (means + log std) policy on a numpy MLP,
-    with the learner's running observation normalisation.
+    """A categorical (logits) or diagonal-Gaussian (means + log std) policy on the executor
+    of `network` (agents.netspec.policy_spec: normalisation included).
 
-    Weights (PPOAgent.get_weights): `actor/layer{i}/...` (torso, then the head),
-    `log_std` (Box only), `obs/mean` and `obs/var`; the critic's `critic/...` come along
-    and go unused. With a CNN `net` (pixels, no normalisation): `torso/...`, `policy/...`.
+    Weights (PPOAgent.get_weights): the network's (`network.weight_names()`), `log_std`
+    (Box only); the critic's come along and go unused.
     """
 
     def __init__(
         self,
         spec: WeightSpec,
-        activation: str,
+        network: NetworkSpec,
         discrete: bool,
         action_shape: tuple[int, ...],
-        normalize: bool,
         seed: int,
-        net: ForwardPass | None = None,
     ):
         self.spec = spec
-        self._mlp = net or NumpyMLP("actor", activation)
+        self._net = forward_pass(network)
         self._discrete = discrete
         self._action_shape = action_shape
-        self._normalize = normalize
         self.rng = np.random.default_rng(seed)
         self._log_std = np.zeros(1, np.float32)
-        self._mean = self._std = None
 
     def set_weights(self, weights: Weights) -> None:
         check_weights(weights, self.spec)
-        self._mlp.set_weights(weights)
+        self._net.set_weights(weights)
         if not self._discrete:
             self._log_std = weights["log_std"]
-        if self._normalize:
-            self._mean = weights["obs/mean"]
-            self._std = np.sqrt(weights["obs/var"] + 1e-8)
 
     def outputs(self, observations: np.ndarray) -> np.ndarray:
         """Logits (Discrete) or Gaussian means (Box) for raw observations."""
-        obs = np.asarray(observations)
-        if self._normalize:
-            obs = np.clip((obs.astype(np.float32) - self._mean) / self._std, -10.0, 10.0)
-        return self._mlp(obs)
+        return self._net(np.asarray(observations))
 
     def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
         out = self.outputs(observations)

@@ -5,8 +5,10 @@ n-step returns are assembled by the collector (rlplat/collect.py), which hands o
 `discount` = gamma^n (0 after a termination); so TF-Agents gets gamma = 1 and the
 bootstrap is reward + discount * Q_target(next_obs, .).
 
-With `agent.network.type: nature_cnn` (agents.networks.NatureQNetwork) observations stay
-uint8 up to the graph, and actors run the Q network in TF (agents.tf_actors.TFNatureCNN).
+The Q network is described once (agents.netspec.q_spec): the learner's TF-Agents network
+and the collectors' forward pass are both built from that spec. With
+`agent.network.type: nature_cnn` (agents.networks.NatureQNetwork) observations stay uint8
+up to the graph, and actors run the Q network in TF (agents.tf_actors.TFNatureCNN).
 
 Acting happens in numpy from the Q network's weights (agents.actors.EpsilonGreedyQ: epsilon
 greedy, Ape-X epsilons per collector actor, |n-step TD| initial priorities); learning is one
@@ -30,16 +32,15 @@ from tf_agents.utils import common, eager_utils
 from rlplat.agents.actors import EpsilonGreedyQ
 from rlplat.agents.base import Agent, TrainResult
 from rlplat.agents.configs import DQNConfig, NatureCNNConfig
+from rlplat.agents.netspec import q_spec
 from rlplat.agents.networks import (
     float32_copy,
-    layer_variables,
     loss_scaled,
     named_variables,
     q_net,
     resolve_network,
 )
 from rlplat.agents.replicas import replica_slice
-from rlplat.agents.tf_actors import TFNatureCNN
 from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
 from rlplat.envs.tf_agents_adapter import tensor_specs
@@ -66,10 +67,12 @@ class DQNAgent(Agent):
         self._obs_dtype = tf.as_dtype(spaces.observation.dtype) if self._cnn else tf.float32
         time_step_spec, action_spec = self._specs(spaces)
         self.gamma, self.n_step = cfg.gamma, cfg.n_step
+        # One description for the learner's Q network and the collectors' (actor_policy).
+        pixels = self._obs_dtype == tf.uint8
+        self.network_spec = q_spec(self._net, self._num_actions, cfg.dueling, pixels)
         self._q = q_net(
-            time_step_spec.observation, action_spec, self._net, cfg.dueling,
-            self.mixed_precision,
-        )  # fmt: skip
+            time_step_spec.observation, action_spec, self.network_spec, self.mixed_precision
+        )
         # Checkpointed as it is (agents.networks.loss_scaled): one format either way.
         self._optimizer = tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate)
         # Built under learner.strategy's scope (rlplat/learner.py: learner_scope), variables
@@ -79,11 +82,7 @@ class DQNAgent(Agent):
         self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
         self._agent = self._tf_agent(time_step_spec, action_spec)
         self._agent.initialize()
-        self._weights = (
-            layer_variables("q", self._q.named_layers())
-            if self._cnn
-            else named_variables("q", self._q.trainable_variables)
-        )
+        self._weights = named_variables(self.network_spec.layers, self._q.trainable_variables)
         # Slots exist before any restore, so a checkpoint's Adam moments load eagerly.
         self._optimizer.build(self._q.trainable_variables)
         # autograph=False: TF-Agents' Python control flow is static, and autograph-converting
@@ -135,13 +134,10 @@ class DQNAgent(Agent):
 
     # ------------------------------------------------------------------ acting
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> EpsilonGreedyQ:
-        spec = self.weight_spec()
-        net = None
-        if self._cnn:
-            heads = ["q/value", "q/advantage"] if self.cfg.dueling else ["q/head"]
-            pixels = self._obs_dtype == tf.uint8
-            net = TFNatureCNN("q", heads, dueling=self.cfg.dueling, pixels=pixels)
-        return EpsilonGreedyQ(self.cfg, spec, self._num_actions, index, num_actors, seed, net)
+        return EpsilonGreedyQ(
+            self.cfg, self.weight_spec(), self._num_actions, index, num_actors, seed,
+            self.network_spec,
+        )  # fmt: skip
 
     def q_values(self, observations: np.ndarray) -> np.ndarray:
         return self.policy.q_values(observations)

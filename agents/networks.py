@@ -1,8 +1,9 @@
-"""TF-Agents networks for the agents (their numpy twins for acting: agents.actors)."""
+"""The learner's TF-Agents/Keras networks, built from an agents.netspec.NetworkSpec (the
+same spec a collector's executor is built from: agents.actors.forward_pass)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -10,11 +11,17 @@ import tensorflow as tf
 from tf_agents.networks import encoding_network, network, q_network
 
 from rlplat.agents.configs import MLPConfig, NatureCNNConfig
+from rlplat.agents.netspec import (
+    NATURE_CONVS,
+    NORM_CLIP,
+    NORM_EPS,
+    PIXEL_SCALE,
+    LayerSpec,
+    NetworkSpec,
+)
 from rlplat.errors import ConfigError
 
 NamedVariables = dict[str, tf.Variable]
-# (filters, kernel size, stride) of the Nature-DQN torso (Mnih et al. 2015).
-NATURE_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
 
 ACTIVATIONS = {"relu": tf.keras.activations.relu, "tanh": tf.keras.activations.tanh}
 
@@ -45,38 +52,51 @@ class DuelingQNetwork(network.Network):
         return q, network_state
 
 
-def q_net(observation_spec, action_spec, cfg: MLPConfig | NatureCNNConfig,
-          dueling: bool = False, mixed_precision: bool = False) -> network.Network:  # fmt: skip
-    """A Q network: observations → one Q value per discrete action. `mixed_precision`
-    applies to the Nature CNN's torso (an MLP stays float32)."""
-    if isinstance(cfg, NatureCNNConfig):
-        net = NatureQNetwork(observation_spec, action_spec, cfg.dense, dueling, mixed_precision)
-        net.create_variables()
-        return net
-    cls = DuelingQNetwork if dueling else q_network.QNetwork
-    net = cls(
-        observation_spec,
-        action_spec,
-        fc_layer_params=tuple(cfg.hidden),
-        activation_fn=ACTIVATIONS[cfg.activation],
-    )
+def q_net(observation_spec, action_spec, spec: NetworkSpec,
+          mixed_precision: bool = False) -> network.Network:  # fmt: skip
+    """The Q network of `spec` (agents.netspec.q_spec): observations → one Q value per
+    discrete action. `mixed_precision` applies to a conv torso (an MLP stays float32)."""
+    if spec.is_conv:
+        net = NatureQNetwork(observation_spec, action_spec, spec.hidden[-1], spec.dueling,
+                             mixed_precision, convs=spec.convs)  # fmt: skip
+    else:
+        cls = DuelingQNetwork if spec.dueling else q_network.QNetwork
+        net = cls(observation_spec, action_spec, fc_layer_params=spec.hidden,
+                  activation_fn=ACTIVATIONS[spec.activation])  # fmt: skip
     net.create_variables()
     return net
 
 
-def named_variables(prefix: str, variables: Sequence[tf.Variable]) -> dict[str, tf.Variable]:
-    """Variables by names that are the same in every process and every agent:
-    `{prefix}/layer{i}/{kernel|bias}`, i numbering the layers in order (what
-    agents.actors.NumpyMLP reads). Keras' own names carry process-wide counters: a layer's
-    `dense_7/kernel` in one process is `dense/kernel` in another."""
-    layers: dict[str, int] = {}
-    named = {}
-    for var in variables:
-        scope, _, leaf = var.name.partition(":")[0].rpartition("/")
-        named[f"{prefix}/layer{layers.setdefault(scope, len(layers))}/{leaf}"] = var
-    if len(named) != len(variables):  # two variables of one layer with one leaf name
-        raise ValueError(f"{prefix}: variable names are not unique: {[v.name for v in variables]}")
-    return named
+def mlp_torso(observation_spec, spec: NetworkSpec, kernel_initializer=None):
+    """The Dense layers of an MLP spec's torso, as a TF-Agents EncodingNetwork."""
+    return encoding_network.EncodingNetwork(
+        observation_spec, fc_layer_params=spec.hidden,
+        activation_fn=ACTIVATIONS[spec.activation], kernel_initializer=kernel_initializer,
+    )  # fmt: skip
+
+
+def named_variables(
+    layers: Sequence[LayerSpec], variables: Sequence[tf.Variable]
+) -> NamedVariables:
+    """The spec's weight names (LayerSpec.weight_names) for a network's variables, which
+    come in the spec's layer order, kernel then bias. Keras' own names carry process-wide
+    counters (`dense_7/kernel` here is `dense/kernel` in another process), so names come
+    from the spec; each variable's leaf and units are checked against it."""
+    names = [name for layer in layers for name in layer.weight_names()]
+    units = [layer.units for layer in layers for _ in layer.weight_names()]
+    if len(names) != len(variables):
+        raise ValueError(f"{len(variables)} variables for the spec's {names}")
+    for name, n, var in zip(names, units, variables, strict=True):
+        leaf = var.name.partition(":")[0].rpartition("/")[2]
+        if leaf != name.rpartition("/")[2] or var.shape[-1] != n:
+            raise ValueError(f"variable {var.name} {var.shape} does not fit the spec's {name}")
+    return dict(zip(names, variables, strict=True))
+
+
+def normalize(obs: tf.Tensor, mean: tf.Variable, var: tf.Variable) -> tf.Tensor:
+    """Observations scaled by running statistics and clipped (a spec's `normalize`: the
+    learner's graphs and the exported one; agents.actors.NumpyMLP is its numpy twin)."""
+    return tf.clip_by_value((obs - mean) / tf.sqrt(var + NORM_EPS), -NORM_CLIP, NORM_CLIP)
 
 
 # ------------------------------------------------------------------ pixels: Nature CNN
@@ -106,7 +126,7 @@ def scale_pixels(observations: tf.Tensor, pixels: bool) -> tf.Tensor:
     whatever dtype the values arrive in (a caller that cast uint8 frames to float32 still
     gets [0, 1]); a float image env keeps its own scale."""
     x = tf.cast(observations, tf.float32)
-    return x * (1.0 / 255.0) if pixels else x
+    return x * PIXEL_SCALE if pixels else x
 
 
 class _BuildOnZeros(network.Network):
@@ -156,21 +176,23 @@ def float32_copy(net: network.Network) -> network.Network:
 
 
 class NatureTorso(_BuildOnZeros):
-    """Nature-DQN torso: [B, H, W, C] pixels → [B, dense] features (layers `conv0..2`,
-    `dense0`). Called like a TF-Agents EncodingNetwork: returns (features, state).
+    """Nature-DQN torso: [B, H, W, C] pixels → [B, dense] features (ReLU layers `conv{i}`
+    for each (filters, kernel size, stride) of `convs`, then `dense0`; a NetworkSpec's
+    `convs` and `hidden`). Called like a TF-Agents EncodingNetwork: returns (features, state).
     A uint8 `input_tensor_spec` means pixels, scaled by 1/255 in the graph.
     `mixed_precision`: the layers compute in float16 (features come out float16; a float32
     head casts them back)."""
 
     def __init__(self, input_tensor_spec, dense: int = 512, kernel_initializer=None,
-                 mixed_precision: bool = False, name="NatureTorso"):  # fmt: skip
+                 mixed_precision: bool = False, convs=NATURE_CONVS,
+                 name="NatureTorso"):  # fmt: skip
         super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
         init = kernel_initializer or "glorot_uniform"
         dtype = layer_dtype(mixed_precision)
         relu = dict(activation="relu", kernel_initializer=init, dtype=dtype)
         self.convs = [
             tf.keras.layers.Conv2D(f, k, s, name=f"conv{i}", **relu)
-            for i, (f, k, s) in enumerate(NATURE_CONVS)
+            for i, (f, k, s) in enumerate(convs)
         ]
         self.flatten = tf.keras.layers.Flatten(dtype=dtype)
         self.dense = tf.keras.layers.Dense(dense, name="dense0", **relu)
@@ -181,9 +203,6 @@ class NatureTorso(_BuildOnZeros):
             x = conv(x, training=training)
         return self.dense(self.flatten(x), training=training), network_state
 
-    def named_layers(self) -> dict[str, tf.keras.layers.Layer]:
-        return {**{f"conv{i}": c for i, c in enumerate(self.convs)}, "dense0": self.dense}
-
 
 class NatureQNetwork(_BuildOnZeros):
     """Q values on the Nature torso: one `head` layer, or dueling `value` + `advantage`
@@ -191,10 +210,13 @@ class NatureQNetwork(_BuildOnZeros):
     the losses on them) whatever the torso's `mixed_precision`."""
 
     def __init__(self, input_tensor_spec, action_spec, dense: int = 512, dueling: bool = False,
-                 mixed_precision: bool = False, name="NatureQNetwork"):  # fmt: skip
+                 mixed_precision: bool = False, convs=NATURE_CONVS,
+                 name="NatureQNetwork"):  # fmt: skip
         super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
         num_actions = int(action_spec.maximum - action_spec.minimum + 1)
-        self.torso = NatureTorso(input_tensor_spec, dense, mixed_precision=mixed_precision)
+        self.torso = NatureTorso(
+            input_tensor_spec, dense, mixed_precision=mixed_precision, convs=convs
+        )
         self.dueling = dueling
         if dueling:
             self.heads = [tf.keras.layers.Dense(1, name="value"),
@@ -209,18 +231,3 @@ class NatureQNetwork(_BuildOnZeros):
         value, advantage = (h(hidden, training=training) for h in self.heads)
         q = value + advantage - tf.reduce_mean(advantage, axis=-1, keepdims=True)
         return q, network_state
-
-    def named_layers(self) -> dict[str, tf.keras.layers.Layer]:
-        return {**self.torso.named_layers(), **{h.name: h for h in self.heads}}
-
-
-def layer_variables(prefix: str, layers: Mapping[str, tf.keras.layers.Layer]) -> NamedVariables:
-    """`{prefix}/{layer name}/{kernel|bias}` for layers whose names the network fixes
-    (NatureTorso.named_layers): stable across processes, unlike Keras' own names."""
-    if prefix:
-        prefix += "/"
-    return {
-        f"{prefix}{name}/{leaf}": getattr(layer, leaf)
-        for name, layer in layers.items()
-        for leaf in ("kernel", "bias")
-    }

@@ -1,5 +1,6 @@
 """PPO (clip) on TF-Agents networks: an EncodingNetwork actor torso with a logits or
-Gaussian-mean head, and a ValueNetwork critic.
+Gaussian-mean head, and a ValueNetwork critic, built from agents.netspec's policy_spec and
+value_spec (collectors act with the policy spec's executor: agents.actors.forward_pass).
 
 What TF-Agents' PPOClipAgent does not give: minibatches (it trains full-batch epochs),
 GAE that bootstraps time-limit truncation (it treats truncation as termination), and
@@ -26,34 +27,29 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import tensorflow as tf
-from tf_agents.networks import encoding_network, value_network
+from tf_agents.networks import value_network
 
 from rlplat.agents.actors import StochasticPolicy
 from rlplat.agents.advantages import gae
 from rlplat.agents.base import Agent, TrainResult
 from rlplat.agents.configs import NatureCNNConfig, PPOConfig
+from rlplat.agents.netspec import OBS_MEAN, OBS_VAR, policy_spec, value_spec
 from rlplat.agents.networks import (
     ACTIVATIONS,
     NatureTorso,
     float32_copy,
-    layer_variables,
     loss_scaled,
+    mlp_torso,
     named_variables,
+    normalize,
     resolve_network,
 )
 from rlplat.agents.replicas import replica_slice
-from rlplat.agents.tf_actors import TFNatureCNN
 from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
 from rlplat.errors import ConfigError
 
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-def normalize(obs: tf.Tensor, mean: tf.Variable, var: tf.Variable) -> tf.Tensor:
-    """Observations scaled by running statistics and clipped to [-10, 10] (the learner's
-    graphs and the exported one; agents.actors.StochasticPolicy is its numpy twin)."""
-    return tf.clip_by_value((obs - mean) / tf.sqrt(var + 1e-8), -10.0, 10.0)
 
 
 class PPOAgent(Agent):
@@ -77,14 +73,18 @@ class PPOAgent(Agent):
         # A running mean over raw pixels is wrong (and slow): the CNN scales them itself.
         self._normalize_on = cfg.normalize_observations and not self._cnn
         self._obs_dtype = tf.as_dtype(spaces.observation.dtype) if self._cnn else tf.float32
+        # One description each for the policy (what collectors run) and the value network.
+        pixels = self._obs_dtype == tf.uint8
+        self.network_spec = policy_spec(net, n_out, self._normalize_on, pixels)
+        self._value_spec = value_spec(net, self._normalize_on, pixels)
         self._log_std = tf.Variable(
             np.full(n_out, cfg.log_std_init, np.float32), name="log_std",
             trainable=not self._discrete,
         )  # fmt: skip
         if self._cnn:
-            self._build_cnn(net, n_out)
+            self._build_cnn()
         else:
-            self._build_mlp(cfg, n_out)
+            self._build_mlp()
         self._obs_mean = tf.Variable(np.zeros(self._obs_shape, np.float32), trainable=False)
         self._obs_var = tf.Variable(np.ones(self._obs_shape, np.float32), trainable=False)
         self._obs_count = tf.Variable(1e-4, dtype=tf.float64, trainable=False)
@@ -102,7 +102,7 @@ class PPOAgent(Agent):
         # What applies the gradients; `_optimizer` is what is checkpointed (one format).
         self._apply = loss_scaled(self._optimizer) if self.mixed_precision else self._optimizer
         if self._normalize_on:
-            self._weights.update({"obs/mean": self._obs_mean, "obs/var": self._obs_var})
+            self._weights.update({OBS_MEAN: self._obs_mean, OBS_VAR: self._obs_var})
         self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
         self._clip = cfg.clip_range
         sig = dict(autograph=False, reduce_retracing=True)
@@ -113,63 +113,60 @@ class PPOAgent(Agent):
         self._policy = self.actor_policy(0, 1, seed)
         self._policy_stale = True
 
-    def _build_mlp(self, cfg: PPOConfig, n_out: int) -> None:
+    def _build_mlp(self) -> None:
         """Separate actor and critic MLPs (`actor/layer{i}`, `critic/layer{i}`)."""
+        spec, critic = self.network_spec, self._value_spec
         obs_spec = tf.TensorSpec(self._obs_shape, tf.float32)
-        act = ACTIVATIONS[cfg.network.activation]
-        hidden = tuple(cfg.network.hidden)
         ortho = tf.compat.v1.keras.initializers.Orthogonal  # fresh values per layer
-        self._torso = encoding_network.EncodingNetwork(
-            obs_spec, fc_layer_params=hidden, activation_fn=act,
-            kernel_initializer=ortho(math.sqrt(2)),
-        )  # fmt: skip
-        self._head = tf.keras.layers.Dense(n_out, kernel_initializer=ortho(0.01), name="policy")
+        self._torso = mlp_torso(obs_spec, spec, kernel_initializer=ortho(math.sqrt(2)))
+        self._head = tf.keras.layers.Dense(spec.outputs, kernel_initializer=ortho(0.01),
+                                           name="policy")  # fmt: skip
         self._critic = value_network.ValueNetwork(
-            obs_spec, fc_layer_params=hidden, activation_fn=act,
+            obs_spec, fc_layer_params=critic.hidden, activation_fn=ACTIVATIONS[critic.activation],
             kernel_initializer=ortho(math.sqrt(2)),
         )  # fmt: skip
         zeros = tf.zeros((1, *self._obs_shape))
         self._head(self._torso(zeros)[0])
         self._critic(zeros)
+        actor_vars = [*self._torso.trainable_variables, *self._head.trainable_variables]
         self._vars = [
-            *self._torso.trainable_variables,
-            *self._head.trainable_variables,
+            *actor_vars,
             *([] if self._discrete else [self._log_std]),
             *self._critic.trainable_variables,
         ]
         self._weights = {
-            **named_variables(
-                "actor", [*self._torso.trainable_variables, *self._head.trainable_variables]
-            ),
+            **named_variables(spec.layers, actor_vars),
             **({} if self._discrete else {"log_std": self._log_std}),
-            **named_variables("critic", self._critic.trainable_variables),
+            **named_variables(critic.layers, self._critic.trainable_variables),
         }
 
-    def _build_cnn(self, net: NatureCNNConfig, n_out: int) -> None:
+    def _build_cnn(self) -> None:
         """One Nature torso, a `policy` and a `value` Dense head on its features."""
+        spec = self.network_spec
         ortho = tf.compat.v1.keras.initializers.Orthogonal
-        spec = tf.TensorSpec(self._obs_shape, self._obs_dtype)
+        obs_spec = tf.TensorSpec(self._obs_shape, self._obs_dtype)
         self._torso = NatureTorso(
-            spec, net.dense, kernel_initializer=ortho(math.sqrt(2)),
-            mixed_precision=self.mixed_precision,
+            obs_spec, spec.hidden[-1], kernel_initializer=ortho(math.sqrt(2)),
+            mixed_precision=self.mixed_precision, convs=spec.convs,
         )  # fmt: skip
-        self._head = tf.keras.layers.Dense(n_out, kernel_initializer=ortho(0.01), name="policy")
+        self._head = tf.keras.layers.Dense(spec.outputs, kernel_initializer=ortho(0.01),
+                                           name="policy")  # fmt: skip
         self._value_head = tf.keras.layers.Dense(1, kernel_initializer=ortho(1.0), name="value")
         self._critic = None
         hidden, _ = self._torso(tf.zeros((1, *self._obs_shape), self._obs_dtype))
         self._head(hidden)
         self._value_head(hidden)
+        policy_vars = [*self._torso.trainable_variables, *self._head.trainable_variables]
         self._vars = [
-            *self._torso.trainable_variables,
-            *self._head.trainable_variables,
+            *policy_vars,
             *([] if self._discrete else [self._log_std]),
             *self._value_head.trainable_variables,
         ]
         self._weights = {
-            **layer_variables("torso", self._torso.named_layers()),
-            **layer_variables("", {"policy": self._head, "value": self._value_head}),
+            **named_variables(spec.layers, policy_vars),
+            **named_variables(self._value_spec.heads, self._value_head.trainable_variables),
             **({} if self._discrete else {"log_std": self._log_std}),
-        }  # fmt: skip
+        }
 
     # ------------------------------------------------------------------ policy
     def _normalize(self, obs: tf.Tensor) -> tf.Tensor:
@@ -202,13 +199,9 @@ class PPOAgent(Agent):
         return logp, entropy
 
     def actor_policy(self, index: int = 0, num_actors: int = 1, seed: int = 0) -> StochasticPolicy:
-        pixels = self._obs_dtype == tf.uint8
-        cnn = TFNatureCNN("torso", ["policy"], pixels=pixels) if self._cnn else None
-        activation = getattr(self.cfg.network, "activation", "relu")
         return StochasticPolicy(
-            self.weight_spec(), activation, self._discrete,
-            self._action_space.shape, self._normalize_on, seed, cnn,
-        )  # fmt: skip
+            self.weight_spec(), self.network_spec, self._discrete, self._action_space.shape, seed
+        )
 
     def update_schedules(self, env_steps: int, progress: float) -> dict[str, float]:
         remaining = max(0.0, 1.0 - progress)

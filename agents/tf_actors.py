@@ -1,32 +1,31 @@
-"""The acting side of the Nature CNN: a TensorFlow forward pass inside the collector.
+"""The acting side of a conv net: a TensorFlow forward pass inside the collector.
 
 agents.actors acts in numpy, which suits MLPs at collector batch sizes; a conv net's
 forward pass in numpy is far too slow. `TFNatureCNN` is the twin of NumpyMLP for CNNs: it
-reads the same weights-by-name dict (`{torso}/conv0/kernel`, ..., the heads) and runs one
-tf.function on CPU, batched over the collector's envs. It pickles to Ray as numpy weights
-only: TF variables and the traced function are built lazily in the process that acts.
+runs the layers of a NetworkSpec (agents.netspec), reading the same weights-by-name dict,
+as one tf.function on CPU, batched over the collector's envs. It pickles to Ray as numpy
+weights only: TF is imported, and variables and the traced function built, lazily in the
+process that acts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from rlplat.agents.networks import NATURE_CONVS
+from rlplat.agents.netspec import NetworkSpec
 
 
 class TFNatureCNN:
-    """Nature torso `{torso}/conv0..2`, `{torso}/dense0`, then `heads` (weight-name
-    prefixes): one head's output, or with `dueling` (heads = value, advantage)
-    V + A - mean(A), as agents.networks.NatureQNetwork computes it. `pixels`: the
-    observation space is uint8, scaled by 1/255 (agents.networks.scale_pixels)."""
+    """A conv torso (VALID convolutions, NHWC flattened, then Dense layers), then the
+    spec's heads: one head's output, or with `dueling` V + A - mean(A), as
+    agents.networks.NatureQNetwork computes it. `spec.pixels`: uint8 observations scaled
+    by 1/255 (agents.networks.scale_pixels)."""
 
-    def __init__(self, torso: str, heads: Sequence[str], dueling: bool = False,
-                 pixels: bool = True):  # fmt: skip
-        self.torso, self.heads, self.dueling = torso, tuple(heads), dueling
-        self.pixels = pixels
+    def __init__(self, spec: NetworkSpec):
+        self.spec = spec
         self._weights: dict[str, np.ndarray] = {}
         self._stale = True
         self._vars: dict[str, Any] | None = None  # tf.Variables, built on first call
@@ -37,12 +36,10 @@ class TFNatureCNN:
         return {**self.__dict__, "_vars": None, "_fn": None, "_stale": True}
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
-        names = [f"{self.torso}/conv{i}" for i in range(len(NATURE_CONVS))]
-        names += [f"{self.torso}/dense0", *self.heads]
         self._weights = {
-            f"{n}/{leaf}": np.asarray(weights[f"{n}/{leaf}"], np.float32)
-            for n in names
-            for leaf in ("kernel", "bias")
+            name: np.asarray(weights[name], np.float32)
+            for layer in self.spec.layers
+            for name in layer.weight_names()
         }
         self._stale = True
 
@@ -58,16 +55,20 @@ class TFNatureCNN:
 
         from rlplat.agents.networks import scale_pixels
 
+        activations = {"relu": tf.nn.relu, "tanh": tf.nn.tanh}
         v = self._vars
-        x = scale_pixels(observations, self.pixels)
-        for i, (_, _, stride) in enumerate(NATURE_CONVS):
-            name = f"{self.torso}/conv{i}"
-            x = tf.nn.conv2d(x, v[f"{name}/kernel"], stride, "VALID") + v[f"{name}/bias"]
-            x = tf.nn.relu(x)
-        x = tf.reshape(x, [tf.shape(x)[0], -1])  # NHWC flattened as keras' Flatten does
-        x = tf.nn.relu(x @ v[f"{self.torso}/dense0/kernel"] + v[f"{self.torso}/dense0/bias"])
-        outs = [x @ v[f"{h}/kernel"] + v[f"{h}/bias"] for h in self.heads]
-        if not self.dueling:
+        x = scale_pixels(observations, self.spec.pixels)
+        for layer in self.spec.torso:
+            kernel, bias = (v[name] for name in layer.weight_names())
+            if layer.conv:
+                x = tf.nn.conv2d(x, kernel, layer.conv[1], "VALID") + bias
+            else:
+                if len(x.shape) > 2:  # NHWC flattened as keras' Flatten does
+                    x = tf.reshape(x, [tf.shape(x)[0], -1])
+                x = x @ kernel + bias
+            x = activations[layer.activation](x)
+        outs = [x @ v[k] + v[b] for k, b in (h.weight_names() for h in self.spec.heads)]
+        if not self.spec.dueling:
             return outs[0]
         value, advantage = outs
         return value + advantage - tf.reduce_mean(advantage, axis=-1, keepdims=True)
