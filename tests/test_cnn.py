@@ -1,10 +1,9 @@
 """The Nature CNN for pixel observations (DQN and PPO) on a fake [84, 84, 4] uint8 env:
-network selection, uint8 scaled in the graph, a training phase, weights by name, the TF
-acting policy, and the uint8 export signature."""
+network selection, uint8 scaled in the graph, a training phase, weights by name, and the
+uint8 export signature (the TF acting policy against the learner: tests/test_network_spec.py)."""
 
 from __future__ import annotations
 
-import pickle
 import shutil
 from pathlib import Path
 
@@ -135,27 +134,6 @@ def test_checkpoint_restores_every_cnn_variable(tmp_path, cfg):
     path = tf.train.Checkpoint(**a.checkpoint_items()).write(str(tmp_path / "ckpt"))
     tf.train.Checkpoint(**b.checkpoint_items()).read(path).assert_existing_objects_matched()
     assert not changed(a.get_weights(), b.get_weights())
-
-
-@pytest.mark.parametrize("kind", ["dqn", "dueling", "ppo"])
-def test_tf_acting_policy_matches_the_learner(kind):
-    if kind == "ppo":
-        agent = agents.build(PPOConfig(type="ppo"), PIXELS)
-        learner = lambda x: agent._policy_out(tf.constant(x)).numpy()  # noqa: E731
-    else:
-        agent = dqn(dueling=kind == "dueling")
-        learner = lambda x: agent._q(tf.constant(x))[0].numpy()  # noqa: E731
-    pixels = np.random.default_rng(1).integers(0, 256, (8, 84, 84, 4), dtype=np.uint8)
-    policy = agent.actor_policy(0, 1, seed=0)
-    policy.set_weights(agent.get_weights())
-    policy.act(pixels, explore=False)  # builds its TF function in this process...
-    policy = pickle.loads(pickle.dumps(policy))  # ...which does not travel (Ray ships this)
-    out = policy.q_values(pixels) if kind != "ppo" else policy.outputs(pixels)
-    np.testing.assert_allclose(out, learner(pixels), rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(policy.act(pixels, explore=False), learner(pixels).argmax(1))
-    # Frames a caller cast to float32 (rlplat.evaluate does) are still pixels: same outputs.
-    as_float = policy.q_values if kind != "ppo" else policy.outputs
-    np.testing.assert_allclose(as_float(pixels.astype(np.float32)), out, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("cfg", [DQNConfig(type="dqn"), PPOConfig(type="ppo")])
