@@ -331,76 +331,16 @@ def _episodes_report(
     policy, episodes: int, seed: int, render: Render, video_format: VideoFormat,
     out: Path | None, record_name: str, extra: dict, answers=None,
 ) -> None:  # fmt: skip
-    """Run the episodes (with videos or a window if asked), print the table, write the
-    record: what `eval` and `play` share, so their numbers are comparable line for line."""
-    import json
-    import time
+    """`eval` and `play`'s episodes and record (rlplat.episodes_report); the paths written."""
+    from rlplat.episodes_report import episodes_report
 
-    from rlplat import media
-    from rlplat.evaluate import EvalHeartbeat, run_episodes
-
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    if out is None:
-        # a server's policy has no directory of its own: ./play/NAME (said in full below)
-        base = policy.out_dir or Path(record_name.removesuffix(".json")).resolve() / policy.name
-        out = base / stamp
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot create ({exc.strerror or exc})") from None
-    videos = None
-    kwargs: dict = {}
-    if render is Render.video:
-        videos = media.EpisodeVideos(
-            out / "videos", video_format.value, media.env_fps(policy.env), score_strip=True
-        )
-        kwargs = dict(render_mode="rgb_array", on_frame=videos.frame, on_episode_end=videos.end)
-    elif render is Render.human:
-        kwargs = dict(render_mode="human")
-    if answers is not None:  # play: which versions (and, --compare-arms, arms) answered
-        kwargs = answers.episode_kwargs(kwargs)
-    heartbeat = EvalHeartbeat(lambda line: err.print(line, highlight=False), policy.name, episodes)
-    try:
-        result = run_episodes(
-            policy.act, policy.env, episodes, seed, on_progress=heartbeat, **kwargs
-        )
-    finally:
-        if videos is not None:
-            videos.close()
-    stats = result.to_dict()
-    console = Console(soft_wrap=True)
-    console.print(_returns_table(f"{policy.name}: {episodes} episodes (seed {seed})", stats))
-    console.print(f"policy: {policy.source}", highlight=False)
-    if answers is not None:
-        extra = {**extra, **answers.report(result.returns, console)}
-    record = {
-        "source": policy.source,
-        "name": policy.name,
-        "env": policy.env.model_dump(mode="json"),
-        "seed": seed,
-        **extra,
-        **stats,
-        "videos": [str(p) for p in (videos.paths if videos else [])],
-    }
-    (out / record_name).write_text(json.dumps(record, indent=2))
-    for p in record["videos"]:
-        typer.echo(p)
-    typer.echo(str(out / record_name))
-
-
-def _returns_table(title: str, stats: dict):
-    """Mean ± std, median, min, max and mean length of an eval's returns (EvalResult.to_dict)."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in ("return mean ± std", "median", "min", "max", "mean length"):
-        table.add_column(col, justify="right")
-    table.add_row(
-        f"{shown(stats['return_mean'])} ± {shown(stats['return_std'])}",
-        shown(stats["return_median"]), shown(stats["return_min"]),
-        shown(stats["return_max"]), shown(stats["length_mean"]),
+    report = episodes_report(
+        policy, episodes, seed, render.value, video_format.value, out, record_name, extra,
+        answers, say=lambda line: err.print(line, highlight=False),
     )  # fmt: skip
-    return table
+    for p in report.videos:
+        typer.echo(str(p))
+    typer.echo(str(report.record))
 
 
 @app.command()
@@ -690,6 +630,61 @@ def _short_time(stamp: str | None) -> str:
         )
     except ValueError:
         return stamp or "-"
+
+
+@app.command()
+def compare(  # long only in its option declarations
+    experiments: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Experiment files, FILE or LABEL=FILE[,FILE...] (one file per "
+            "task); with --runs, finished run directories."
+        ),  # fmt: skip
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per experiment (the same for each).")] = 5,
+    first_seed: Annotated[int, typer.Option(help="The first seed; the others follow it.")] = 1000,
+    allow_tuned_seeds: Annotated[
+        bool,
+        typer.Option(
+            "--allow-tuned-seeds",
+            help="Allow a file's own seed among them (it may be tuned on it).",
+        ),
+    ] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config value in every run.")
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="Runs at once (default: as many as the CPUs hold).")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster every run joins, as in `rlplat train`.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Comparison directory (default runs/compare/TIMESTAMP).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this comparison: finished runs stay.")
+    ] = None,
+    runs: Annotated[
+        bool, typer.Option("--runs", help="Compare finished runs (the arguments) instead.")
+    ] = False,
+) -> None:
+    """Is B better than A? Train each experiment on the same fresh seeds, in parallel.
+
+    Prints per experiment the IQM, median and mean of the final deterministic eval with
+    95% stratified bootstrap intervals, the time to the threshold, the probability that
+    each improves on the first, and a verdict in words; writes compare.json, curves.png,
+    profile.png and TensorBoard scalars. Ctrl-C stops the runs at a checkpoint.
+    """
+    from rlplat.compare import CompareOptions
+    from rlplat.compare import compare as run_compare
+
+    opts = CompareOptions(list(experiments or []), seeds, first_seed, allow_tuned_seeds,
+                          list(set_ or []), jobs, address, out, resume, runs)  # fmt: skip
+    with _user_errors():
+        code = run_compare(opts, Console(soft_wrap=True, highlight=False))
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:
