@@ -61,12 +61,7 @@ def write_pictures(summary: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def _profile(summary: dict[str, Any], path: Path, plt) -> None:
-    from rlplat.compare_report import RunResult, _normalise, _scores
-
-    results = [RunResult(**{**r, "curve": [tuple(p) for p in r["curve"]]})
-               for r in summary["runs"]]  # fmt: skip
-    norm, _ = _normalise(results)
-    scores = {arm: _scores(results, arm, norm) for arm in summary["experiments"]}
+    scores = {arm: [np.asarray(t) for t in per_task] for arm, per_task in summary["scores"].items()}
     flat = np.concatenate([np.concatenate(s) for s in scores.values()])
     pad = 0.05 * (flat.max() - flat.min() or 1.0)  # every run is above the first score
     taus = np.linspace(flat.min() - pad, flat.max() + pad, 200)

@@ -129,6 +129,7 @@ def summarise(results: list[RunResult], order: list[str]) -> dict[str, Any]:
         "seeds": sorted({r.seed for r in results}), "normalisation": source,
         "score": "human-normalised final eval" if source else "final eval return",
         "per_experiment": per_arm, "improvement": versus,
+        "scores": {arm: [x.tolist() for x in _scores(results, arm, norm)] for arm in order},
         "verdict": verdict(per_arm, versus), "runs": [asdict(r) for r in results],
     }  # fmt: skip
 

@@ -403,18 +403,26 @@ def _held_out(
         value = finite((result.metrics or {}).get(sweep.opts.metric))
         scores[result.config["candidate"]][result.config["seed"]] = value
     # A seed that missed the threshold (None) makes the config's held-out score None.
-    rows = [{"params": candidates[i], "seeds": seeds, "scores": [s.get(x) for x in seeds],
-             "score": _mean([s.get(x) for x in seeds])} for i, s in scores.items()]  # fmt: skip
+    rows = [_held_out_row(candidates[i], seeds, [s.get(x) for x in seeds])
+            for i, s in scores.items()]  # fmt: skip
     sign = -1.0 if sweep.mode == "max" else 1.0
     rows.sort(key=lambda r: (r["score"] is None, sign * (r["score"] or 0.0)))
     console.print(ranked_table(rows, sweep.opts.metric, f"held-out seeds {seeds}"))
     return rows
 
 
-def _mean(values: list[float | None]) -> float | None:
-    if not values or any(v is None for v in values):
-        return None
-    return sum(values) / len(values)  # type: ignore[arg-type]
+def _held_out_row(params: dict, seeds: list[int], scores: list[float | None]) -> dict:
+    """A candidate's held-out scores: ranked by their mean (None when a seed missed), with
+    the IQM and its 95% bootstrap interval (rlplat/stats.py) beside it."""
+    from rlplat import stats
+
+    done = [v for v in scores if v is not None]
+    complete = bool(scores) and len(done) == len(scores)
+    return {
+        "params": params, "seeds": seeds, "scores": scores,
+        "score": stats.mean_interval(done)[0] if complete else None,
+        "iqm": stats.estimate(done).to_dict() if complete else None,
+    }  # fmt: skip
 
 
 def write_best(
@@ -459,6 +467,10 @@ def ranked_table(rows: list[dict[str, Any]], metric: str, title: str) -> Table:
         note = row.get("error") or ("" if row.get("finished", True) else "stopped early")
         if "scores" in row:
             note = f"per seed {row['scores']}"
+            if row.get("iqm"):
+                from rlplat.stats import Estimate
+
+                note += f"; IQM {Estimate(**row['iqm']).text('.4g')}"
         table.add_row(
             str(i), row.get("trial", "-"),
             ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -99,7 +99,7 @@ def test_missing_file_and_bad_yaml(tmp_path: Path):
 
 def test_every_shipped_experiment_validates():
     root = Path(__file__).resolve().parent.parent / "experiments"
-    files = sorted(root.glob("*.yaml"))
+    files = sorted(root.glob("*.yaml")) + sorted(root.glob("variants/*.yaml"))
     assert files
     for path in files:
         cfg = config.load(path)

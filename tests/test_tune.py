@@ -141,6 +141,7 @@ def test_sweep_runs_every_trial_as_a_run_dir(asha_sweep):
     # the held-out re-run: a seed no trial used, in its own run directory
     (held,) = results["held_out"]
     assert held["seeds"] == [1] and held["params"] == best["params"]
+    assert held["iqm"]["value"] == held["score"]  # rlplat/stats.py's IQM beside the mean
     (rerun,) = (sweep / "heldout").glob("trial-*")
     assert yaml.safe_load((rerun / "config.yaml").read_text())["seed"] == 1
 
