@@ -85,7 +85,7 @@ class Agent(abc.ABC):
 
     @abc.abstractmethod
     def weight_variables(self) -> Mapping[str, Any]:
-        """The acting policy's TF variables by stable name (agents.networks.named_variables):
+        """The acting policy's TF variables by the names its NetworkSpec gives (agents.netspec):
         what `get_weights` reads and `set_weights` assigns."""
 
     def weight_spec(self) -> WeightSpec:
