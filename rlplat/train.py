@@ -30,6 +30,7 @@ from rlplat.collect import CollectorDiedError
 from rlplat.config import ExperimentConfig
 from rlplat.evaluate import EvalHeartbeat, EvalResult, EvalStopped, run_episodes
 from rlplat.logging import TensorBoardLogger
+from rlplat.loops.counters import RunCounters
 from rlplat.loops.off_policy import train_off_policy
 from rlplat.loops.on_policy import train_on_policy
 from rlplat.loops.session import Session, progress_bar
@@ -101,11 +102,7 @@ class Trainer:
             run_dir / "checkpoints", self.agent, self.replay, cfg.checkpoint.keep
         )
         self.tb_dir = run_dir / "tb"
-        # The run's counters, checkpointed (and restored by `resume`).
-        self.state: dict[str, Any] = dict(
-            env_steps=0, episodes=0, wall_s=0.0, evals=[], first_threshold=None,
-            train_phases=0, actor_restarts=0, stale_fragments=0,
-        )  # fmt: skip
+        self.counters = RunCounters()  # checkpointed, and restored by `resume`
         # Called after each periodic eval with its record and a checkpoint of that point
         # (a sweep's trial reports both to Ray Tune: rlplat/tune.py).
         self.on_eval: Callable[[dict[str, Any], Path], None] | None = None
@@ -128,18 +125,15 @@ class Trainer:
             (self.run_dir / "evals.jsonl").unlink(missing_ok=True)
             return None
         path, state = found
-        self.state.update(state)
+        self.counters = RunCounters.from_checkpoint(state, self.cfg.train.updates_per_train)
         # The checkpoint restored the optimizer's own learning rate; this run's config (a
         # changed one: a PBT mutation) is in force at once, also when no update follows
         # (a checkpoint at the budget: the run only evaluates).
-        steps = self.state["env_steps"]
+        steps = self.counters.env_steps
         self.agent.update_schedules(steps, min(1.0, steps / self.cfg.train.env_steps))
-        self.state.setdefault(
-            "train_phases", self.state["train_steps"] // self.cfg.train.updates_per_train
-        )
-        truncate_events(self.tb_dir, self.state["env_steps"])
+        truncate_events(self.tb_dir, steps)
         with (self.run_dir / "evals.jsonl").open("w") as f:  # evals after it are redone
-            f.writelines(json.dumps(record) + "\n" for record in self.state["evals"])
+            f.writelines(json.dumps(record) + "\n" for record in self.counters.evals)
         return path
 
     # ------------------------------------------------------------------- run
@@ -168,7 +162,7 @@ class Trainer:
     def _open_source(self) -> Source:
         # Env state is not checkpointed: a resumed run starts new episodes on fresh,
         # step-dependent seeds.
-        steps = self.state["env_steps"]
+        steps = self.counters.env_steps
         seed = self.cfg.seed + 7919 * steps if steps else self.cfg.seed
         return open_source(
             self.cfg, self.agent, seed, self.ray_info, self.console, self._write_ray_json
@@ -194,7 +188,7 @@ class Trainer:
         self, source: Source, show_progress: bool | None, t0: float, stop: StopOnSignals
     ) -> TrainSummary:
         """The loop for the agent's regime, then the end of the run (or of this session)."""
-        wall0, steps0 = self.state["wall_s"], self.state["env_steps"]
+        wall0, steps0 = self.counters.wall_s, self.counters.env_steps
         updates0 = self.agent.train_steps
 
         def wall() -> float:
@@ -203,7 +197,7 @@ class Trainer:
         tb = TensorBoardLogger(self.tb_dir)
         episodes = self.cfg.eval.episodes
         run = Session(
-            self.cfg, self.agent, self.state, self.replay, tb,
+            self.cfg, self.agent, self.counters, self.replay, tb,
             progress_bar(self.console, show_progress, self.cfg.name, self.cfg.train.env_steps),
             self.placement.device,
             distributed=self.cfg.collect.num_actors > 0,
@@ -221,7 +215,7 @@ class Trainer:
             tb.close()
             path = self._checkpoint(wall())
             self.console.print(
-                f"saved {path} ({self.state['env_steps']:,} env steps)", highlight=False
+                f"saved {path} ({self.counters.env_steps:,} env steps)", highlight=False
             )
             raise
         if stop.requested:  # Ctrl-C or SIGTERM: finish the iteration, checkpoint, then stop
@@ -229,7 +223,7 @@ class Trainer:
             path = self._checkpoint(wall())
             self.console.print(
                 f"interrupted ({signal.Signals(stop.requested).name}) at "
-                f"{self.state['env_steps']:,} env steps; saved {path}\n"
+                f"{self.counters.env_steps:,} env steps; saved {path}\n"
                 f"resume with: {resume_command(self.run_dir, self.ray_info)}",
                 highlight=False,
             )
@@ -241,25 +235,25 @@ class Trainer:
         updates0: int,
     ) -> TrainSummary:  # fmt: skip
         """Final eval, checkpoint, export (as `export.when` says) and summary.json."""
-        state = self.state
-        final = self._evaluate(self.cfg.eval.final_episodes, state["env_steps"], wall(), tb, True)
+        counters = self.counters
+        final = self._evaluate(self.cfg.eval.final_episodes, counters.env_steps, wall(), tb, True)
         tb.close()
         self._checkpoint(wall())
         export_path = self._export_if_due(final.mean)
         elapsed = max(time.perf_counter() - t0, 1e-9)
         summary = TrainSummary(
             run_dir=str(self.run_dir),
-            env_steps=state["env_steps"],
+            env_steps=counters.env_steps,
             train_steps=self.agent.train_steps,
             wall_s=wall(),
-            env_steps_per_s=(state["env_steps"] - steps0) / elapsed,
+            env_steps_per_s=(counters.env_steps - steps0) / elapsed,
             updates_per_s=(self.agent.train_steps - updates0) / elapsed,
-            first_threshold=state["first_threshold"],
+            first_threshold=counters.first_threshold,
             final_eval=final.to_dict(),
             export_path=str(export_path) if export_path else None,
-            actor_restarts=state["actor_restarts"],
-            stale_fragments=state["stale_fragments"],
-            evals=state["evals"],
+            actor_restarts=counters.actor_restarts,
+            stale_fragments=counters.stale_fragments,
+            evals=counters.evals,
         )
         (self.run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
         return summary
@@ -276,7 +270,7 @@ class Trainer:
         )  # fmt: skip
         record = {"env_steps": step, "wall_s": round(wall_s, 3), "episodes": episodes,
                   "return_mean": result.mean, "return_std": result.std, "final": final}  # fmt: skip
-        self.state["evals"].append(record)
+        self.counters.evals.append(record)
         with (self.run_dir / "evals.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
         tb.scalars({"eval/return_mean": result.mean, "eval/return_std": result.std,
@@ -285,8 +279,8 @@ class Trainer:
             self._log_episode_animation(tb, step)
         threshold = self.cfg.eval.threshold
         reached = threshold is not None and result.mean >= threshold
-        if reached and self.state["first_threshold"] is None:
-            self.state["first_threshold"] = {"env_steps": step, "wall_s": round(wall_s, 3)}
+        if reached and self.counters.first_threshold is None:
+            self.counters.first_threshold = {"env_steps": step, "wall_s": round(wall_s, 3)}
         self._report_eval(result, step, wall_s, episodes, final)
         return result
 
@@ -303,7 +297,7 @@ class Trainer:
             return None
         if self.on_eval is not None:
             tb.flush()
-            self.on_eval(self.state["evals"][-1], self._checkpoint(wall_s))
+            self.on_eval(self.counters.evals[-1], self._checkpoint(wall_s))
         return mean
 
     def _report_eval(
@@ -334,12 +328,13 @@ class Trainer:
         tb.animation("eval/episode", gif, height, width, step)
 
     def _checkpoint(self, wall_s: float) -> Path:
-        self.state["wall_s"] = wall_s
-        return self.checkpointer.save(self.state)
+        self.counters.wall_s = wall_s
+        return self.checkpointer.save(self.counters.to_checkpoint())
 
     # ---------------------------------------------------------------- export
     def export(self) -> Path:
-        return export_agent(self.cfg, self.agent, self.spaces, self.run_dir, self.state)
+        state = self.counters.to_checkpoint()
+        return export_agent(self.cfg, self.agent, self.spaces, self.run_dir, state)
 
     def _export_if_due(self, final_mean: float) -> Path | None:
         """Export unless `export.when` says not to; a skipped export is said in one line."""
@@ -413,7 +408,7 @@ def train(
 
 def _resume(trainer: Trainer, changes: dict[str, Any], argv: list[str] | None = None) -> None:
     path = trainer.resume()
-    where = f"{path.name} ({trainer.state['env_steps']:,} env steps)" if path else "scratch"
+    where = f"{path.name} ({trainer.counters.env_steps:,} env steps)" if path else "scratch"
     trainer.console.print(f"resuming {trainer.run_dir} from {where}", highlight=False)
     record_resume(trainer.run_dir, trainer.cfg, changes, path.name if path else None, argv)
 

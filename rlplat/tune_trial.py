@@ -20,6 +20,7 @@ import numpy as np
 from rich.console import Console
 
 from rlplat import config as config_mod
+from rlplat.loops.counters import RunCounters
 from rlplat.rundir import CONFIG_FILE, record_resume, write_metadata
 from rlplat.tune_space import overrides
 
@@ -68,14 +69,14 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
                 trainer.resume()
 
             def report(record: dict[str, Any], path: Path) -> None:
-                metrics = trial_metrics(record, trainer.state, trainer.agent)
+                metrics = trial_metrics(record, trainer.counters, trainer.agent)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(path)))
 
             trainer.on_eval = report
             trainer.run(show_progress=False)
             latest = trainer.checkpointer.latest()
             assert latest is not None, "a finished run has a checkpoint"
-            report(trainer.state["evals"][-1], latest)
+            report(trainer.counters.evals[-1], latest)
         finally:
             trainer.close()
             cluster.close()
@@ -125,10 +126,10 @@ def _changes(before: dict[str, Any], after: dict[str, Any], prefix: str = "") ->
     return out
 
 
-def trial_metrics(record: dict[str, Any], state: dict[str, Any], agent: Any) -> dict[str, Any]:
+def trial_metrics(record: dict[str, Any], counters: RunCounters, agent: Any) -> dict[str, Any]:
     """What a trial reports at an eval: its return, where it is, the time and steps to the
     threshold (NOT_REACHED until then) and the learning rate its optimizer really uses."""
-    first = state["first_threshold"]
+    first = counters.first_threshold
     metrics = {
         "eval_return": float(record["return_mean"]),
         "env_steps": int(record["env_steps"]),

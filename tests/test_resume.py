@@ -65,7 +65,7 @@ def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_is_used(
     capsys.readouterr()
     trainer = Trainer(rundir.load_run_config(run_dir), run_dir)
     assert trainer.resume().name == OLDER
-    assert trainer.state["env_steps"] == 800 and trainer.agent.train_steps == 13 * 10
+    assert trainer.counters.env_steps == 800 and trainer.agent.train_steps == 13 * 10
     assert len(trainer.replay) == 800
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines

@@ -21,7 +21,7 @@ from rlplat.sources import Source
 def train_off_policy(run: Session, source: Source, replay: Replay, stop: StopOnSignals) -> None:
     """Train until the env-step budget is spent, no fragment is on its way and no phase is
     owed, or until `stop` is requested (the run checkpoints afterwards)."""
-    cfg, agent, state = run.cfg, run.agent, run.state
+    cfg, agent, counters = run.cfg, run.agent, run.counters
     total, n_envs = cfg.train.env_steps, source.num_envs
     if run.distributed:
         vector_steps = cfg.collect.rollout_length
@@ -36,7 +36,7 @@ def train_off_policy(run: Session, source: Source, replay: Replay, stop: StopOnS
     sample: Sample | None = None
     td_errors = None
     while not stop.requested:
-        step = state["env_steps"]
+        step = counters.env_steps
         if step >= total and source.pending == 0 and ratio.owed == 0:
             break
         schedules = run.schedules(step)
@@ -49,9 +49,9 @@ def train_off_policy(run: Session, source: Source, replay: Replay, stop: StopOnS
             run.record(f)
             add_collected(replay, f)
         run.count_restarts(source)
-        step = state["env_steps"]
+        step = counters.env_steps
         # ---- learn: the phases due (distributed: one, so collection keeps flowing)
-        owed = ratio.settle(step, len(replay), state["train_phases"])
+        owed = ratio.settle(step, len(replay), counters.train_phases)
         for _ in range(min(owed, 1) if run.distributed else owed):
             sample = replay.sample(cfg.train.batch_size, cfg.train.updates_per_train)
             result = run.train(sample.batch, sample.weights)
@@ -60,7 +60,7 @@ def train_off_policy(run: Session, source: Source, replay: Replay, stop: StopOnS
                 replay.update_priorities(sample.indices, td_errors)
             if sample.weights is not None:
                 run.window.add_is_weights(sample.weights)
-        ratio.settle(step, len(replay), state["train_phases"])
+        ratio.settle(step, len(replay), counters.train_phases)
         sync_due = agent.train_steps - run.versions.synced_at >= cfg.collect.weight_sync_every
         if run.distributed and sync_due:
             source.broadcast(agent.get_weights(), run.versions.next(agent.train_steps))

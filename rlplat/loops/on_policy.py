@@ -18,12 +18,12 @@ from rlplat.sources import Source
 def train_on_policy(run: Session, source: Source, stop: StopOnSignals) -> None:
     """Train until the env-step budget is spent and no fragment is on its way, or until
     `stop` is requested (the run checkpoints afterwards)."""
-    cfg, agent, state = run.cfg, run.agent, run.state
+    cfg, agent, counters = run.cfg, run.agent, run.counters
     total = cfg.train.env_steps
-    gather = RolloutGather(source.num_fragments, stale_dropped=state["stale_fragments"])
+    gather = RolloutGather(source.num_fragments, stale_dropped=counters.stale_fragments)
     source.broadcast(agent.get_weights(), gather.version)
     while not stop.requested:
-        step = state["env_steps"]
+        step = counters.env_steps
         if step >= total and source.pending == 0:
             break
         schedules = run.schedules(step)
@@ -32,9 +32,9 @@ def train_on_policy(run: Session, source: Source, stop: StopOnSignals) -> None:
         for f in source.gather(launch, cfg.collect.rollout_length, step, block=True):
             run.record(f)
             gather.add(f)
-        state["stale_fragments"] = gather.stale_dropped
+        counters.stale_fragments = gather.stale_dropped
         run.count_restarts(source)
-        step = state["env_steps"]
+        step = counters.env_steps
         # ---- learn: once per complete rollout, then the new weights go out
         if gather.ready():
             run.train(gather.pop())
@@ -42,5 +42,5 @@ def train_on_policy(run: Session, source: Source, stop: StopOnSignals) -> None:
             source.broadcast(agent.get_weights(), gather.version)
         # ---- log, evaluate, checkpoint
         if run.log_due(step):
-            run.log(step, schedules, {"collect/stale_fragments": float(state["stale_fragments"])})
+            run.log(step, schedules, {"collect/stale_fragments": float(counters.stale_fragments)})
         run.evaluate_and_checkpoint(step)

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -28,6 +27,7 @@ from rlplat.collect import Fragment
 from rlplat.config import ExperimentConfig
 from rlplat.data import Transitions
 from rlplat.logging import MetricsWindow, TensorBoardLogger
+from rlplat.loops.counters import RunCounters
 from rlplat.replay import Replay
 from rlplat.sources import Source
 from rlplat.text import HEARTBEAT_S, shown
@@ -70,7 +70,7 @@ class Session:
 
     cfg: ExperimentConfig
     agent: agents.Agent
-    state: dict[str, Any]  # the run's counters, checkpointed (rlplat.train.Trainer.state)
+    counters: RunCounters  # the Trainer's, checkpointed
     replay: Replay | None
     tb: TensorBoardLogger
     progress: Progress
@@ -82,20 +82,21 @@ class Session:
     versions: WeightVersions = field(init=False)
 
     def __post_init__(self) -> None:
-        state, train_steps = self.state, self.agent.train_steps
-        self.window = MetricsWindow(state["env_steps"], train_steps)
+        counters, train_steps = self.counters, self.agent.train_steps
+        self.window = MetricsWindow(counters.env_steps, train_steps)
         self.versions = WeightVersions(train_steps)
         self.last_return = float("nan")
-        self.last_eval = state["evals"][-1]["return_mean"] if state["evals"] else float("nan")
-        self._restarts0 = state["actor_restarts"]
-        self._next_log = _next_multiple(state["env_steps"], self.cfg.train.log_every)
+        evals = counters.evals
+        self.last_eval = evals[-1]["return_mean"] if evals else float("nan")
+        self._restarts0 = counters.actor_restarts
+        self._next_log = _next_multiple(counters.env_steps, self.cfg.train.log_every)
         # from the last recorded eval: an eval a signal stopped is run first on resume
-        evaluated = max((e["env_steps"] for e in state["evals"] if not e["final"]), default=0)
+        evaluated = max((e["env_steps"] for e in evals if not e["final"]), default=0)
         self._next_eval = _next_multiple(evaluated, self.cfg.eval.every_env_steps)
-        self._next_ckpt = _next_multiple(state["env_steps"], self.cfg.checkpoint.every_env_steps)
-        self._beat = (time.monotonic(), state["env_steps"])  # the last plain line's (time, step)
+        self._next_ckpt = _next_multiple(counters.env_steps, self.cfg.checkpoint.every_env_steps)
+        self._beat = (time.monotonic(), counters.env_steps)  # the last plain line's (time, step)
         self._task: TaskID = self.progress.add_task(
-            self.cfg.name, total=self.cfg.train.env_steps, completed=state["env_steps"],
+            self.cfg.name, total=self.cfg.train.env_steps, completed=counters.env_steps,
             sps=0.0, ret=shown(self.last_return), eval=shown(self.last_eval),
         )  # fmt: skip
 
@@ -109,21 +110,21 @@ class Session:
 
     def record(self, f: Fragment) -> None:
         """Count a fragment's env steps and log its episodes (each at the step it ended)."""
-        state = self.state
+        counters = self.counters
         for ep in f.episodes:
-            state["episodes"] += 1
+            counters.episodes += 1
             self.last_return = ep.ret
             self.tb.scalars(
                 {"charts/episodic_return": ep.ret, "charts/episodic_length": ep.length},
-                state["env_steps"] + ep.index + 1,
+                counters.env_steps + ep.index + 1,
             )
-        state["env_steps"] += f.env_steps
+        counters.env_steps += f.env_steps
         if self.distributed:
             lag = self.versions.lag(f.version, self.agent.train_steps)
             self.window.add({"collect/weight_lag_updates": float(lag)})
 
     def count_restarts(self, source: Source) -> None:
-        self.state["actor_restarts"] = self._restarts0 + source.restarts
+        self.counters.actor_restarts = self._restarts0 + source.restarts
 
     def train(self, batch: Transitions, weights: np.ndarray | None = None) -> TrainResult:
         """One training phase on the learner's device; its metrics go to the window."""
@@ -132,7 +133,7 @@ class Session:
         with tf.device(self.device):
             result = self.agent.train(batch, weights)
         self.window.add(result.metrics)
-        self.state["train_phases"] += 1
+        self.counters.train_phases += 1
         return result
 
     def log_due(self, step: int) -> bool:
@@ -156,7 +157,7 @@ class Session:
                 self.agent.train_steps * self.cfg.train.batch_size / max(step, 1)
             )
         if self.distributed:
-            scalars["collect/actor_restarts"] = float(self.state["actor_restarts"])
+            scalars["collect/actor_restarts"] = float(self.counters.actor_restarts)
             scalars["collect/weight_version"] = float(self.versions.latest)
             scalars.update(collect)
         self.tb.scalars(scalars, step)
