@@ -57,12 +57,15 @@ def _user_pages() -> list[Path]:
     return [README, *sorted((REPO / "docs").rglob("*.md"))]
 
 
-@pytest.mark.parametrize("pattern", [r"\bissues?\b", r"before the [\w ]*rewrite", r"\bround\b"])
+@pytest.mark.parametrize(
+    "pattern", [r"\bissues?\b", r"before the [\w ]*rewrite", r"\bround\b(?![- ](robin|trip))"]
+)
 def test_no_project_internal_words_in_what_users_read(pattern):
     found = []
     for page in _user_pages():
         for n, line in enumerate(page.read_text().splitlines(), 1):
             text = re.sub(r"https?://\S+", "", line)  # a cited URL may say /issues/
+            text = re.sub(r"<!--.*?-->", "", text)  # a figure's source expression
             if re.search(pattern, text, re.IGNORECASE):
                 found.append(f"{page.relative_to(REPO)}:{n}: {line.strip()[:100]}")
     assert not found, "\n".join(found)
