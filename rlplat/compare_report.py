@@ -42,10 +42,10 @@ def read_run(run_dir: Path, arm: str | None = None) -> RunResult:
     try:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
         summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError) as e:
+        lines = (run_dir / "evals.jsonl").read_text().splitlines()
+        curve = [(int(e["env_steps"]), float(e["return_mean"])) for e in map(json.loads, lines)]
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{run_dir}: not a finished run ({e.__class__.__name__})") from None
-    lines = (run_dir / "evals.jsonl").read_text().splitlines()
-    curve = [(int(e["env_steps"]), float(e["return_mean"])) for e in map(json.loads, lines)]
     first = summary.get("first_threshold") or {}
     return RunResult(
         arm or cfg["name"], cfg["env"]["id"], int(cfg["seed"]), str(run_dir),
