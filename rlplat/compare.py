@@ -206,10 +206,14 @@ def execute(plan: Plan, jobs: int | None, say) -> list[str]:
     (plan.dir / "logs").mkdir(parents=True, exist_ok=True)
     running: list[_Running] = []
     failed: list[str] = []
-    previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
+    stop = _StopFlag()
+    # Both signals explicitly (a process started in the background of a script inherits
+    # SIGINT ignored), and only noted: the loop stops the runs between two starts, so
+    # no run is started and left behind by a signal in the middle of starting it.
+    previous = {sig: signal.signal(sig, stop.note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while pending or running:
-            while pending and len(running) < width:
+        while (pending or running) and not stop.seen:
+            while pending and len(running) < width and not stop.seen:
                 spec, what = pending.pop(0)
                 running.append(_start(spec, plan, what == "resume", say))
             time.sleep(0.2)
@@ -217,16 +221,20 @@ def execute(plan: Plan, jobs: int | None, say) -> list[str]:
                 running.remove(r)
                 done += 1
                 failed += _finished(r, plan, done, len(specs), say)
-    except KeyboardInterrupt:
-        _stop(running, say)
-        raise CompareInterrupted() from None
+        if stop.seen:
+            _stop(running, say)
+            raise CompareInterrupted()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return failed
 
 
-def _as_ctrl_c(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _StopFlag:
+    seen = False
+
+    def note(self, signum: int, frame: object) -> None:
+        self.seen = True
 
 
 def _log(spec: RunSpec, plan: Plan) -> Path:

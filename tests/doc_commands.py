@@ -122,7 +122,7 @@ class Workspace:
             os.killpg(proc.pid, signal.SIGINT)
         for proc in self.background:
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=60)
