@@ -21,10 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 from _machine import machine  # noqa: E402
 from train_to_threshold import run_seed  # noqa: E402
 
 from rlplat import config as config_mod  # noqa: E402
+from rlplat import stats  # noqa: E402
 
 
 def ratio(new: dict, old: dict) -> float | None:
@@ -32,6 +34,10 @@ def ratio(new: dict, old: dict) -> float | None:
     if not (new["reached"] and old["reached"]):
         return None
     return round(new["wall_s_to_threshold"] / old["wall_s_to_threshold"], 3)
+
+
+def _to_threshold(run: dict) -> float:
+    return run["wall_s_to_threshold"] if run["reached"] else run["wall_s"]
 
 
 def compare(old: str, new: str, seeds: list[int], root: Path, win_ratio: float) -> dict:
@@ -53,6 +59,12 @@ def compare(old: str, new: str, seeds: list[int], root: Path, win_ratio: float) 
         "win_ratio": win_ratio,
         "wins": f"{wins}/{len(seeds)}",
         "ratios_new_old_wall_s_to_threshold": ratios,
+        # P(NEW reaches the threshold sooner than OLD), rlplat/stats.py (a seed that never
+        # reached it counts its whole run)
+        "probability_new_sooner": stats.improvement_probability(
+            [np.array([-_to_threshold(r["old"]) for r in rows])],
+            [np.array([-_to_threshold(r["new"]) for r in rows])],
+        ).to_dict(),
         "runs": rows,
         "old_config": config_mod.load(old).to_dict(),
         "new_config": config_mod.load(new).to_dict(),

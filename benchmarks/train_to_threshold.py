@@ -19,6 +19,7 @@ from pathlib import Path
 
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 from rlplat import config as config_mod
+from rlplat import stats
 from rlplat.train import TrainSummary, train
 
 
@@ -72,6 +73,11 @@ def main() -> None:
             else None
         ),
         "median_wall_s_to_threshold": statistics.median(times) if times else None,
+        # rlplat/stats.py's IQM and interval over every seed, one that never reached the
+        # threshold counted at its whole run (as `rlplat compare` does)
+        "wall_s_to_threshold_iqm": stats.estimate(
+            [r["wall_s_to_threshold"] if r["reached"] else r["wall_s"] for r in runs]
+        ).to_dict(),
         "runs": runs,
         "runs_root": str(root),
     }
