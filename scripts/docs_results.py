@@ -194,17 +194,31 @@ class _Fields(dict):
             raise AttributeError(key) from None
 
 
-def _data(name: str) -> dict | list:
-    paths = _files(name.strip())
+def _paths(names: str) -> list[Path]:
+    """The results files NAMES (space-separated) name; one that names none is an error."""
+    paths = [p for name in names.split() for p in _files(name)]
     if not paths or not all(p.is_file() for p in paths):
-        raise FigureError(f"no results file {name!r} in benchmarks/results")
-    loaded = [json.loads(p.read_text(), object_hook=_Fields) for p in paths]
-    return loaded[0] if len(paths) == 1 and not any(c in name for c in "*{") else loaded
+        raise FigureError(f"no results file {names!r} in benchmarks/results")
+    return paths
+
+
+def _read(path: Path) -> _Fields:
+    return json.loads(path.read_text(), object_hook=_Fields)
+
+
+def _names(**extra: object) -> dict:
+    """What a marker's expression sees: `d` and the like, and the helpers at hand only."""
+    return {"__builtins__": {}, **_AT_HAND, **extra}
+
+
+def _data(name: str) -> dict | list:
+    loaded = [_read(p) for p in _paths(name)]
+    return loaded[0] if len(loaded) == 1 and not any(c in name for c in "*{") else loaded
 
 
 def figure(file: str, expr: str, fmt: str) -> str:
     try:
-        value = eval(expr, {"__builtins__": {}, **_AT_HAND, "d": _data(file)})  # noqa: S307
+        value = eval(expr, _names(d=_data(file)))  # noqa: S307
         return format(value, fmt.strip()) if fmt.strip() else str(value)
     except FigureError:
         raise
@@ -225,14 +239,11 @@ def _machine(data: dict) -> str:
 
 
 def source(files: str) -> str:
-    names = files.split()
-    paths = [p for name in names for p in _files(name)]
-    if not paths:
-        raise FigureError(f"no results file {files!r} in benchmarks/results")
-    machines = sorted({_machine(json.loads(p.read_text())) for p in paths if p.is_file()})
+    paths = _paths(files)
+    machines = sorted({_machine(_read(p)) for p in paths})
     dates = sorted(_date(p) for p in paths)
     when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
-    shown = ", ".join(f"`{n}`" for n in names)
+    shown = ", ".join(f"`{n}`" for n in files.split())
     return f"{shown} · {'; '.join(machines)} · {when}"
 
 
@@ -242,15 +253,11 @@ TABLE = re.compile(r"<!--table (?P<files>[^\n]+)\n(?P<template>.*?)-->\n(?P<old>
 
 def table(files: str, template: str) -> str:
     head, rows = template.strip().splitlines()[:2], template.strip().splitlines()[2:]
-    paths = [p for name in files.split() for p in _files(name)]
-    if not paths or not all(p.is_file() for p in paths):
-        raise FigureError(f"no results file {files!r} in benchmarks/results")
     out = list(head)
-    for i, path in enumerate(paths, 1):
-        d = json.loads(path.read_text(), object_hook=_Fields)
+    for i, path in enumerate(_paths(files), 1):
+        names = _names(d=_read(path), i=i, name=path.name)
         for row in rows:
             try:  # the row is an f-string over d: `{d.levels[0].p50_ms:.2f}`
-                names = {"__builtins__": {}, **_AT_HAND, "d": d, "i": i, "name": path.name}
                 out.append(eval("f" + repr(row), names))  # noqa: S307
             except Exception as e:
                 raise FigureError(f"{path.name}: {row[:60]}...: {type(e).__name__}: {e}") from None
