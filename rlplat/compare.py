@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rlplat.errors import UserError
+from rlplat.runs import run_info
 
 PLAN_FILE = "plan.json"
 FIRST_SEED = 1000  # comparisons' seeds: far from the small seeds the ready files were tuned on
@@ -60,13 +61,13 @@ class Plan:
         """Seed by seed, each arm in turn: a comparison cut short is still balanced."""
         from rlplat import config as config_mod
 
+        tasks = {f: config_mod.load(f, self.overrides).env.id for a in self.arms for f in a.files}
         out = []
         for seed in self.seeds:
             for arm in self.arms:
                 for file in arm.files:
-                    task = config_mod.load(file, self.overrides).env.id
-                    run_dir = self.dir / "runs" / arm.label / _slug(task) / f"s{seed}"
-                    out.append(RunSpec(arm.label, task, file, seed, run_dir))
+                    run_dir = self.dir / "runs" / arm.label / _slug(tasks[file]) / f"s{seed}"
+                    out.append(RunSpec(arm.label, tasks[file], file, seed, run_dir))
         return out
 
     def save(self) -> None:
@@ -136,10 +137,10 @@ def choose_seeds(n: int, first: int, arms: list[Arm], allow_tuned: bool) -> list
     return seeds
 
 
-def cpus_per_run(spec: RunSpec, overrides: list[str]) -> int:
+def cpus_per_run(file: str, overrides: list[str]) -> int:
     from rlplat import config as config_mod
 
-    return 1 + config_mod.load(spec.file, overrides).collect.num_actors
+    return 1 + config_mod.load(file, overrides).collect.num_actors
 
 
 def parallel_runs(specs: list[RunSpec], overrides: list[str], jobs: int | None) -> int:
@@ -149,7 +150,7 @@ def parallel_runs(specs: list[RunSpec], overrides: list[str], jobs: int | None) 
             raise UserError(f"--jobs: at least 1, got {jobs}")
         return jobs
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    widest = max(cpus_per_run(s, overrides) for s in specs)
+    widest = max(cpus_per_run(f, overrides) for f in {s.file for s in specs})
     return max(1, (cpus or 1) // widest)
 
 
@@ -166,8 +167,6 @@ def run_command(spec: RunSpec, plan: Plan, resume: bool) -> list[str]:
 
 def _todo(spec: RunSpec) -> str:
     """ "done", "resume" or "start" (a run stopped before its first checkpoint starts over)."""
-    from rlplat.runs import run_info
-
     if not spec.run_dir.exists():
         return "start"
     status = run_info(spec.run_dir).status
@@ -252,23 +251,14 @@ def _start(spec: RunSpec, plan: Plan, resume: bool, say) -> _Running:
 
 def _finished(r: _Running, plan: Plan, done: int, total: int, say) -> list[str]:
     spec, seconds = r.spec, time.monotonic() - r.started
-    final = _final_eval(spec.run_dir)
+    final = run_info(spec.run_dir).final_eval
     if r.proc.returncode == 0 and final is not None:
         say(f"[{done}/{total}] {spec.arm} {spec.task} seed {spec.seed}: final eval "
-            f"{final:.1f} ({seconds:.0f} s)")  # fmt: skip
+            f"{final['return_mean']:.1f} ({seconds:.0f} s)")  # fmt: skip
         return []
     say(f"[{done}/{total}] {spec.arm} {spec.task} seed {spec.seed}: FAILED "
         f"(exit {r.proc.returncode}; {_log(spec, plan)})")  # fmt: skip
     return [f"{spec.arm} {spec.task} seed {spec.seed}: {_log(spec, plan)}"]
-
-
-def _final_eval(run_dir: Path) -> float | None:
-    try:
-        return float(
-            json.loads((run_dir / "summary.json").read_text())["final_eval"]["return_mean"]
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _stop(running: list[_Running], say) -> None:

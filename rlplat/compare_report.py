@@ -105,10 +105,10 @@ def _to_threshold(runs: list[RunResult]) -> dict[str, Any] | None:
 def summarise(results: list[RunResult], order: list[str]) -> dict[str, Any]:
     """Every number of the comparison (the contents of compare.json)."""
     norm, source = _normalise(results)
-    first = _scores(results, order[0], norm)
+    by_arm = {arm: _scores(results, arm, norm) for arm in order}
+    first = by_arm[order[0]]
     per_arm, versus = {}, {}
-    for arm in order:
-        scores = _scores(results, arm, norm)
+    for arm, scores in by_arm.items():
         runs = [r for r in results if r.arm == arm]
         per_arm[arm] = {
             "runs": len(runs),
@@ -129,7 +129,7 @@ def summarise(results: list[RunResult], order: list[str]) -> dict[str, Any]:
         "seeds": sorted({r.seed for r in results}), "normalisation": source,
         "score": "human-normalised final eval" if source else "final eval return",
         "per_experiment": per_arm, "improvement": versus,
-        "scores": {arm: [x.tolist() for x in _scores(results, arm, norm)] for arm in order},
+        "scores": {arm: [x.tolist() for x in scores] for arm, scores in by_arm.items()},
         "verdict": verdict(per_arm, versus), "runs": [asdict(r) for r in results],
     }  # fmt: skip
 
