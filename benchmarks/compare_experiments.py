@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from _machine import machine  # noqa: E402
-from train_to_threshold import run_seed  # noqa: E402
+from train_to_threshold import run_seed, to_threshold  # noqa: E402
 
 from rlplat import config as config_mod  # noqa: E402
 from rlplat import stats  # noqa: E402
@@ -34,10 +34,6 @@ def ratio(new: dict, old: dict) -> float | None:
     if not (new["reached"] and old["reached"]):
         return None
     return round(new["wall_s_to_threshold"] / old["wall_s_to_threshold"], 3)
-
-
-def _to_threshold(run: dict) -> float:
-    return run["wall_s_to_threshold"] if run["reached"] else run["wall_s"]
 
 
 def compare(old: str, new: str, seeds: list[int], root: Path, win_ratio: float) -> dict:
@@ -62,8 +58,8 @@ def compare(old: str, new: str, seeds: list[int], root: Path, win_ratio: float) 
         # P(NEW reaches the threshold sooner than OLD), rlplat/stats.py (a seed that never
         # reached it counts its whole run)
         "probability_new_sooner": stats.improvement_probability(
-            [np.array([-_to_threshold(r["old"]) for r in rows])],
-            [np.array([-_to_threshold(r["new"]) for r in rows])],
+            [np.array([-to_threshold(r["old"], "wall_s") for r in rows])],
+            [np.array([-to_threshold(r["new"], "wall_s") for r in rows])],
         ).to_dict(),
         "runs": rows,
         "old_config": config_mod.load(old).to_dict(),

@@ -30,7 +30,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_text  # noqa: E402
-from train_to_threshold import run_seed  # noqa: E402
+from train_to_threshold import run_seed, to_threshold  # noqa: E402
 
 from rlplat.stats import Estimate, estimate  # noqa: E402
 
@@ -63,8 +63,8 @@ def summarize(path: Path, seeds: list[int], overrides: list[str], runs: list[dic
     if threshold is not None:
         out["final_ge_threshold"] = f"{sum(f >= threshold for f in finals)}/{len(runs)}"
         out["reached_threshold"] = f"{sum(r['reached'] for r in runs)}/{len(runs)}"
-        steps = [r["env_steps_to_threshold"] or r["env_steps"] for r in runs]
-        secs = [r["wall_s_to_threshold"] or r["wall_s"] for r in runs]
+        steps = [to_threshold(r, "env_steps") for r in runs]
+        secs = [to_threshold(r, "wall_s") for r in runs]
         out["env_steps_to_threshold_iqm"] = estimate(steps).to_dict()
         out["wall_s_to_threshold_iqm"] = estimate(secs).to_dict()
     return out

@@ -33,6 +33,12 @@ def run_seed(path: str, seed: int, overrides: list[str], root: Path) -> dict:
     return {"seed": seed, "threshold": cfg.eval.threshold, **figures(s, time.perf_counter() - t0)}
 
 
+def to_threshold(run: dict, key: str) -> float:
+    """A run's env steps (`key` "env_steps") or seconds ("wall_s") to the threshold; a run
+    that never reached it counts its whole run, so dropping it never flatters a figure."""
+    return run[f"{key}_to_threshold"] if run["reached"] else run[key]
+
+
 def figures(s: TrainSummary, wall_s: float) -> dict:
     """A finished run's figures: when it first reached the threshold, its final eval, rates."""
     first = s.first_threshold or {}
@@ -76,7 +82,7 @@ def main() -> None:
         # rlplat/stats.py's IQM and interval over every seed, one that never reached the
         # threshold counted at its whole run (as `rlplat compare` does)
         "wall_s_to_threshold_iqm": stats.estimate(
-            [r["wall_s_to_threshold"] if r["reached"] else r["wall_s"] for r in runs]
+            [to_threshold(r, "wall_s") for r in runs]
         ).to_dict(),
         "runs": runs,
         "runs_root": str(root),

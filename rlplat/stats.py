@@ -94,8 +94,7 @@ def aggregate(per_task: Sequence[np.ndarray], kind: str = "iqm", seed: int = 0) 
     if kind not in ("iqm", "median", "mean"):
         raise ValueError(f"kind: iqm, median or mean, got {kind!r}")
     if len(per_task) == 1:
-        fn = {"iqm": iqm, "median": np.median, "mean": np.mean}[kind]
-        return bootstrap(per_task, lambda x, axis=-1: fn(x, axis=axis), seed)
+        return estimate(per_task[0], {"iqm": iqm, "median": np.median, "mean": np.mean}[kind], seed)
 
     def statistic(*tasks: np.ndarray, axis: int = -1) -> np.ndarray:
         if kind == "iqm":
