@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _machine import machine  # noqa: E402
-from doc_commands import Workspace, free_port, page_commands  # noqa: E402
+from conftest import free_port  # noqa: E402
+from doc_commands import Workspace, page_commands  # noqa: E402
 
 
 def tour(space: Workspace) -> list[dict]:

@@ -10,22 +10,17 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conftest import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 BUDGET = ["--set", "train.env_steps=4096", "--set", "export.when=always"]
 LINKED = (".venv", "experiments", "scripts", "benchmarks")  # what the pages' paths name
 BACKGROUND = ("rlplat serve", "tensorboard")  # commands that run until Ctrl-C
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def page_commands(markdown: str) -> list[str]:

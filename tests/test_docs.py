@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from doc_commands import Workspace, free_port, page_commands
+from conftest import free_port
+from doc_commands import Workspace, page_commands
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
