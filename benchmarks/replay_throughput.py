@@ -55,7 +55,7 @@ def main() -> None:
     uniform = UniformReplay(CAPACITY, (OBS,), seed=0)
     fill(uniform, rng)
     uniform_rate = rate(lambda: uniform.sample(BATCH))
-    mem = sum(a.nbytes for a in per._data.values()) + per._sum.nbytes + per._min.nbytes
+    mem = sum(a.nbytes for a in per._data.values()) + per._tree._sum.nbytes + per._tree._min.nbytes
     print(json.dumps({
         "benchmark": "replay_throughput",
         "capacity": CAPACITY,
