@@ -26,7 +26,7 @@ import numpy as np
 
 from rlplat.agents.netspec import NORM_CLIP, NORM_EPS, OBS_MEAN, OBS_VAR, NetworkSpec, q_spec
 from rlplat.agents.tf_actors import TFNatureCNN
-from rlplat.data import Transitions
+from rlplat.experience.data import Transitions
 
 Weights = dict[str, np.ndarray]
 # name -> (shape, numpy dtype name): what a network's weights must look like.

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from rlplat.agents.actors import ActorPolicy, Weights, WeightSpec, check_weights
-from rlplat.data import Transitions
+from rlplat.experience.data import Transitions
 
 
 @dataclass
@@ -29,9 +29,9 @@ class Agent(abc.ABC):
     """What the platform may ask of an algorithm. Batches in and out are numpy."""
 
     on_policy: bool
-    # Off-policy agents: the collector (rlplat/collect.py) assembles n-step returns with
-    # this discount, and the agent gets `discount` = gamma^n (0 after a termination) as the
-    # bootstrap multiplier.
+    # Off-policy agents: n-step returns are formed with this discount before the learner
+    # (rlplat/experience/nstep.py), and the agent gets `discount` = gamma^n (0 after a
+    # termination) as the bootstrap multiplier.
     gamma: float = 0.99
     n_step: int = 1
     # Whether the learner's networks compute in float16 (`agents.build(...,

@@ -1,9 +1,9 @@
 """DQN on TF-Agents: fixed Q targets (hard or Polyak), Double (DdqnAgent), Dueling
 (agents.networks.DuelingQNetwork), n-step returns and prioritized-replay IS weights.
 
-n-step returns are assembled by the collector (rlplat/collect.py), which hands over
-`discount` = gamma^n (0 after a termination); so TF-Agents gets gamma = 1 and the
-bootstrap is reward + discount * Q_target(next_obs, .).
+n-step returns are formed before the learner sees them (rlplat/experience/nstep.py, in the
+collector or by the frame storage), with `discount` = gamma^n (0 after a termination); so
+TF-Agents gets gamma = 1 and the bootstrap is reward + discount * Q_target(next_obs, .).
 
 The Q network is described once (agents.netspec.q_spec): the learner's TF-Agents network
 and the collectors' forward pass are both built from that spec. With
@@ -41,10 +41,10 @@ from rlplat.agents.networks import (
     resolve_network,
 )
 from rlplat.agents.replicas import replica_slice
-from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
 from rlplat.envs.tf_agents_adapter import tensor_specs
 from rlplat.errors import ConfigError
+from rlplat.experience.data import Transitions
 
 
 class DQNAgent(Agent):

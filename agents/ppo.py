@@ -45,9 +45,9 @@ from rlplat.agents.networks import (
     resolve_network,
 )
 from rlplat.agents.replicas import replica_slice
-from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
 from rlplat.errors import ConfigError
+from rlplat.experience.data import Transitions
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

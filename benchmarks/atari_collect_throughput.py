@@ -3,15 +3,15 @@
     .venv/bin/python benchmarks/atari_collect_throughput.py --seconds 4
 
 For each game, on the same training envs (envs.make_vec with training=True, as
-rlplat/collect.py builds them; one backend, --envs per collector):
+rlplat/experience/collect.py builds them; one backend, --envs per collector):
   raw        random actions, no policy (atari_env_throughput.rate).
-  collector  one rlplat.collect.Collector in this process acting with the actor policy of
+  collector  one rlplat.experience.collect.Collector in this process acting with the actor policy of
              experiments/spaceinvaders_dqn.yaml (dueling Nature-CNN DQN, epsilon-greedy at
              the schedule's mid-run value) or of experiments/pong_ppo.yaml (Nature-CNN PPO,
              sampled actions), untrained weights; no learner. `policy_ms` is the time in
              the policy's `act` (the TF forward pass on the collector), `rest_ms` the rest:
              env.step and the collector's own bookkeeping, both per vector step.
-  ray_N      N Ray collector actors (rlplat.sources.RaySource, the source `rlplat train`
+  ray_N      N Ray collector actors (rlplat.experience.sources.RaySource, the source `rlplat train`
              uses, on an embedded local Ray started by rlplat.cluster), each relaunched as soon
              as its fragment is back, the driver draining fragments and re-broadcasting the
              weights every second; no learner, so this is the collection ceiling. Fragments
@@ -42,7 +42,7 @@ from atari_env_throughput import rate as raw_rate  # benchmarks/ is sys.path[0] 
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 from rlplat.agents.actors import ActorPolicy, Weights
 from rlplat.config import EnvConfig, ExperimentConfig
-from rlplat.data import Transitions
+from rlplat.experience.data import Transitions
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = {
@@ -98,17 +98,14 @@ def schedule_steps(cfg: ExperimentConfig) -> int:
 def in_process(cfg: ExperimentConfig, seconds: float) -> dict[str, Any]:
     """One Collector in this process: agent steps/s, and the forward pass's share."""
     from rlplat import agents, envs
-    from rlplat.collect import Collector
+    from rlplat.experience.collect import Collector
+    from rlplat.experience.replay import row_spec
 
     agent = agents.build(cfg.agent, envs.spaces(cfg.env), seed=0)
     policy = TimedPolicy(agent.actor_policy(0, 1, seed=0))
     policy.set_weights(agent.get_weights())
-    n_step = None if agent.on_policy or cfg.one_step_rows else agent.n_step
     c = cfg.collect
-    collector = Collector(
-        cfg.env, c.envs_per_actor, 0, policy, n_step=n_step, gamma=agent.gamma,
-        priorities=cfg.actor_priorities,
-    )  # fmt: skip
+    collector = Collector(cfg.env, c.envs_per_actor, 0, policy, row_spec(cfg, agent))
     try:
         env_steps = schedule_steps(cfg)
         collector.collect(c.rollout_length, env_steps)  # traces the tf.function
@@ -135,7 +132,7 @@ def ray_collectors(cfg: ExperimentConfig, seconds: float) -> dict[str, Any]:
     from rich.console import Console
 
     from rlplat import agents, envs
-    from rlplat.sources import RaySource
+    from rlplat.experience.sources import RaySource
 
     agent = agents.build(cfg.agent, envs.spaces(cfg.env), seed=0)
     source = RaySource(cfg, agent, 0, {"address": "local"}, Console(quiet=True), lambda *_: None)

@@ -19,8 +19,8 @@ import numpy as np
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 from rlplat import agents
 from rlplat.agents.configs import DQNConfig, PPOConfig
-from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
+from rlplat.experience.data import Transitions
 
 SPACES = EnvSpaces(gym.spaces.Box(0, 255, (84, 84, 4), np.uint8), gym.spaces.Discrete(6))
 DQN_BATCH, DQN_K, DQN_CALLS = 32, 16, 3

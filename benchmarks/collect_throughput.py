@@ -62,7 +62,7 @@ def collector_rates(
     """
     from rlplat import agents, cluster, envs
     from rlplat import config as config_mod
-    from rlplat.collect import ray_collectors
+    from rlplat.experience.collect import ray_collectors
 
     cfg = config_mod.load(
         EXPERIMENT,
@@ -116,13 +116,14 @@ def in_process_rate(envs_per_actor: int, fragment: int, seconds: float) -> float
     """One collector in this process with the same policy: what one core gives."""
     from rlplat import agents, envs
     from rlplat import config as config_mod
-    from rlplat.collect import Collector
+    from rlplat.experience.collect import Collector
+    from rlplat.experience.replay import RowSpec
 
     cfg = config_mod.load(EXPERIMENT)
     agent = agents.build(cfg.agent, envs.spaces(cfg.env), seed=0)
     policy = agent.actor_policy(0, 1, seed=0)
     policy.set_weights(agent.get_weights())
-    c = Collector(cfg.env, envs_per_actor, 0, policy, n_step=3, gamma=0.99, priorities=True)
+    c = Collector(cfg.env, envs_per_actor, 0, policy, RowSpec(3, 0.99, priorities=True))
     c.collect(fragment)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:

@@ -1,8 +1,8 @@
-"""The frame-sharing replay (rlplat/frame_replay.py) at Atari sizes; one JSON line.
+"""The frame-sharing replay (rlplat/experience/storage.py) at Atari sizes; one JSON line.
 
     .venv/bin/python benchmarks/frame_replay.py [--capacity 100000]
 
-Fills a prioritized 3-step FrameReplay of [84, 84, 4] uint8 observations from 8
+Fills a prioritized replay with a 3-step frame storage of [84, 84, 4] uint8 observations from 8
 interleaved synthetic env streams (episodes of 100-300 steps: Atari lives with
 terminal-on-life-loss are of that order), then measures: bytes per stored transition
 (every array's nbytes over the drawable transitions when full, and per slot), the same
@@ -22,15 +22,23 @@ from pathlib import Path
 import numpy as np
 from replay_throughput import rate  # (this folder: scripts run from it)
 
-from rlplat.data import Transitions
-from rlplat.frame_replay import FrameReplay
+from rlplat.experience.data import Fragment, Transitions
+from rlplat.experience.replay import LocalReplay
+from rlplat.experience.sampler import PrioritizedSampler
+from rlplat.experience.storage import FrameStorage
 
 OBS, STREAMS, STEPS = (84, 84, 4), 8, 64  # rows per add: STREAMS * STEPS
 
 
-def nbytes(replay: FrameReplay) -> int:
-    arrays = [v for v in vars(replay).values() if isinstance(v, np.ndarray)]
-    return sum(a.nbytes for a in arrays) + replay._tree._sum.nbytes + replay._tree._min.nbytes
+def frame_replay(capacity: int) -> LocalReplay:
+    storage = FrameStorage(capacity, OBS, num_streams=STREAMS, n_step=3, gamma=0.99)
+    return LocalReplay(storage, PrioritizedSampler(storage.capacity, seed=0))
+
+
+def nbytes(replay: LocalReplay) -> int:
+    arrays = [v for v in vars(replay.storage).values() if isinstance(v, np.ndarray)]
+    tree = replay.sampler._tree
+    return sum(a.nbytes for a in arrays) + tree._sum.nbytes + tree._min.nbytes
 
 
 class Streams:
@@ -68,13 +76,13 @@ class Streams:
         )  # fmt: skip
 
 
-def fill(replay: FrameReplay, streams: Streams) -> tuple[float, int]:
+def fill(replay: LocalReplay, streams: Streams) -> tuple[float, int]:
     """Add until every slot was written once more than capacity; (add seconds, rows)."""
     spent, rows = 0.0, 0
     while rows < replay.capacity * 1.05:
         t = streams.rows()  # made outside the timing: only the replay's work counts
         t0 = time.perf_counter()
-        replay.add(t)
+        replay.add(Fragment(t, num_envs=STREAMS))
         spent += time.perf_counter() - t0
         rows += len(t)
     return spent, rows
@@ -85,12 +93,10 @@ def main() -> None:
     ap.add_argument("--capacity", type=int, default=100_000)
     capacity = ap.parse_args().capacity
     rng = np.random.default_rng(0)
-    replay = FrameReplay(
-        capacity, OBS, num_streams=STREAMS, n_step=3, gamma=0.99, prioritized=True, seed=0
-    )
+    replay = frame_replay(capacity)
     add_s, added = fill(replay, Streams(rng))
     size = nbytes(replay)
-    big = FrameReplay(1_000_000, OBS, num_streams=STREAMS, n_step=3, prioritized=True)
+    big = frame_replay(1_000_000)
     sample_rate = rate(lambda: replay.sample(32))
 
     def sample_and_update() -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 from rlplat import agents, config, envs
-from rlplat.data import Transitions
+from rlplat.experience.data import Transitions
 
 BATCH, K = 64, 128
 

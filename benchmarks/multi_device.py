@@ -32,8 +32,8 @@ def samples_per_s(agent_type: str, devs: tuple[str, ...]) -> float:
 
     from rlplat import agents
     from rlplat.agents.configs import DQNConfig, PPOConfig
-    from rlplat.data import Transitions
     from rlplat.envs import EnvSpaces
+    from rlplat.experience.data import Transitions
     from rlplat.learner import Placement, learner_scope
 
     spaces = EnvSpaces(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2))

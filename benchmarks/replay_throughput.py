@@ -13,19 +13,22 @@ import time
 
 import numpy as np
 
-from rlplat.data import Transitions
-from rlplat.replay import PrioritizedReplay, UniformReplay
+from rlplat.experience.data import Fragment, Transitions
+from rlplat.experience.replay import LocalReplay
+from rlplat.experience.sampler import PrioritizedSampler, UniformSampler
+from rlplat.experience.storage import TransitionStorage
 
 CAPACITY, OBS, BATCH = 1_000_000, 8, 256
 
 
-def fill(replay: UniformReplay, rng: np.random.Generator) -> float:
+def fill(replay: LocalReplay, rng: np.random.Generator) -> float:
     t0 = time.perf_counter()
     chunk = 10_000
     for _ in range(CAPACITY // chunk):
         obs = rng.normal(size=(chunk, OBS)).astype(np.float32)
-        replay.add(Transitions(obs, rng.integers(0, 4, chunk), rng.normal(size=chunk),
-                               obs, np.ones(chunk, np.float32)))  # fmt: skip
+        t = Transitions(obs, rng.integers(0, 4, chunk), rng.normal(size=chunk).astype(np.float32),
+                        obs, np.ones(chunk, np.float32))  # fmt: skip
+        replay.add(Fragment(t))
     return time.perf_counter() - t0
 
 
@@ -39,7 +42,7 @@ def rate(fn, seconds: float = 3.0) -> float:
 
 def main() -> None:
     rng = np.random.default_rng(0)
-    per = PrioritizedReplay(CAPACITY, (OBS,), seed=0)
+    per = LocalReplay(TransitionStorage(CAPACITY, (OBS,)), PrioritizedSampler(CAPACITY, seed=0))
     fill_s = fill(per, rng)
     per.update_priorities(np.arange(CAPACITY), rng.exponential(size=CAPACITY))
     td = rng.exponential(size=BATCH)
@@ -52,10 +55,11 @@ def main() -> None:
     sample_rate = rate(lambda: per.sample(BATCH))
     update_rate = rate(lambda: per.update_priorities(last.indices, td))
     pair_rate = rate(pair)
-    uniform = UniformReplay(CAPACITY, (OBS,), seed=0)
+    uniform = LocalReplay(TransitionStorage(CAPACITY, (OBS,)), UniformSampler(CAPACITY, 0, True))
     fill(uniform, rng)
     uniform_rate = rate(lambda: uniform.sample(BATCH))
-    mem = sum(a.nbytes for a in per._data.values()) + per._tree._sum.nbytes + per._tree._min.nbytes
+    tree = per.sampler._tree
+    mem = sum(a.nbytes for a in per.storage._data.values()) + tree._sum.nbytes + tree._min.nbytes
     print(json.dumps({
         "benchmark": "replay_throughput",
         "capacity": CAPACITY,

@@ -22,7 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import _worktree  # benchmarks/ is sys.path[0] when run as a script
+
 # Run inside each worktree: seed Python's random whenever TensorFlow's seed is set.
 _PRELUDE = """
 import random, runpy, sys
@@ -39,15 +40,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def run_commit(commit: str, experiment: str, seed: int, overrides: list[str], root: Path) -> dict:
-    sha = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", commit],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    tree = root / f"tree-{sha}"
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(tree), sha],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    sha, tree = _worktree.add(commit, root)
     try:
         runs = root / f"runs-{sha}"
         cmd = [sys.executable, "-c", _PRELUDE, "benchmarks/train_to_threshold.py", experiment,
@@ -59,10 +52,7 @@ def run_commit(commit: str, experiment: str, seed: int, overrides: list[str], ro
         summary = json.loads(out.stdout.strip().splitlines()[-1])["runs"][0]
         evals = [json.loads(line) for line in (runs / f"seed{seed}" / "evals.jsonl").open()]
     finally:
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
-            capture_output=True,
-        )  # fmt: skip
+        _worktree.remove(tree)
     return {
         "commit": sha,
         "curve": [[e["env_steps"], round(e["return_mean"], 4)] for e in evals],

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from rlplat.agents import Agent
 from rlplat.errors import UserError
-from rlplat.replay import Replay
+from rlplat.experience.replay import Replay
 from rlplat.runs import CKPT_PREFIX, MANIFEST, complete_checkpoints, no_checkpoint
 
 # What reading a damaged checkpoint of an older rlplat (no manifest) raises.

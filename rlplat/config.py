@@ -99,9 +99,15 @@ class ReplayConfig(Strict):
     frames: bool = Field(
         False,
         description="stacked pixel observations [H, W, K] uint8 stored frame by frame "
-        "(each frame once, n-step at sample time: rlplat/frame_replay.py); collectors "
-        "then send one-step rows",
+        "(each frame once, n-step returns formed at sample time: "
+        "rlplat/experience/storage.py); collectors then send one-step rows",
     )
+
+    @property
+    def n_step_at(self) -> Literal["collector", "sample"]:
+        """Where n-step returns are formed: by the collectors, which see each env's stream
+        in order (stored whole), or at sample time from the frame storage's ordered steps."""
+        return "sample" if self.frames else "collector"
 
     @model_validator(mode="after")
     def _frames_checks(self) -> ReplayConfig:
@@ -189,21 +195,6 @@ class ExperimentConfig(Strict):
                 "(--set replay=null)"
             )
         return self
-
-    @property
-    def actor_priorities(self) -> bool:
-        """Whether collectors send initial priorities (prioritized replay, `td`)."""
-        r = self.replay
-        if r is None or r.type != "prioritized" or r.frames:
-            return False
-        mode = r.initial_priority or ("td" if self.collect.num_actors > 0 else "max")
-        return mode == "td"
-
-    @property
-    def one_step_rows(self) -> bool:
-        """Whether off-policy collectors send one-step rows (the frame replay assembles
-        n-step itself) instead of n-step transitions."""
-        return self.replay is not None and self.replay.frames
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", serialize_as_any=True)

@@ -17,8 +17,8 @@ import gymnasium as gym
 import numpy as np
 
 from rlplat import envs, text
-from rlplat.collect import as_obs
 from rlplat.config import EnvConfig
+from rlplat.experience.collect import as_obs
 
 EVAL_SEED_OFFSET = 1_000_000  # eval envs never share seeds with training envs
 

@@ -2,7 +2,7 @@
 the loop, the final eval, checkpoints, export and shutdown.
 
 The loop itself is one of two, chosen once from `agent.on_policy` (rlplat/loops/):
-on-policy or off-policy, each fed by a collection `Source` (rlplat/sources.py), local or
+on-policy or off-policy, each fed by a collection `Source` (rlplat/experience/sources.py), local or
 Ray collectors alike.
 """
 
@@ -23,12 +23,15 @@ import numpy as np
 from rich.console import Console
 
 from rlplat import agents, envs
-from rlplat import replay as replay_mod
 from rlplat.checkpoint import Checkpointer
 from rlplat.cluster import Cluster, start_cluster
-from rlplat.collect import CollectorDiedError
 from rlplat.config import ExperimentConfig
 from rlplat.evaluate import EvalHeartbeat, EvalResult, EvalStopped, run_episodes
+from rlplat.experience import factory as replay_factory
+from rlplat.experience.collect import CollectorDiedError
+from rlplat.experience.replay import Replay
+from rlplat.experience.sharded import ReplayShardError
+from rlplat.experience.sources import Source, open_source
 from rlplat.logging import TensorBoardLogger
 from rlplat.loops.counters import RunCounters
 from rlplat.loops.off_policy import train_off_policy
@@ -37,7 +40,6 @@ from rlplat.loops.session import Session, progress_bar
 from rlplat.run_export import export_agent, export_skip_reason
 from rlplat.rundir import record_resume, resume_changes, resume_command, write_metadata
 from rlplat.signals import Interrupted, StopOnSignals
-from rlplat.sources import Source, open_source
 from rlplat.text import shown
 
 
@@ -85,10 +87,10 @@ class Trainer:
         self._own_cluster = cluster is None
         self.cluster = cluster if cluster is not None else start_cluster(cfg, console=console)
         self.ray_info = self.cluster.info
-        self.replay: replay_mod.Replay | None = None
+        self.replay: Replay | None = None
         try:
             if cfg.replay:
-                self.replay = replay_mod.make(
+                self.replay = replay_factory.make(
                     cfg.replay, self.spaces, cfg.seed, n_step=self.agent.n_step,
                     gamma=self.agent.gamma,
                     num_streams=max(1, cfg.collect.num_actors) * cfg.collect.envs_per_actor,
@@ -386,7 +388,7 @@ def train(
         if resume:
             _resume(trainer, changes, argv)
         return trainer.run(show_progress, signals)
-    except (replay_mod.ReplayShardError, CollectorDiedError) as err:
+    except (ReplayShardError, CollectorDiedError) as err:
         hint = resume_command(run_dir, cluster.info if cluster else None)
         raise UserError(f"{err}; resume with: {hint}") from None
     except Interrupted as exc:

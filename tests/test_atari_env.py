@@ -7,9 +7,9 @@ import pytest
 
 from rlplat import config, envs
 from rlplat.agents.actors import ActorPolicy
-from rlplat.collect import Collector
 from rlplat.config import EnvConfig
 from rlplat.errors import ConfigError
+from rlplat.experience.collect import Collector
 
 CARTPOLE = "experiments/cartpole_dqn.yaml"
 

@@ -249,7 +249,7 @@ def test_cpu_check_on_a_ray_this_process_started(caplog: pytest.LogCaptureFixtur
 def test_a_collector_that_cannot_start_names_the_exception_not_rays_header():
     from ray.exceptions import ActorDiedError, RayActorError
 
-    from rlplat.collect import death_cause
+    from rlplat.experience.collect import death_cause
 
     text = (
         "The actor died because of an error raised in its creation task, "

@@ -18,9 +18,9 @@ from pixel_env import PixelEnv
 from rlplat import agents
 from rlplat.agents.configs import DQNConfig, PPOConfig, ReinforceConfig
 from rlplat.agents.networks import NatureQNetwork
-from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
 from rlplat.errors import ConfigError
+from rlplat.experience.data import Transitions
 from rlplat.export import export_saved_model
 from rlplat.policies import load_policy
 

@@ -16,11 +16,10 @@ from conftest import RLPLAT, processes_of, tiny_config, user_env
 
 from rlplat import agents, config, envs
 from rlplat.agents.actors import EpsilonGreedyQ, apex_epsilon, weight_spec
-from rlplat.collect import Fragment, RolloutGather
-from rlplat.data import Transitions
 from rlplat.errors import ConfigError
+from rlplat.experience.collect import RolloutGather
+from rlplat.experience.data import Fragment, Transitions
 from rlplat.learner import place_learner
-from rlplat.replay import PrioritizedReplay
 
 
 def dqn_cfg(**agent):
@@ -64,16 +63,6 @@ def test_actor_priorities_are_n_step_td_errors():
     t.action = action
     expected = np.abs(reward + discount * q(next_obs).max(1) - q(obs)[np.arange(5), action])
     np.testing.assert_allclose(policy.priorities(t), expected, rtol=1e-5, atol=1e-5)
-
-
-def test_replay_takes_collector_priorities():
-    replay = PrioritizedReplay(8, (1,), seed=0, alpha=1.0, priority_epsilon=0.0)
-    t = Transitions(*(np.zeros((3, *s), np.float32) for s in [(1,), (), (), (1,), ()]))
-    t.action = np.zeros(3, np.int64)
-    replay.add(t, np.array([1.0, 2.0, 5.0]))
-    np.testing.assert_allclose(replay.priorities(), [1.0, 2.0, 5.0])
-    replay.add(t)  # no estimates: the max priority seen
-    np.testing.assert_allclose(replay.priorities()[3:], [5.0, 5.0, 5.0])
 
 
 def _fragment(actor: int, version: int, steps: int = 3, n_envs: int = 2) -> Fragment:
@@ -125,7 +114,10 @@ def test_actor_policies_pickle_without_tensorflow():
     policy.set_weights(agent.get_weights())
     obs = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     np.testing.assert_array_equal(policy.act(obs, explore=False), agent.act(obs, explore=False))
-    code = "import sys, rlplat.agents.actors, rlplat.collect; print('tensorflow' in sys.modules)"
+    code = (
+        "import sys, rlplat.agents.actors, rlplat.experience.collect; "
+        "print('tensorflow' in sys.modules)"
+    )
     out = subprocess.run(
         [str(Path(RLPLAT).with_name("python")), "-c", code],
         capture_output=True, text=True, env=user_env(), timeout=60,
@@ -253,56 +245,6 @@ def test_ctrl_c_with_ray_collectors_checkpoints_and_cleans_up(tmp_path: Path):
 
 
 # ------------------------------------------------------------------- replay shards
-
-
-@pytest.fixture
-def local_ray():
-    from rlplat import cluster
-
-    info = cluster.start(None, 1)
-    yield info
-    cluster.stop()
-
-
-def _rows(values) -> Transitions:
-    obs = np.asarray(values, np.float32)[:, None]
-    n = len(obs)
-    return Transitions(obs, np.zeros(n, np.int64), np.zeros(n, np.float32), obs,
-                       np.ones(n, np.float32))  # fmt: skip
-
-
-@pytest.mark.slow
-def test_sharded_prioritized_replay_samples_like_one_buffer(local_ray, tmp_path: Path):
-    from rlplat.config import ReplayConfig
-    from rlplat.replay import ShardedReplay
-
-    spaces = envs.spaces(config.EnvConfig(id="test_envs:Corridor"))
-    cfg = ReplayConfig(type="prioritized", capacity=8, shards=2, alpha=1.0,
-                       priority_epsilon=1e-9, beta={"start": 0.5, "end": 0.5})  # fmt: skip
-    replay = ShardedReplay(cfg, spaces, seed=0)
-    replay.add(_rows([0, 1]), np.array([1.0, 2.0]))  # round-robin: shard 0
-    replay.add(_rows([2, 3]), np.array([3.0, 4.0]))  # shard 1
-    assert len(replay) == 4
-    replay.anneal(0.0)
-    counts = np.zeros(4)
-    for _ in range(60):
-        s = replay.sample(50, 2)
-        ids = s.batch.obs[..., 0].astype(int).ravel()
-        counts += np.bincount(ids, minlength=4)
-        # Importance weights are one buffer's: (p_i / p_min)^-beta, from global figures.
-        prios = np.array([1.0, 2.0, 3.0, 4.0])[ids]
-        np.testing.assert_allclose(s.weights.ravel(), (prios / 1.0) ** -0.5, rtol=1e-5)
-    np.testing.assert_allclose(counts / counts.sum(), [0.1, 0.2, 0.3, 0.4], atol=0.02)
-    # Priority updates go back to the shard an index came from.
-    s = replay.sample(4)
-    replay.update_priorities(s.indices, np.full(s.indices.shape, 10.0))
-    replay.save(tmp_path)
-    fresh = ShardedReplay(cfg, spaces, seed=1)
-    fresh.load(tmp_path)
-    assert len(fresh) == 4 and sorted(p.name for p in tmp_path.iterdir()) == [
-        "shard-0", "shard-1"]  # fmt: skip
-    fresh.close()
-    replay.close()
 
 
 @pytest.mark.slow

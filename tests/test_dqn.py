@@ -5,7 +5,7 @@ import pytest
 from conftest import tiny_config
 
 from rlplat import agents, config, envs
-from rlplat.data import Transitions
+from rlplat.experience.data import Transitions
 
 
 def make_agent(**agent_cfg):

@@ -6,10 +6,10 @@ import pytest
 
 from rlplat import envs
 from rlplat.agents.actors import ActorPolicy
-from rlplat.collect import Collector
 from rlplat.config import EnvConfig
 from rlplat.envs.tf_agents_adapter import tensor_specs
 from rlplat.errors import ConfigError
+from rlplat.experience.collect import Collector
 
 
 class _Always(ActorPolicy):

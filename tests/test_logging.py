@@ -8,9 +8,17 @@ from rlplat.logging import TensorBoardLogger, truncate_events
 
 
 def read(logdir: Path) -> list[tuple[str, int]]:
+    """Every scalar's (tag, step), files in the order they were written: by their first
+    scalar's wall time, not by name (in files named in the same second, a writer counter of
+    10 sorts before 9)."""
+    files = []
+    for path in logdir.glob("events.out.tfevents.*"):
+        events = list(EventFileLoader(str(path)).Load())
+        times = [e.wall_time for e in events if e.summary.value]
+        files.append((min(times, default=0.0), events))
     out = []
-    for path in sorted(logdir.glob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(path)).Load():
+    for _, events in sorted(files, key=lambda f: f[0]):
+        for event in events:
             out += [(v.tag, event.step) for v in event.summary.value]
     return out
 

@@ -52,9 +52,9 @@ def test_dying_collectors_stop_the_run_with_a_checkpoint_and_one_clear_error(
     tmp_path: Path, monkeypatch
 ):
     from rlplat import config
-    from rlplat.collect import CollectorDiedError
     from rlplat.errors import UserError
-    from rlplat.sources import LocalSource
+    from rlplat.experience.collect import CollectorDiedError
+    from rlplat.experience.sources import LocalSource
     from rlplat.train import train
 
     gather = LocalSource.gather

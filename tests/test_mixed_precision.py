@@ -17,8 +17,8 @@ from conftest import run_cli, tiny_config
 from rlplat import agents
 from rlplat.agents.configs import DQNConfig, PPOConfig
 from rlplat.config import LearnerConfig
-from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
+from rlplat.experience.data import Transitions
 from rlplat.learner import Placement, with_precision
 
 PIXELS = EnvSpaces(gym.spaces.Box(0, 255, (84, 84, 4), np.uint8), gym.spaces.Discrete(4))

@@ -36,7 +36,7 @@ from pathlib import Path
 from rlplat import agents
 from rlplat.agents.configs import DQNConfig, PPOConfig
 from rlplat.checkpoint import Checkpointer
-from rlplat.data import Transitions
+from rlplat.experience.data import Transitions
 from rlplat.envs import EnvSpaces
 from rlplat.export import export_saved_model
 from rlplat.learner import Placement, learner_scope

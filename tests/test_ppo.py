@@ -9,7 +9,7 @@ from conftest import tiny_config
 from mc_returns import discounted_returns
 
 from rlplat import agents, config, envs
-from rlplat.collect import Collector, time_major
+from rlplat.experience.collect import Collector, time_major
 from rlplat.export import export_saved_model
 from rlplat.train import Trainer
 

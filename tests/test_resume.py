@@ -357,7 +357,7 @@ def test_progress_bar_shows_a_dash_not_nan_before_the_first_eval(tmp_path: Path)
                                                  ("LunarLander-v3", True)])  # fmt: skip
 def test_policy_std_is_logged_for_continuous_actions_only(env: str, continuous: bool):
     from rlplat import agents, envs
-    from rlplat.collect import Collector, time_major
+    from rlplat.experience.collect import Collector, time_major
 
     data = tiny_config(env={"id": env, "kwargs": {"continuous": True} if continuous else {}})
     data["agent"] = {"type": "ppo", "network": {"hidden": [8]}, "epochs": 1,

@@ -150,7 +150,7 @@ def test_prioritized_nstep_run_checkpoints_and_resumes_its_replay(tmp_path: Path
     first = Trainer(cfg, tmp_path / "run")
     summary = first.run(show_progress=False)
     assert summary.env_steps == 800 and summary.train_steps == 13 * 10
-    prios = first.replay.priorities()
+    prios = first.replay.sampler.priorities(np.arange(len(first.replay)))
     assert len(prios) > 700 and prios.std() > 0  # TD errors became priorities
     tags = tb_steps(tmp_path / "run" / "tb")
     for tag in ("replay/beta", "replay/is_weight_mean", "replay/is_weight_min",
@@ -158,6 +158,6 @@ def test_prioritized_nstep_run_checkpoints_and_resumes_its_replay(tmp_path: Path
         assert tags[tag], tag
     second = Trainer(cfg, tmp_path / "run")
     second.resume()
-    np.testing.assert_array_equal(second.replay.priorities(), prios)
-    assert second.replay.beta == first.replay.beta
+    np.testing.assert_array_equal(second.replay.sampler.priorities(np.arange(len(prios))), prios)
+    assert second.replay.sampler.is_weights.beta == first.replay.sampler.is_weights.beta
     assert second.agent.train_steps == first.agent.train_steps

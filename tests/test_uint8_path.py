@@ -9,10 +9,10 @@ import pytest
 from test_atari_env import _Random
 
 from rlplat import envs
-from rlplat.collect import Collector
 from rlplat.config import EnvConfig, ReplayConfig
 from rlplat.evaluate import run_episodes
-from rlplat.replay import build
+from rlplat.experience.collect import Collector
+from rlplat.experience.replay import RowSpec, build
 
 PIXELS = EnvConfig(id="pixel_env:PixelEnv", kwargs={"episode_steps": 3})
 CARTPOLE = EnvConfig(id="CartPole-v1")
@@ -35,7 +35,7 @@ def test_fragments_keep_the_envs_pixels(cfg: EnvConfig, dtype):
     assert t.obs.dtype == dtype and t.next_obs.dtype == dtype
     assert t.obs.shape[0] == 10
     # n-step assembly (off-policy fragments) keeps the dtype too
-    collector = Collector(cfg, 2, seed=0, policy=_Random(2), n_step=2)
+    collector = Collector(cfg, 2, seed=0, policy=_Random(2), rows=RowSpec(n_step=2))
     try:
         t = collector.collect(5).transitions
     finally:
@@ -50,10 +50,10 @@ def test_plain_replay_stores_pixels_as_uint8(cfg: EnvConfig, dtype):
         replay = build(ReplayConfig(type=kind, capacity=8), spaces, seed=0)
         collector = Collector(cfg, 2, seed=0, policy=_Random(2))
         try:
-            t = collector.collect(3).transitions
+            fragment = collector.collect(3)
         finally:
             collector.close()
-        replay.add(t)
+        replay.add(fragment)
         batch = replay.sample(4).batch
         assert batch.obs.dtype == dtype and batch.next_obs.dtype == dtype
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 
+from rlplat.experience.data import Sample
+from rlplat.experience.replay import Replay
+from rlplat.experience.sources import Source
 from rlplat.loops.replay_ratio import ReplayRatio
 from rlplat.loops.session import Session
-from rlplat.replay import Replay, Sample, add_collected
 from rlplat.signals import StopOnSignals
-from rlplat.sources import Source
 
 
 def train_off_policy(run: Session, source: Source, replay: Replay, stop: StopOnSignals) -> None:
@@ -47,7 +48,7 @@ def train_off_policy(run: Session, source: Source, replay: Replay, stop: StopOnS
             vector_steps = min(vector_steps, math.ceil((total - step) / n_envs))
         for f in source.gather(launch, vector_steps, step, block=ratio.idle):
             run.record(f)
-            add_collected(replay, f)
+            replay.add(f)
         run.count_restarts(source)
         step = counters.env_steps
         # ---- learn: the phases due (distributed: one, so collection keeps flowing)

@@ -9,10 +9,10 @@ never mixed in: the agent's "old" log-probabilities must be the current policy's
 
 from __future__ import annotations
 
-from rlplat.collect import RolloutGather
+from rlplat.experience.collect import RolloutGather
+from rlplat.experience.sources import Source
 from rlplat.loops.session import Session
 from rlplat.signals import StopOnSignals
-from rlplat.sources import Source
 
 
 def train_on_policy(run: Session, source: Source, stop: StopOnSignals) -> None:

@@ -23,13 +23,12 @@ from rich.table import Column
 
 from rlplat import agents
 from rlplat.agents.base import TrainResult
-from rlplat.collect import Fragment
 from rlplat.config import ExperimentConfig
-from rlplat.data import Transitions
+from rlplat.experience.data import Fragment, Transitions
+from rlplat.experience.replay import Replay
+from rlplat.experience.sources import Source
 from rlplat.logging import MetricsWindow, TensorBoardLogger
 from rlplat.loops.counters import RunCounters
-from rlplat.replay import Replay
-from rlplat.sources import Source
 from rlplat.text import HEARTBEAT_S, shown
 
 

@@ -1,7 +1,8 @@
-"""The frame-sharing replay (rlplat/frame_replay.py) against synthetic frame streams whose
-pixels encode (stream, episode, t): any frame from the wrong stream, episode or step shows.
-The expected n-step transitions come from the collectors' own `NStepAssembler` run on each
-stream's one-step rows."""
+"""The frame storage (rlplat/experience/storage.py), in a replay, against synthetic frame
+streams whose pixels encode (stream, episode, t): any frame from the wrong stream, episode
+or step shows.
+The expected n-step transitions come from the collectors' own `NStepAccumulator` run on
+each stream's one-step rows."""
 
 from __future__ import annotations
 
@@ -16,16 +17,17 @@ import yaml
 from conftest import run_cli, tiny_config, user_env
 
 from rlplat import config
-from rlplat import replay as replay_mod
 from rlplat.agents.actors import ActorPolicy
-from rlplat.collect import Collector, Fragment
 from rlplat.config import EnvConfig
-from rlplat.data import Transitions
 from rlplat.envs import EnvSpaces
 from rlplat.errors import ConfigError, UserError
-from rlplat.frame_replay import FrameReplay
-from rlplat.nstep import NStepAssembler
-from rlplat.replay import UniformReplay, add_collected
+from rlplat.experience import factory as replay_mod
+from rlplat.experience.collect import Collector
+from rlplat.experience.data import Fragment, Transitions
+from rlplat.experience.nstep import NStepAccumulator
+from rlplat.experience.replay import LocalReplay
+from rlplat.experience.sampler import PrioritizedSampler, UniformSampler
+from rlplat.experience.storage import FrameStorage, TransitionStorage
 
 K, SHAPE, GAMMA = 4, (5, 6), 0.9
 
@@ -88,7 +90,7 @@ class Expected:
     paint the stream, episode and step, so a wrong stack finds no entry)."""
 
     def __init__(self, num_streams: int, n: int):
-        self.asm = [NStepAssembler(n, GAMMA, 1) for _ in range(num_streams)]
+        self.asm = [NStepAccumulator(n, GAMMA, 1) for _ in range(num_streams)]
         self.by_obs: dict[bytes, tuple] = {}
 
     def feed(self, t: Transitions, num_streams: int) -> int:
@@ -113,8 +115,32 @@ class Expected:
             assert got.discount[i] == pytest.approx(discount, rel=1e-6)
 
 
-def drawable(replay: FrameReplay) -> np.ndarray:
-    return np.flatnonzero(replay._tree.leaf(np.arange(replay.capacity)) > 0)
+def frame_replay(
+    capacity: int, num_streams: int = 1, n_step: int = 1, gamma: float = 0.99, *,
+    prioritized: bool = False, seed: int = 0, obs: tuple = (*SHAPE, K), **kw,
+) -> LocalReplay:  # fmt: skip
+    storage = FrameStorage(capacity, obs, num_streams=num_streams, n_step=n_step, gamma=gamma)
+    if prioritized:
+        return LocalReplay(storage, PrioritizedSampler(storage.capacity, seed, **kw))
+    return LocalReplay(storage, UniformSampler(storage.capacity, seed, dense=False))
+
+
+def add(replay: LocalReplay, t: Transitions) -> None:
+    """Rows ordered (step, stream) over all the storage's streams: one collector's."""
+    replay.add(Fragment(t, num_envs=replay.storage.num_streams))
+
+
+def tree(replay: LocalReplay):
+    return replay.sampler._tree
+
+
+def drawable(replay: LocalReplay) -> np.ndarray:
+    return np.flatnonzero(tree(replay).leaf(np.arange(replay.capacity)) > 0)
+
+
+def drawn(replay: LocalReplay) -> Transitions:
+    """Every drawable transition."""
+    return replay.storage.rows(drawable(replay))
 
 
 @pytest.mark.parametrize("pad", ["repeat", "zeros"])
@@ -122,45 +148,45 @@ def drawable(replay: FrameReplay) -> np.ndarray:
 def test_every_drawable_transition_is_what_the_env_emitted(pad, n):
     num_streams = 3
     streams = [FakeStream(s, pad) for s in range(num_streams)]
-    replay = FrameReplay(3 * 40, (*SHAPE, K), num_streams=num_streams, n_step=n, gamma=GAMMA)
+    replay = frame_replay(3 * 40, num_streams, n, GAMMA)
     expected = Expected(num_streams, n)
     emitted = expected.feed(t := rollout(streams, 12), num_streams)
-    replay.add(t)
+    add(replay, t)
     # Before any wrap every complete window is drawable, but one step later than the
     # collector emits it: the replay needs the frame that the next step stores.
     assert emitted - num_streams <= len(replay) <= emitted
     for _ in range(8):  # each ring (40 slots) wraps several times
         t = rollout(streams, 17)
         expected.feed(t, num_streams)
-        replay.add(t)
+        add(replay, t)
         idx = drawable(replay)
         assert len(idx) == len(replay) > 40  # most slots still hold drawable steps
-        expected.check(replay.rows(idx))
+        expected.check(replay.storage.rows(idx))
         s = replay.sample(8, num_batches=2)
         assert s.batch.obs.shape == (2, 8, *SHAPE, K) and s.weights is None
         expected.check(s.batch)
 
 
 def test_streams_added_separately_and_a_restarted_stream():
-    """`add_steps` with explicit stream ids (e.g. two collectors' fragments); a stream
+    """Streams added separately (two collectors' fragments, one env each); a stream
     that jumps mid-episode (collector restart, resume) ends its episode truncated,
     bootstrapping from the last next observation it sent."""
     n = 3
-    replay = FrameReplay(2 * 50, (*SHAPE, K), num_streams=2, n_step=n, gamma=GAMMA)
+    replay = frame_replay(2 * 50, 2, n, GAMMA)
     a, b = FakeStream(0, "repeat"), FakeStream(1, "zeros")
     ta, tb = rollout([a], 5), rollout([b], 5)
-    replay.add_steps(tb, np.ones(5, int))
-    replay.add_steps(ta, np.zeros(5, int))
+    replay.add(Fragment(tb, actor=1))
+    replay.add(Fragment(ta, actor=0))
     a.episode, a.t = 50, 0  # a restarted env: a new episode
     a.obs = a._reset_stack()
     ta2 = rollout([a], 4)
-    replay.add_steps(ta2, np.zeros(4, int))
+    replay.add(Fragment(ta2, actor=0))
     # What the collectors would have sent had stream 0 ended with truncation after ta.
     cut = Transitions.concat([ta, ta2])
     cut.last[4] = True
     expected = Expected(1, n)
     expected.feed(cut, 1)
-    batch = replay.rows(drawable(replay))
+    batch = drawn(replay)
     first = batch.action < 100_000
     expected.check(batch.map(lambda x: x[first]))
     # Stream 0: episode 0 (3 steps), the cut one (2), and the restarted one's first window.
@@ -173,60 +199,57 @@ def test_streams_added_separately_and_a_restarted_stream():
 
 def test_prioritized_sampling_and_updates():
     streams = [FakeStream(s, "repeat") for s in range(2)]
-    replay = FrameReplay(
-        2 * 60, (*SHAPE, K), num_streams=2, n_step=3, gamma=GAMMA, prioritized=True,
-        alpha=1.0, priority_epsilon=0.0, seed=3,
-    )  # fmt: skip
-    replay.add(rollout(streams, 20))
+    replay = frame_replay(
+        2 * 60, 2, 3, GAMMA, prioritized=True, alpha=1.0, priority_epsilon=0.0, seed=3
+    )
+    add(replay, rollout(streams, 20))
     idx = drawable(replay)
-    assert np.all(replay._tree.leaf(idx) == 1.0)  # new steps: the max priority
+    assert np.all(tree(replay).leaf(idx) == 1.0)  # new steps: the max priority
     favourite = idx[:1]
     td = np.full(len(idx), 0.01)
     td[0] = 100.0
     replay.update_priorities(idx, td)
     s = replay.sample(64)
     assert np.mean(s.indices == favourite[0]) > 0.8
-    w = (s.priorities / 0.01) ** -replay.beta  # (N P)^-b / (N P_min)^-b
+    w = (s.priorities / 0.01) ** -replay.sampler.is_weights.beta  # (N P)^-b / (N P_min)^-b
     np.testing.assert_allclose(s.weights, w, rtol=1e-5)
-    replay.add(rollout(streams, 1))  # new steps come in at the max priority seen: 100
-    assert replay._tree.leaf(drawable(replay)).max() == pytest.approx(100.0)
+    add(replay, rollout(streams, 1))  # new steps come in at the max priority seen: 100
+    assert tree(replay).leaf(drawable(replay)).max() == pytest.approx(100.0)
     assert replay.anneal(1.0) == {"replay/beta": pytest.approx(1.0)}
 
 
 def test_priority_updates_skip_overwritten_steps():
     """A step overwritten between its sample and its update stays undrawable."""
-    replay = FrameReplay(40, (*SHAPE, K), n_step=1, prioritized=True)
+    replay = frame_replay(40, prioritized=True)
     stream = FakeStream(0, "repeat")
-    replay.add(rollout([stream], 10))
+    add(replay, rollout([stream], 10))
     old = drawable(replay)
-    replay.add(rollout([stream], 30))  # the ring wrapped over the old steps' slots
-    gone = old[replay._tree.leaf(old) == 0]
+    add(replay, rollout([stream], 30))  # the ring wrapped over the old steps' slots
+    gone = old[tree(replay).leaf(old) == 0]
     assert len(gone) > 0
     replay.update_priorities(gone, np.ones(len(gone)))
-    assert np.all(replay._tree.leaf(gone) == 0)
+    assert np.all(tree(replay).leaf(gone) == 0)
 
 
 def test_checkpoint_round_trip(tmp_path):
     streams = [FakeStream(s, "repeat") for s in range(2)]
-    make = lambda: FrameReplay(  # noqa: E731
-        2 * 30, (*SHAPE, K), num_streams=2, n_step=3, gamma=GAMMA, prioritized=True, seed=5
-    )
+    make = lambda: frame_replay(2 * 30, 2, 3, GAMMA, prioritized=True, seed=5)  # noqa: E731
     replay = make()
-    replay.add(rollout(streams, 40))  # wrapped, with an episode open in each stream
+    add(replay, rollout(streams, 40))  # wrapped, with an episode open in each stream
     replay.update_priorities(drawable(replay)[:5], np.arange(5.0))
     replay.save(tmp_path)
     restored = make()
     restored.load(tmp_path)
     more = rollout(streams, 7)
     for r in (replay, restored):
-        r.add(more)  # the open episodes continue where they were
+        add(r, more)  # the open episodes continue where they were
     a, b = replay.sample(16), restored.sample(16)
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_array_equal(a.batch.obs, b.batch.obs)
     np.testing.assert_array_equal(a.weights, b.weights)
     assert len(replay) == len(restored)
     early = make()
-    early.add(rollout([FakeStream(s, "repeat") for s in range(2)], 3))
+    add(early, rollout([FakeStream(s, "repeat") for s in range(2)], 3))
     early.save(tmp_path)  # only the written slots go to disk
     with np.load(tmp_path / "replay.npz") as saved:
         slots = sum(len(saved[f"frames_{s}"]) for s in range(2))
@@ -235,17 +258,18 @@ def test_checkpoint_round_trip(tmp_path):
     late = make()
     late.load(tmp_path)
     np.testing.assert_array_equal(late.sample(4).batch.obs, early.sample(4).batch.obs)
-    other = FrameReplay(2 * 31, (*SHAPE, K), num_streams=2)
+    other = frame_replay(2 * 31, 2)
     with pytest.raises(ValueError, match="replay.json"):
         other.load(tmp_path)
-    with pytest.raises(ValueError, match="holds a frame replay"):
-        UniformReplay(60, (*SHAPE, K)).load(tmp_path)
+    plain = LocalReplay(TransitionStorage(60, (*SHAPE, K)), UniformSampler(60, 0, dense=True))
+    with pytest.raises(ValueError, match=r"holds a frames replay \(replay.frames: true\)"):
+        plain.load(tmp_path)
 
 
 def test_bytes_per_transition_at_100k():
-    replay = FrameReplay(100_000, (84, 84, 4), num_streams=8, n_step=3, prioritized=True)
-    arrays = [v for v in vars(replay).values() if isinstance(v, np.ndarray)]
-    arrays += [replay._tree._sum, replay._tree._min]
+    replay = frame_replay(100_000, 8, 3, prioritized=True, obs=(84, 84, 4))
+    arrays = [v for v in vars(replay.storage).values() if isinstance(v, np.ndarray)]
+    arrays += [tree(replay)._sum, tree(replay)._min]
     per_transition = sum(a.nbytes for a in arrays) / replay.capacity
     assert per_transition <= 7.5 * 1024, per_transition
     assert per_transition < 2 * 84 * 84 * 4 / 7  # 7x less than obs + next_obs per row
@@ -260,13 +284,15 @@ def image_spaces(shape=(*SHAPE, K), dtype=np.uint8) -> EnvSpaces:
 
 def test_config_selects_the_frame_replay_and_checks_its_key():
     cfg = config.parse(tiny_config(replay={"capacity": 200, "frames": True}))
-    assert cfg.one_step_rows and not cfg.actor_priorities
+    assert cfg.replay.n_step_at == "sample"
     kw = dict(n_step=3, gamma=GAMMA, num_streams=2)
     replay = replay_mod.make(cfg.replay, image_spaces(), 0, **kw)
-    assert isinstance(replay, FrameReplay) and replay.n_step == 3 and replay.ring == 100
+    storage = replay.storage
+    assert isinstance(storage, FrameStorage) and storage.n_step == 3 and storage.ring == 100
     plain = config.parse(tiny_config(replay={"capacity": 200}))
-    assert not plain.one_step_rows
-    assert isinstance(replay_mod.make(plain.replay, image_spaces(), 0, **kw), UniformReplay)
+    assert plain.replay.n_step_at == "collector"
+    plain_replay = replay_mod.make(plain.replay, image_spaces(), 0, **kw)
+    assert isinstance(plain_replay.storage, TransitionStorage)
     with pytest.raises(UserError, match=r"^replay.frames: needs stacked uint8"):
         replay_mod.make(cfg.replay, image_spaces((4,), np.float32), 0, **kw)
     with pytest.raises(ConfigError, match="replay.frames"):
@@ -277,20 +303,19 @@ def test_config_selects_the_frame_replay_and_checks_its_key():
 
 def test_collected_fragments_go_to_their_streams():
     """Two collectors of two envs each: fragment rows land in stream actor * 2 + env."""
-    replay = FrameReplay(4 * 30, (*SHAPE, K), num_streams=4, n_step=1)
+    replay = frame_replay(4 * 30, 4)
     envs_ = [[FakeStream(10 * actor + e, "repeat") for e in range(2)] for actor in range(2)]
     for _ in range(3):
         for actor in (1, 0):
             t = rollout(envs_[actor], 4)
-            add_collected(replay, Fragment(t, [], len(t), num_envs=2, actor=actor))
-    batch = replay.rows(drawable(replay))
-    stream_of_row = drawable(replay) // replay.ring
+            replay.add(Fragment(t, [], len(t), num_envs=2, actor=actor))
+    batch = drawn(replay)
+    stream_of_row = drawable(replay) // replay.storage.ring
     emitted_by = batch.obs[:, 0, 0, -1]  # the FakeStream id painted into each frame
     assert set(emitted_by) == {0, 1, 10, 11}
     np.testing.assert_array_equal((emitted_by // 10) * 2 + emitted_by % 10, stream_of_row)
-    uniform = UniformReplay(10, (*SHAPE, K))  # whole transitions: `add` as before
-    add_collected(uniform, Fragment(rollout([FakeStream(0, "repeat")], 2), [], 2, num_envs=1))
-    assert len(uniform) == 2
+    with pytest.raises(ValueError, match=r"stream ids must be in \[0, 4\)"):
+        replay.add(Fragment(rollout(envs_[0], 1), num_envs=2, actor=2))
 
 
 class PixelWalk(gym.Env):
@@ -347,10 +372,10 @@ def test_a_real_collector_through_gymnasium_frame_stacking():
     """The collector's one-step rows (same-step autoreset, final observations, truncation)
     from gymnasium's FrameStackObservation come back as the n-step transitions the
     collector would have assembled itself."""
-    env = EnvConfig(id="test_frame_replay:StackedPixelWalk", max_episode_steps=6)
+    env = EnvConfig(id="test_frame_storage:StackedPixelWalk", max_episode_steps=6)
     n, num_envs = 3, 2
     collector = Collector(env, num_envs, seed=0, policy=RandomActions(0))
-    replay = FrameReplay(num_envs * 60, (*SHAPE, K), num_streams=num_envs, n_step=n, gamma=GAMMA)
+    replay = frame_replay(num_envs * 60, num_envs, n, GAMMA)
     expected = Expected(num_envs, n)
     ends = []
     for _ in range(6):
@@ -358,8 +383,8 @@ def test_a_real_collector_through_gymnasium_frame_stacking():
         t = fragment.transitions
         ends.append((t.last & (t.discount == 0), t.last & (t.discount == 1)))
         expected.feed(t, num_envs)
-        add_collected(replay, fragment)
-        expected.check(replay.rows(drawable(replay)))
+        replay.add(fragment)
+        expected.check(drawn(replay))
     assert len(replay) >= 40  # the rings wrapped (60 rows each): short episodes, 4 slots more
     terminated, truncated = np.sum(ends, axis=(0, 2))
     assert terminated > 0 and truncated > 0
@@ -370,7 +395,7 @@ def test_a_dqn_run_on_frames_trains_checkpoints_and_resumes(tmp_path):
     """`replay.frames: true` through the CLI: collectors send one-step rows, the replay's
     checkpoint holds its rings, and a resume carries on from it."""
     (tmp_path / "pixwalk.py").write_text(
-        "from test_frame_replay import StackedPixelWalk as Env  # noqa: F401\n"
+        "from test_frame_storage import StackedPixelWalk as Env  # noqa: F401\n"
     )
     cfg = tiny_config(
         env={"id": "pixwalk:Env", "max_episode_steps": 6},
@@ -420,12 +445,12 @@ def digest(*fields: np.ndarray) -> bytes:
 def test_real_atari_frames_come_back_as_the_collector_would_assemble_them(backend):
     """Breakout through both env.atari backends (life-loss terminals that keep the frame
     stack, zero-padded first stacks, time limits): after the rings wrap, every drawable
-    transition is one the collector's NStepAssembler would have sent."""
+    transition is one the collector's NStepAccumulator would have sent."""
     n, num_envs = 3, 2
     env = EnvConfig(id="ALE/Breakout-v5", max_episode_steps=150, atari={"backend": backend})
     collector = Collector(env, num_envs, seed=0, policy=RandomAtari())
-    replay = FrameReplay(num_envs * 400, (84, 84, 4), num_streams=num_envs, n_step=n)
-    assemblers = [NStepAssembler(n, 0.99, 1) for _ in range(num_envs)]
+    replay = frame_replay(num_envs * 400, num_envs, n, obs=(84, 84, 4))
+    assemblers = [NStepAccumulator(n, 0.99, 1) for _ in range(num_envs)]
     sent: set[bytes] = set()
     ends = np.zeros(2, int)  # terminated, truncated
     for _ in range(12):
@@ -437,8 +462,8 @@ def test_real_atari_frames_come_back_as_the_collector_would_assemble_them(backen
                 fields = (out.obs, out.action, out.reward, out.next_obs, out.discount)
                 rows = zip(*fields, strict=True)
                 sent.update(digest(*row) for row in rows)
-        add_collected(replay, fragment)
-        b = replay.rows(drawable(replay))
+        replay.add(fragment)
+        b = drawn(replay)
         rows = zip(b.obs, b.action, b.reward, b.next_obs, b.discount, strict=True)
         assert all(digest(*row) in sent for row in rows)
     assert ends.min() > 0 and len(replay) > 500

@@ -7,9 +7,10 @@ pulls the learner's weights from the object store when their version changes. An
 policy acts in numpy, so its collector never imports TensorFlow; a conv-net policy acts in
 TF on the collector's CPU (agents/tf_actors.py). Neither claims a GPU.
 
-Off-policy, collectors also assemble n-step transitions (they see each env's stream in
-order) and, Ape-X style, compute initial priorities from their own |n-step TD error|.
-On-policy, they return fixed-length rollout fragments tagged with the policy version.
+What a collector hands back is the replay's choice (`RowSpec`): n-step transitions (it
+sees each env's stream in order) with, Ape-X style, initial priorities from its own
+|n-step TD error|; or one-step rows (on-policy rollouts tagged with the policy version,
+and the frame storage, which forms n-step returns itself).
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import contextlib
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -27,27 +27,14 @@ import numpy as np
 from rlplat import envs
 from rlplat.agents.actors import ActorPolicy, Weights
 from rlplat.config import EnvConfig, ExperimentConfig
-from rlplat.data import EpisodeStats, Transitions
-from rlplat.nstep import NStepAssembler
+from rlplat.experience.data import EpisodeStats, Fragment, Transitions
+from rlplat.experience.nstep import NStepAccumulator
+from rlplat.experience.replay import RowSpec, row_spec
 
+if TYPE_CHECKING:
+    from rlplat.agents.base import Agent
 
-@dataclass
-class Fragment:
-    """What one `collect` call returns.
-
-    `transitions`: off-policy, n-step transitions ready for replay (None if no window
-    completed); on-policy, the raw rollout with rows ordered (step, env). `env_steps` is
-    the number of environment steps taken (what the run's budget counts).
-    """
-
-    transitions: Transitions | None
-    episodes: list[EpisodeStats]
-    env_steps: int
-    num_envs: int
-    priorities: np.ndarray | None = None
-    version: int = 0  # the learner's weight version the fragment was collected with
-    actor: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
+ONE_STEP_ROWS = RowSpec()  # raw rows: on-policy rollouts (and the frame storage's)
 
 
 class Collector:
@@ -59,13 +46,10 @@ class Collector:
         num_envs: int,
         seed: int,
         policy: ActorPolicy,
-        n_step: int | None = None,
-        gamma: float = 0.99,
-        priorities: bool = False,
+        rows: RowSpec = ONE_STEP_ROWS,
         actor: int = 0,
     ):
-        """`n_step` None: on-policy (raw rollouts); an int: off-policy n-step assembly.
-        `priorities`: attach the policy's initial priorities to off-policy fragments."""
+        """`rows`: what to hand back (default: raw one-step rows)."""
         self.num_envs = num_envs
         self.policy = policy
         self.actor = actor
@@ -74,8 +58,10 @@ class Collector:
         # Box actions: the policy's raw (e.g. Gaussian) action is stored for learning; the
         # env gets it clipped to its bounds.
         self._clip = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
-        self._nstep = None if n_step is None else NStepAssembler(n_step, gamma, num_envs)
-        self._priorities = priorities
+        self._nstep = (
+            None if rows.n_step is None else NStepAccumulator(rows.n_step, rows.gamma, num_envs)
+        )
+        self._priorities = rows.priorities
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
@@ -340,7 +326,7 @@ class RayCollectors:
         self._pending.clear()
 
 
-def ray_collectors(cfg: ExperimentConfig, agent: Any, seed: int) -> RayCollectors:
+def ray_collectors(cfg: ExperimentConfig, agent: Agent, seed: int) -> RayCollectors:
     """`cfg.collect.num_actors` Ray collectors for `agent` (Ray must be initialised).
 
     Actor i acts with `agent.actor_policy(i, N)` (its own exploration, e.g. Ape-X
@@ -350,16 +336,12 @@ def ray_collectors(cfg: ExperimentConfig, agent: Any, seed: int) -> RayCollector
     from rlplat import cluster
 
     c = cfg.collect
-    n_step = None if agent.on_policy or cfg.one_step_rows else agent.n_step
+    rows = row_spec(cfg, agent)
 
     def make_args(index: int, generation: int) -> tuple[tuple, dict]:
         actor_seed = seed + 10_007 * (index + 1) + 1_000_003 * generation
         policy = agent.actor_policy(index, c.num_actors, actor_seed)
-        args = (cfg.env, c.envs_per_actor, actor_seed, policy)
-        kwargs = dict(
-            n_step=n_step, gamma=agent.gamma, priorities=cfg.actor_priorities, actor=index
-        )
-        return args, kwargs
+        return (cfg.env, c.envs_per_actor, actor_seed, policy), dict(rows=rows, actor=index)
 
     return RayCollectors(
         c.num_actors, make_args, {"env_vars": cluster.COLLECTOR_ENV}, c.max_actor_failures

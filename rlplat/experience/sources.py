@@ -2,7 +2,7 @@
 
 `collect.num_actors: 0` is a `LocalSource` (one collector in the learner's process, acting
 with the agent's own policy); `num_actors: N` is a `RaySource` (N Ray collector actors
-running concurrently with the learner, rlplat/collect.py). The loops see only `Source`.
+running concurrently with the learner, rlplat/experience/collect.py). The loops see only `Source`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from rich.console import Console
 
 from rlplat import agents
 from rlplat.agents.actors import ActorPolicy, Weights
-from rlplat.collect import Collector, Fragment, ray_collectors
 from rlplat.config import ExperimentConfig
-from rlplat.data import Transitions
+from rlplat.experience.collect import Collector, ray_collectors
+from rlplat.experience.data import Fragment, Transitions
+from rlplat.experience.replay import row_spec
 
 # ray.json's collector part: pid and node of each collector, and the restarts so far.
 CollectorReport = Callable[[dict[int, int], int, dict[int, dict]], None]
@@ -105,12 +106,8 @@ class LocalSource:
     def __init__(self, cfg: ExperimentConfig, agent: agents.Agent, seed: int):
         self.num_envs, self.num_fragments = cfg.collect.envs_per_actor, 1
         self._version = 0
-        self._collector = Collector(
-            cfg.env, self.num_envs, seed, AgentPolicy(agent),
-            n_step=None if agent.on_policy or cfg.one_step_rows else agent.n_step,
-            gamma=agent.gamma,
-            priorities=cfg.actor_priorities,
-        )  # fmt: skip
+        policy = AgentPolicy(agent)
+        self._collector = Collector(cfg.env, self.num_envs, seed, policy, row_spec(cfg, agent))
 
     def idle(self) -> list[int]:
         return [0]
@@ -130,7 +127,7 @@ class LocalSource:
 
 
 class RaySource:
-    """`num_actors: N`: Ray collector actors (rlplat.collect.RayCollectors)."""
+    """`num_actors: N`: Ray collector actors (rlplat.experience.collect.RayCollectors)."""
 
     def __init__(
         self,

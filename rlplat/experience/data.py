@@ -1,9 +1,10 @@
-"""The numpy payloads that cross the collector → replay → learner boundary."""
+"""The numpy payloads that cross the collector → replay → learner boundaries."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +16,8 @@ class Transitions:
     From collectors, `discount` is 0.0 where the episode terminated (no bootstrap) and
     1.0 otherwise, including time-limit truncation, where `next_obs` is the final
     observation and the value of that state is bootstrapped; `last` marks any episode end.
-    In replay (after `nstep.NStepAssembler`), `discount` is the whole multiplier of the
-    bootstrapped value: gamma^n, or 0 after a termination.
+    As n-step transitions (rlplat/experience/nstep.py), `discount` is the whole multiplier
+    of the bootstrapped value: gamma^n, or 0 after a termination.
     """
 
     obs: np.ndarray
@@ -63,3 +64,24 @@ class EpisodeStats:
     ret: float
     length: int
     index: int = 0  # row of its last transition in the collected batch (for logging steps)
+
+
+@dataclass
+class Fragment:
+    """What one collector's `collect` call returns, and what a replay's `add` takes.
+
+    `transitions`: rows ordered (step, env), in the form the replay's `row_spec` asked
+    for: n-step transitions (None if no window completed yet), or one-step rows with
+    `last` flags (on-policy rollouts; the frame storage). `env_steps` is the number of
+    environment steps taken (what the run's budget counts); env i of collector `actor` is
+    the stream `actor * num_envs + i`.
+    """
+
+    transitions: Transitions | None
+    episodes: list[EpisodeStats] = field(default_factory=list)
+    env_steps: int = 0
+    num_envs: int = 1
+    priorities: np.ndarray | None = None  # initial |TD| per transition (Ape-X collectors)
+    version: int = 0  # the learner's weight version the fragment was collected with
+    actor: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
