@@ -235,22 +235,73 @@ def _train_here(
         return run_training(cfg, target, resume=resuming, show_progress=progress, cluster=cluster)
 
 
+class ExportFormat(enum.StrEnum):
+    savedmodel = "savedmodel"
+    litert = "litert"
+
+
+class Quantize(enum.StrEnum):
+    none = "none"
+    float16 = "float16"
+    dynamic = "dynamic"
+    int8 = "int8"
+
+
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/NAME/...).")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A run directory (runs/NAME/...), or for --format litert "
+            "also an exported model (models/NAME[/VERSION])."
+        ),
+    ],
     model_base_path: Annotated[
         Path | None, typer.Option(help="Where models/<name>/<version>/ go (default: config).")
     ] = None,
+    format_: Annotated[
+        ExportFormat,
+        typer.Option("--format", help="litert: also a .tflite flatbuffer for small devices."),
+    ] = ExportFormat.savedmodel,
+    quantize: Annotated[
+        Quantize,
+        typer.Option(
+            help="litert: float32 (none), float16 weights, dynamic-range int8 "
+            "weights, or full int8 calibrated on the policy's own states."
+        ),
+    ] = Quantize.none,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="litert: the file (default models/NAME/litert/NAME-vV-MODE.tflite)."),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option(help="litert: play 20 seeded episodes with both and report parity.")
+    ] = True,
+    require_parity: Annotated[
+        bool, typer.Option(help="litert: exit 1 when the return parity fails.")
+    ] = False,
 ) -> None:
-    """Export a run's latest checkpoint as a new SavedModel version.
+    """Export a run's latest checkpoint as a new SavedModel version (and a LiteRT file).
 
     Layout: MODEL_BASE_PATH/<name>/<version>/ as TensorFlow Serving expects it.
     """
     with _user_errors():
-        from rlplat.run_export import export_run
+        if format_ is ExportFormat.savedmodel:
+            if quantize is not Quantize.none or out is not None:
+                raise UserError("--quantize and --out apply to --format litert")
+            from rlplat.run_export import export_run
 
-        path = export_run(run_dir, model_base_path)
-    typer.echo(str(path))
+            typer.echo(str(export_run(path, model_base_path)))
+            return
+        from rlplat import litert_export
+
+        say = lambda line: err.print(line, highlight=False, markup=False)  # noqa: E731
+        tflite, report = litert_export.export_path(
+            path, quantize.value, model_base_path, out, check, say
+        )
+    typer.echo(str(tflite))
+    if require_parity and report is not None and not report.within_interval:
+        raise typer.Exit(1)
 
 
 class Render(enum.StrEnum):
@@ -287,8 +338,9 @@ def eval_(
     path: Annotated[
         Path,
         typer.Argument(
-            help="A run directory, an experiment folder (runs/NAME: its latest run), or an "
-            "exported model (models/NAME[/V])."
+            help="A run directory, an experiment folder (runs/NAME: its latest run), an "
+            "exported model (models/NAME[/V]), or a LiteRT file (X.tflite: its parity with "
+            "the SavedModel it came from)."
         ),
     ],
     episodes: Episodes = 20,
@@ -316,6 +368,12 @@ def eval_(
             from rlplat import media
 
             media.require_display()
+        if path.suffix == ".tflite":
+            from rlplat import litert_export
+
+            say = lambda line: err.print(line, highlight=False, markup=False)  # noqa: E731
+            litert_export.evaluate(path, episodes, seed, say)
+            return
         from rlplat.policies import load_policy
         from rlplat.runs import experiment_runs
 
@@ -429,7 +487,14 @@ def _serve_here(
 
 @app.command()
 def play(  # long only in its option declarations
-    model: Annotated[str, typer.Option(help="Model name on the server.")],
+    model: Annotated[str | None, typer.Option(help="Model name on the server.")] = None,
+    litert: Annotated[
+        Path | None,
+        typer.Option(
+            help="Act with this .tflite file locally instead of a server (only the "
+            "LiteRT interpreter and numpy: no TensorFlow)."
+        ),
+    ] = None,
     env: Annotated[
         str | None,
         typer.Option(
@@ -481,10 +546,21 @@ def play(  # long only in its option declarations
     with _user_errors():
         if version is not None and label is not None:
             raise UserError("--version and --label: give one of them")
+        if (model is None) == (litert is None):
+            raise UserError("give --model (a model server's) or --litert (a local .tflite file)")
         if render is Render.human:
             from rlplat import media
 
             media.require_display()
+        if litert is not None:
+            from rlplat import litert as lt
+
+            policy, recorded = lt.play_policy(litert, env)
+            if recorded:
+                err.print(f"env: {policy.env.id} (recorded beside the file)", highlight=False)
+            _episodes_report(policy, episodes, seed, render, video_format, out, "play.json",
+                             {"litert": str(litert)})  # fmt: skip
+            return
         from rlplat import play as client
         from rlplat.serving.auth import read_token
 

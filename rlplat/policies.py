@@ -41,16 +41,17 @@ def load_policy(path: Path, stochastic: bool = False, seed: int = 0) -> LoadedPo
     path = Path(path)
     if (path / "config.yaml").is_file():
         return _from_checkpoint(path, stochastic, seed)
-    version_dir = _version_dir(path)
-    if version_dir is not None:
-        return _from_saved_model(version_dir, stochastic)
+    found = version_dir(path)
+    if found is not None:
+        return _from_saved_model(found, stochastic)
     raise UserError(
         f"{path}: neither a run directory (config.yaml) nor an exported model "
         "(models/NAME or models/NAME/VERSION with saved_model.pb)"
     )
 
 
-def _version_dir(path: Path) -> Path | None:
+def version_dir(path: Path) -> Path | None:
+    """`path` if it is a SavedModel version, else its newest numbered version, else None."""
     if (path / "saved_model.pb").is_file():
         return path
     if path.is_dir():
