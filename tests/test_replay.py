@@ -4,6 +4,7 @@ sampling shapes, checkpoints, and what the replay asks collectors to send."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from rlplat import config
 from rlplat.experience.data import Fragment, Transitions
 from rlplat.experience.replay import LocalReplay, RowSpec, row_spec
 from rlplat.experience.sampler import PrioritizedSampler, UniformSampler
-from rlplat.experience.storage import TransitionStorage
+from rlplat.experience.storage import FrameStorage, TransitionStorage
 
 
 def uniform(capacity: int, obs_shape=(2,), seed: int = 0) -> LocalReplay:
@@ -148,3 +149,30 @@ def test_the_replay_says_what_collectors_send():
         on_policy = True
 
     assert row_spec(plain, OnPolicy()).n_step is None
+
+
+OLD = Path(__file__).parent / "data" / "replay_ac9907a"
+
+
+@pytest.mark.parametrize("kind", ["uniform", "prioritized", "frames"])
+def test_checkpoints_of_the_single_class_buffers_resume_and_sample_alike(kind: str):
+    """tests/data/replay_ac9907a: replays saved by the buffers before they were composed
+    of a storage and a sampler (commit ac9907a), with the sample each drew right after
+    saving. Loaded now, each draws that same sample: data, priorities, beta and RNG."""
+    expected = json.loads((OLD / "expected.json").read_text())[kind]
+    if kind == "frames":
+        storage = FrameStorage(2 * 40, (6, 5, 4), num_streams=2, n_step=3, gamma=0.9)
+        replay = LocalReplay(storage, PrioritizedSampler(storage.capacity, seed=0))
+    elif kind == "prioritized":
+        replay = LocalReplay(TransitionStorage(50, (3,)), PrioritizedSampler(50, seed=0))
+    else:
+        replay = uniform(50, obs_shape=(3,))
+    replay.load(OLD / kind)
+    s = replay.sample(8, 1 if kind == "frames" else 2)
+    np.testing.assert_array_equal(s.indices, expected["indices"])
+    np.testing.assert_allclose(s.batch.reward, expected["reward"], rtol=1e-6)
+    if expected["weights"] is not None:
+        np.testing.assert_allclose(s.weights, expected["weights"], rtol=1e-6)
+    if kind == "frames":
+        assert int(s.batch.obs.astype(np.int64).sum()) == expected["obs_sum"]
+        np.testing.assert_allclose(s.batch.discount, expected["discount"], rtol=1e-6)
