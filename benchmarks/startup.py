@@ -1,12 +1,15 @@
 """What a user waits for before the first useful line of each command:
 
     .venv/bin/python benchmarks/startup.py [--repeats 3] [--out benchmarks/results/startup.json]
+    .venv/bin/python benchmarks/startup.py --only play_litert \
+        --out benchmarks/results/startup_play_litert.json
 
 A tiny CartPole DQN (trained once here, exported as models/tiny/1) gives every command
 something real to work on. Each command runs `--repeats` times from a fresh process; per
 command: seconds to its first line (stdout and stderr together), to its first useful line
 (the line named below: the progress line of train, the result table of eval, "serving"
-of serve, the table of play) and to its end (serve: stopped once its REST port answers),
+of serve, the table of play and of play --litert, which acts with the model as a LiteRT
+file) and to its end (serve: stopped once its REST port answers),
 as medians, and whether the process imported TensorFlow (`RLPLAT_IMPORTS_TF` line, from
 sitecustomize on PYTHONPATH). One JSON line. Seconds depend on the machine and its load
 (`load_avg_1m`, at the start, says how busy it was).
@@ -96,6 +99,11 @@ def prepare(root: Path, env: dict) -> None:
                          env=env, capture_output=True, text=True)  # fmt: skip
     if out.returncode != 0:
         raise SystemExit(f"training the tiny run failed:\n{out.stderr[-3000:]}")
+    out = subprocess.run([RLPLAT, "export", "models/tiny/1", "--format", "litert", "--out",
+                          "tiny.tflite", "--no-check"], cwd=root, env=env, capture_output=True,
+                         text=True)  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"exporting the tiny model to LiteRT failed:\n{out.stderr[-3000:]}")
 
 
 def commands(root: Path, port: int) -> list[tuple[str, list[str], str, str | None]]:
@@ -130,6 +138,12 @@ def commands(root: Path, port: int) -> list[tuple[str, list[str], str, str | Non
             "REST on",
         ),  # fmt: skip
         ("export_error", [RLPLAT, "export", "nowhere"], "error:", None),
+        (
+            "play_litert",
+            [RLPLAT, "play", "--litert", "tiny.tflite", "--episodes", "2", "--out", "lt-out"],
+            "episodes (seed",
+            None,
+        ),  # fmt: skip
         ("serve_error", [RLPLAT, "serve", "--model-base-path", "nowhere"], "error:", None),
         (
             "play_error",
@@ -171,6 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/startup.json")
+    parser.add_argument("--only", nargs="*", default=None, help="these commands only")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="rlplat-startup-") as tmp:
@@ -180,9 +195,12 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": str(root / "hook"), "COLUMNS": "120"}
         env.pop("TF_USE_LEGACY_KERAS", None)
         prepare(root, env)
+        wanted = set(args.only or [name for name, *_ in commands(root, 0)] + ["play"])
         results = {name: measure(name, cmd, useful, root, env, args.repeats, stop)
-                   for name, cmd, useful, stop in commands(root, free_port())}  # fmt: skip
-        results["play"] = serve_and_play(root, env, args.repeats)
+                   for name, cmd, useful, stop in commands(root, free_port())
+                   if name in wanted}  # fmt: skip
+        if "play" in wanted:
+            results["play"] = serve_and_play(root, env, args.repeats)
     record = {"benchmark": "startup", "repeats": args.repeats, "load_avg_1m": round(load, 2),
               "cpu_count": os.cpu_count(), "commands": results}  # fmt: skip
     line = json.dumps(record)

@@ -41,8 +41,8 @@ def keep_line(line: bytes) -> bool:
     return not (_ABSL_INFO.match(line) or line.startswith(_ABSL_PREINIT) or _CUINIT.match(line))
 
 
-def filter_lines(data: bytes) -> bytes:
-    lines = data.splitlines(keepends=True)
+def filter_lines(data: bytes, drop: tuple[bytes, ...] = ()) -> bytes:
+    lines = [line for line in data.splitlines(keepends=True) if not line.startswith(drop)]
     cuda_init_errors.extend(
         line.decode(errors="replace").split("] ", 1)[1].strip()
         for line in lines
@@ -64,7 +64,7 @@ class _QuietLoader(importlib.abc.Loader):
         return self._inner.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
-        with _stderr_filtered():
+        with stderr_filtered():
             self._inner.exec_module(module)
             if module.__name__ == "tensorflow":
                 _find_gpus(module)
@@ -81,8 +81,9 @@ def _find_gpus(tf: ModuleType) -> None:
 
 
 @contextlib.contextmanager
-def _stderr_filtered() -> Iterator[None]:
-    """Descriptor 2 goes to a temporary file for the block; its lines are filtered back."""
+def stderr_filtered(drop: tuple[bytes, ...] = ()) -> Iterator[None]:
+    """Descriptor 2 goes to a temporary file for the block; its lines are filtered back
+    (also without those starting with one of `drop`)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -94,7 +95,7 @@ def _stderr_filtered() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = filter_lines(captured.read())
+            kept = filter_lines(captured.read(), drop)
             while kept:
                 kept = kept[os.write(2, kept) :]
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from rlplat._quiet_import import stderr_filtered
 from rlplat.config import EnvConfig
 from rlplat.errors import UserError
 from rlplat.policies import LoadedPolicy
@@ -79,7 +80,12 @@ def load(path: Path, num_threads: int = 1) -> LiteRTModel:
         ) from None
     detail = runner.get_input_details()["observations"]
     scale, zero_point = detail["quantization"]
-    return LiteRTModel(path, meta, runner, np.dtype(detail["dtype"]), scale, int(zero_point))
+    model = LiteRTModel(path, meta, runner, np.dtype(detail["dtype"]), scale, int(zero_point))
+    # The first call allocates and says so on descriptor 2 ("INFO: Created TensorFlow Lite
+    # XNNPACK delegate for CPU."): make it here, without that line.
+    with stderr_filtered(drop=(b"INFO: Created TensorFlow Lite",)):
+        model.runner(observations=np.zeros((1, *detail["shape"][1:]), model.input_dtype))
+    return model
 
 
 def loaded_policy(model: LiteRTModel, env: EnvConfig | None = None) -> LoadedPolicy:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from rlplat import litert, stats
+from rlplat._quiet_import import stderr_filtered
 from rlplat.errors import UserError
 from rlplat.evaluate import run_episodes
 from rlplat.policies import LoadedPolicy
@@ -76,7 +78,11 @@ def convert(version_dir: Path, quantize: str, states: np.ndarray | None = None) 
         if states.dtype != np.uint8:  # pixels come in as uint8 already
             converter.inference_input_type = tf.int8
     try:
-        return converter.convert()
+        # The int8 calibrator runs TF's deprecated tf.lite.Interpreter, which warns, and the
+        # converter prints its settings: neither is for the user.
+        with warnings.catch_warnings(), stderr_filtered(drop=(b"fully_quantize:",)):
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            return converter.convert()
     except Exception as exc:  # the converter's own errors are many types, often long
         first = next((s for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
         raise UserError(f"{version_dir}: LiteRT conversion ({quantize}) failed: {first}") from None
