@@ -48,7 +48,10 @@ def run_commit(commit: str, experiment: str, seed: int, overrides: list[str], ro
         for item in overrides:
             cmd += ["--set", item]
         env = {**os.environ, "PYTHONPATH": str(tree)}
-        out = subprocess.run(cmd, cwd=tree, env=env, check=True, capture_output=True, text=True)
+        out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+        if out.returncode != 0:  # say why, not only that it failed
+            raise SystemExit(f"{sha}: training failed (exit {out.returncode}):\n"
+                             f"{out.stderr[-3000:]}")  # fmt: skip
         summary = json.loads(out.stdout.strip().splitlines()[-1])["runs"][0]
         evals = [json.loads(line) for line in (runs / f"seed{seed}" / "evals.jsonl").open()]
     finally:
