@@ -197,6 +197,16 @@ def test_a_run_exported_to_litert_evaluates_and_plays_without_tensorflow(tmp_pat
     assert "IMPORTED []" in play.stdout and (tmp_path / "play" / "play.json").is_file()
     record = json.loads((tmp_path / "play" / "play.json").read_text())
     assert record["litert"] == str(tflite)
+    # The device-side snippet of docs/how-to/small-devices.md, as written, on this file.
+    page = (Path(__file__).parents[1] / "docs/how-to/small-devices.md").read_text()
+    snippet = page.split("```python\n", 1)[1].split("```", 1)[0]
+    snippet = snippet.replace('"lunarlander_pg-v1-int8.tflite"', repr(str(tflite)))
+    snippet = snippet.replace("np.zeros((1, 8)", "np.zeros((1, 4)")  # CartPole's 4 features
+    device = subprocess.run(
+        [sys.executable, "-c", snippet + "\nprint(action)"],
+        capture_output=True, text=True, timeout=120, env=user_env(),
+    )  # fmt: skip
+    assert device.returncode == 0 and device.stdout.strip() in ("0", "1"), device.stderr
     bad = run_cli("play", "--litert", "missing.tflite", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.tflite" in bad.stderr
     both = run_cli("export", "run", "--quantize", "int8", cwd=tmp_path)
