@@ -19,6 +19,7 @@ from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET = ["--set", "train.env_steps=4096", "--set", "export.when=always"]
+EPISODES = ["--episodes", "2"]  # `eval` and `play` where the page leaves the default (20)
 LINKED = (".venv", "experiments", "scripts", "benchmarks")  # what the pages' paths name
 BACKGROUND = ("rlplat serve", "tensorboard")  # commands that run until Ctrl-C
 
@@ -66,6 +67,9 @@ class Workspace:
         command = re.sub(r"(localhost|127\.0\.0\.1):8501", rf"\g<1>:{self.port}", command)
         if self.budget and re.search(r"\brlplat train\b", command):
             command = re.sub(r"\s--set train\.env_steps=\S+", "", command) + " " + " ".join(BUDGET)
+        eval_or_play = re.search(r"\brlplat (eval|play)\b", command)
+        if self.budget and eval_or_play and not re.search(r"\s--episodes\b", command):
+            command += " " + " ".join(EPISODES)
         if re.search(r"\brlplat serve\b", command):
             command += f" --port {self.port} --grpc-port {self.grpc_port}"
         if re.search(r"\brlplat play\b", command) and "--server" not in command:

@@ -1,18 +1,15 @@
 """The Nature CNN for pixel observations (DQN and PPO) on a fake [84, 84, 4] uint8 env:
 network selection, uint8 scaled in the graph, a training phase, weights by name, and the
-uint8 export signature (the TF acting policy against the learner: tests/test_network_spec.py)."""
+uint8 export signature (the TF acting policy against the learner: tests/test_network_spec.py;
+the CNN DQN through `rlplat train` with 2 Ray collectors, its uint8 export and `rlplat eval`
+of it: tests/test_atari_e2e.py, on Pong)."""
 
 from __future__ import annotations
-
-import shutil
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import tensorflow as tf
-import yaml
-from conftest import run_cli, tiny_config
 from pixel_env import PixelEnv
 
 from rlplat import agents
@@ -154,27 +151,3 @@ def test_export_takes_uint8_observations(tmp_path, cfg):
     # `rlplat eval/play` of the model: its observations go in as the signature's uint8.
     played = load_policy(version, stochastic=False)
     np.testing.assert_array_equal(played.act(pixels.astype(np.float32)), out["actions"].numpy())
-
-
-@pytest.mark.slow
-def test_train_with_ray_collectors_export_and_eval_on_pixels(tmp_path: Path):
-    """The platform's loop on pixels: DQN (network inferred: CNN) with 2 Ray collectors
-    acting in TF, then the exported uint8 model evaluated by `rlplat eval`."""
-    shutil.copy(Path(__file__).with_name("pixel_env.py"), tmp_path)
-    cfg = tiny_config(
-        env={"id": "pixel_env:PixelEnv"},
-        agent={"network": None},
-        collect={"num_actors": 2, "envs_per_actor": 2},
-        train={"env_steps": 400, "learning_starts": 100},
-        eval={"every_env_steps": 400},
-    )
-    del cfg["agent"]["network"]  # inferred from the [84, 84, 4] uint8 observations
-    (tmp_path / "pix.yaml").write_text(yaml.safe_dump(cfg))
-    train = run_cli("train", "pix.yaml", cwd=tmp_path)
-    assert train.returncode == 0, train.stderr
-    assert "2 Ray actors" in train.stderr + train.stdout
-    model = tmp_path / "models" / "tiny" / "1"
-    serve = tf.saved_model.load(str(model)).signatures["serving_default"]
-    assert serve.structured_input_signature[1]["observations"].dtype == tf.uint8
-    evaluated = run_cli("eval", str(model), "--episodes", "2", cwd=tmp_path)
-    assert evaluated.returncode == 0, evaluated.stderr

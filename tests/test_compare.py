@@ -147,7 +147,7 @@ def _lines_until(proc: subprocess.Popen, text: str, timeout: float = 300) -> lis
 
 @pytest.mark.slow
 def test_runs_go_in_parallel_a_ctrl_c_stops_them_and_resume_finishes(tmp_path):
-    sections = {"train": {"env_steps": 6000}, "checkpoint": {"every_env_steps": 400}}
+    sections = {"train": {"env_steps": 3000}, "checkpoint": {"every_env_steps": 400}}
     a, b = _file(tmp_path, "a", **sections), _file(tmp_path, "b", **sections)
     out = tmp_path / "cmp"
     cmd = [RLPLAT, "compare", str(a), str(b), "--seeds", "2", "--jobs", "2", "--out", str(out)]

@@ -105,6 +105,20 @@ def test_the_pages_commands_are_found():
         assert page_commands(page.read_text()), f"{page.name}: no shell block to run"
 
 
+def test_the_overrides_are_the_documented_ones(tmp_path):
+    space = Workspace(tmp_path, 1234, 1235, {})
+    train = space.rewrite(".venv/bin/rlplat train x.yaml --set train.env_steps=9 --set a=1")
+    assert train == (".venv/bin/rlplat train x.yaml --set a=1 --set train.env_steps=4096 "
+                     "--set export.when=always")  # fmt: skip
+    assert space.rewrite("rlplat eval models/x --render video").endswith(" --episodes 2")
+    assert (
+        space.rewrite("rlplat eval models/x --episodes 3")
+        == ".venv/bin/rlplat eval models/x --episodes 3"
+    )
+    play = space.rewrite("rlplat play --model x")
+    assert "--episodes 2" in play and "--server http://127.0.0.1:1234" in play
+
+
 @pytest.mark.slow
 def test_the_readme_tour_runs_as_written(tmp_path):
     _run_pages(tmp_path, _tour())

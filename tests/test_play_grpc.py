@@ -148,6 +148,36 @@ def test_play_over_grpc_acts_as_the_saved_model_and_films_the_game(pong_server, 
     assert sum(1 for _ in reader) == evaluated.lengths[0] + 1
 
 
+def test_a_uint8_predict_in_tensor_content_bytes_answers_as_the_saved_model(pong_server):
+    """TF Serving's own stubs, as any client sends pixels: a uint8 numpy array becomes a
+    DT_UINT8 TensorProto with its raw bytes in `tensor_content` (28,224 per observation);
+    the served actions and Q-values are the SavedModel's (moved here from the Pong run of
+    tests/test_atari_e2e.py: the same export path, without a second server)."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    server, base, _ = pong_server
+    obs = np.random.default_rng(0).integers(0, 256, (3, 84, 84, 4), dtype=np.uint8)
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "pong"
+    req.model_spec.signature_name = "serving_default"
+    req.inputs["observations"].CopyFrom(tf.make_tensor_proto(obs))
+    sent = req.inputs["observations"]
+    assert sent.dtype == tf.uint8.as_datatype_enum and len(sent.tensor_content) == 3 * 28224
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        resp = stub.Predict(req, timeout=60)
+    actions = tf.make_ndarray(resp.outputs["actions"])
+    q_values = tf.make_ndarray(resp.outputs["q_values"])
+    assert actions.shape == (3,) and q_values.shape == (3, 6)  # Pong's minimal action set
+    sig = tf.saved_model.load(str(base / "pong" / "1")).signatures["serving_default"]
+    assert sig.structured_input_signature[1]["observations"].dtype == tf.uint8
+    want = sig(observations=tf.constant(obs))
+    np.testing.assert_array_equal(actions, want["actions"].numpy())
+    np.testing.assert_allclose(q_values, want["q_values"].numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_play_over_grpc_errors_name_the_model_and_the_shape(pong_server):
     server, _, env_cfg = pong_server
     target = f"127.0.0.1:{server.grpc_port}"
