@@ -3,6 +3,7 @@ oneDNN switch and the load."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -29,3 +30,12 @@ def machine() -> dict:
 def machine_text() -> str:
     """One line for a table: "AMD EPYC, 2 cores"."""
     return f"{cpu_model()}, {os.cpu_count()} cores"
+
+
+def emit(record: dict, out: Path | None) -> None:
+    """Print the benchmark's one JSON line, and write it to `out` when given."""
+    line = json.dumps(record)
+    print(line, flush=True)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(line + "\n")

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import _worktree  # benchmarks/ is sys.path[0] when run as a script
+from _machine import emit
 
 # script, its arguments, and the figures read from its JSON line: (name, path, higher is better)
 SCRIPTS: list[tuple[str, list[str], list[tuple[str, str, bool]]]] = [
@@ -120,17 +121,14 @@ def main() -> None:
         finally:
             for _, tree in trees.values():
                 _worktree.remove(tree)
-    out = json.dumps({
+    emit({
         "benchmark": "before_after",
         "before": trees["before"][0], "after": trees["after"][0], "rounds": args.rounds,
         "cpus": os.cpu_count(),
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "results": results,
-    })  # fmt: skip
-    print(out, flush=True)
-    if args.out:
-        args.out.write_text(out + "\n")
+    }, args.out)  # fmt: skip
 
 
 if __name__ == "__main__":

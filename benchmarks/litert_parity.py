@@ -22,6 +22,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from _machine import emit  # benchmarks/ is sys.path[0] when run as a script
+
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 from rlplat import litert_export
 from rlplat.policies import version_dir
@@ -52,16 +54,13 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="rlplat-litert-") as tmp:
         results = [measure(m, args.episodes, Path(tmp)) for m in args.models]
-    line = json.dumps({
+    emit({
         "benchmark": "litert_parity", "episodes": args.episodes,
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "models": results,
-    })  # fmt: skip
-    print(line, flush=True)
-    if args.out:
-        args.out.write_text(line + "\n")
+    }, args.out)  # fmt: skip
 
 
 if __name__ == "__main__":
