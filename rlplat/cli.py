@@ -553,13 +553,7 @@ def play(  # long only in its option declarations
 
             media.require_display()
         if litert is not None:
-            from rlplat import litert as lt
-
-            policy, recorded = lt.play_policy(litert, env)
-            if recorded:
-                err.print(f"env: {policy.env.id} (recorded beside the file)", highlight=False)
-            _episodes_report(policy, episodes, seed, render, video_format, out, "play.json",
-                             {"litert": str(litert)})  # fmt: skip
+            _play_litert(litert, env, episodes, seed, render, video_format, out)
             return
         from rlplat import play as client
         from rlplat.serving.auth import read_token
@@ -573,6 +567,20 @@ def play(  # long only in its option declarations
         )  # fmt: skip
         _episodes_report(policy, episodes, seed, render, video_format, out, "play.json",
                          record, arms)  # fmt: skip
+
+
+def _play_litert(
+    path: Path, env: str | None, episodes: int, seed: int, render: Render,
+    video_format: VideoFormat, out: Path | None,
+) -> None:  # fmt: skip
+    """`play --litert`: the episodes with the flatbuffer, on the interpreter alone."""
+    from rlplat import litert
+
+    policy, recorded = litert.play_policy(path, env)
+    if recorded:
+        err.print(f"env: {policy.env.id} (recorded beside the file)", highlight=False)
+    _episodes_report(policy, episodes, seed, render, video_format, out, "play.json",
+                     {"litert": str(path)})  # fmt: skip
 
 
 @app.command()
