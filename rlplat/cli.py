@@ -301,6 +301,9 @@ def export(
         )
     typer.echo(str(tflite))
     if require_parity and report is not None and not report.within_interval:
+        line = (f"error: --require-parity: {tflite} does not keep the SavedModel's return "
+                "(its report is in the .json beside it)")  # fmt: skip
+        err.print(line, highlight=False, markup=False)
         raise typer.Exit(1)
 
 
