@@ -85,9 +85,9 @@ class LocalReplay:
         def arrange(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a.reshape(*shape, *a.shape[1:])
 
+        idx = idx.reshape(shape)
         weights = self.sampler.weights(prios)
-        batch = self.storage.rows(idx).map(arrange)
-        return Sample(batch, arrange(idx), arrange(weights), arrange(prios))
+        return Sample(self.storage.rows(idx), idx, arrange(weights), arrange(prios))
 
     def draw(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """`n` items: (indices, their priorities or None)."""

@@ -57,14 +57,26 @@ class SumTree:
 
     def find(self, targets: np.ndarray) -> np.ndarray:
         """The leaf whose prefix-sum interval holds each target (vectorised descent),
-        never a zero leaf: where float round-off would step into a subtree of zeros, the
-        descent stays on the non-zero side, so it ends at the nearest drawable leaf."""
+        never a zero leaf: where float round-off (or a target of exactly 0) would end in a
+        subtree of zeros, that target descends again keeping to the non-zero side, so it
+        ends at the nearest drawable leaf. The plain descent ends on a non-zero leaf only
+        where the careful one would too, and is the faster: it runs for all, the careful
+        one for the rare rest."""
+        idx = self._descend(targets, careful=False)
+        bad = self._sum[idx + self._leaves] <= 0
+        if bad.any():
+            idx[bad] = self._descend(targets[bad], careful=True)
+        return idx
+
+    def _descend(self, targets: np.ndarray, careful: bool) -> np.ndarray:
         node = np.ones(len(targets), np.int64)
         targets = targets.copy()
-        while node[0] < self._leaves:
+        for _ in range(self._depth):
             left = 2 * node
             left_sum = self._sum[left]
-            go_right = ((targets > left_sum) & (self._sum[left + 1] > 0)) | (left_sum <= 0)
+            go_right = targets > left_sum
+            if careful:
+                go_right = (go_right & (self._sum[left + 1] > 0)) | (left_sum <= 0)
             targets = np.where(go_right, targets - left_sum, targets)
             node = left + go_right
         return node - self._leaves
@@ -255,9 +267,11 @@ class PrioritizedSampler:
         priority there would make a half-overwritten frame stack drawable)."""
         idx, prios = idx.ravel(), self._priority(td_errors)
         live = self._tree.leaf(idx) > 0
-        self._tree.set(idx[live], prios[live])
-        if live.any():
-            self._max_priority = max(self._max_priority, float(prios[live].max()))
+        if not live.all():  # (the common case, all live, skips two boolean copies)
+            idx, prios = idx[live], prios[live]
+        self._tree.set(idx, prios)
+        if len(prios):
+            self._max_priority = max(self._max_priority, float(prios.max()))
 
     def anneal(self, progress: float) -> dict[str, float]:
         return self.is_weights.anneal(progress)

@@ -38,7 +38,7 @@ class Storage(Protocol):
     def write(self, f: Fragment) -> Written: ...
 
     def rows(self, idx: np.ndarray) -> Transitions:
-        """The transitions at items `idx` (1-D)."""
+        """The transitions at items `idx` (any shape: arrays are [*idx.shape, ...])."""
         ...
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
@@ -236,8 +236,11 @@ class FrameStorage:
 
     # ------------------------------------------------------------------- reading
     def rows(self, idx: np.ndarray) -> Transitions:
-        """The n-step transitions starting at steps `idx` (1-D): stacks gathered from
-        their rings, returns summed up to the first episode end within n steps."""
+        """The n-step transitions starting at steps `idx` (any shape): stacks gathered
+        from their rings, returns summed up to the first episode end within n steps."""
+        if idx.ndim != 1:
+            shape = idx.shape
+            return self.rows(idx.ravel()).map(lambda a: a.reshape(*shape, *a.shape[1:]))
         base, local = np.divmod(idx, self.ring)
         base *= self.ring
         slots = base + (local + np.arange(self.n_step)[:, None]) % self.ring  # [k, B]
