@@ -24,7 +24,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -175,14 +174,13 @@ def describe(r: Parity) -> str:
     ])  # fmt: skip
 
 
-def write(path: Path, flatbuffer: bytes, meta: dict[str, Any]) -> None:
-    """The flatbuffer and its sidecar, each written under a temporary name and renamed,
-    so neither is ever seen half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for target, data in ((path, flatbuffer), (litert.sidecar(path), json.dumps(meta, indent=2))):
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data if isinstance(data, bytes) else data.encode())
-        os.replace(tmp, target)
+def replace(target: Path, data: bytes) -> None:
+    """Write `data` under a temporary name and rename it to `target`, so the file is never
+    seen half-written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
 
 
 def record_parity(path: Path, report: Parity) -> None:
@@ -190,9 +188,7 @@ def record_parity(path: Path, report: Parity) -> None:
     meta_path = litert.sidecar(path)
     meta = json.loads(meta_path.read_text())
     meta["parity"] = asdict(report)
-    tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, meta_path)
+    replace(meta_path, json.dumps(meta, indent=2).encode())
 
 
 def export(
@@ -220,11 +216,12 @@ def export(
             "states": len(states), "episodes": 5, "episode_seed": CALIBRATION_SEED,
         },
     }  # fmt: skip
-    write(out, flatbuffer, sidecar_meta)
-    model = litert.load(out)
+    replace(out, flatbuffer)
+    model = litert.load(out)  # (a sidecar left by an earlier export is replaced below)
     sidecar_meta["input"] = {"dtype": model.input_dtype.name, "scale": model.scale,
                              "zero_point": model.zero_point}  # fmt: skip
-    write(out, flatbuffer, sidecar_meta)
+    model.meta = sidecar_meta
+    replace(litert.sidecar(out), json.dumps(sidecar_meta, indent=2).encode())
     if not check:
         return out, None
     report = parity(saved, model, episodes=episodes, say=say)
