@@ -161,8 +161,13 @@ def describe(r: Parity) -> str:
         else "PARITY FAILED: the LiteRT mean return is outside the SavedModel's 95% interval "
         f"({q['mean']:.1f} against [{s['low']:.1f}, {s['high']:.1f}])"
     )
+    why = [] if r.within_interval else [
+        f"  the LiteRT policy chose another action on {1 - r.action_agreement:.0%} of the "
+        "steps: quantization error above the gap between the best two outputs flips the "
+        "choice; --quantize dynamic or float16 keep more precision"
+    ]  # fmt: skip
     return "\n".join([
-        verdict,
+        verdict, *why,
         f"  {r.quantize}: {r.size_bytes:,} bytes (SavedModel {r.saved_model_bytes:,}); "
         f"batch-1 latency median {r.latency_ms['median_ms']:.3f} ms, "
         f"p99 {r.latency_ms['p99_ms']:.3f} ms",

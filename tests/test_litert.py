@@ -136,6 +136,20 @@ def test_export_writes_the_file_its_sidecar_and_a_parity_report(tmp_path: Path, 
     assert report8.quantize == "int8" and 0.0 <= report8.action_agreement <= 1.0
 
 
+def test_a_failed_parity_says_by_how_much_and_why():
+    interval = {"mean": 245.7, "low": 237.9, "high": 253.4}
+    report = litert_export.Parity(
+        quantize="int8", episodes=20, action_agreement=0.762, saved_model_return=interval,
+        litert_return={"mean": 234.3, "low": 205.4, "high": 263.2},
+        paired_difference={"mean": -11.4, "low": -40.0, "high": 17.2}, size_bytes=87_720,
+        saved_model_bytes=300_000, latency_ms={"median_ms": 0.01, "p99_ms": 0.03},
+        within_interval=False,
+    )  # fmt: skip
+    first, why, *_ = litert_export.describe(report).splitlines()
+    assert first.startswith("PARITY FAILED") and "234.3 against [237.9, 253.4]" in first
+    assert "another action on 24% of the steps" in why and "--quantize dynamic" in why
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path: Path):
     with pytest.raises(UserError, match="no such LiteRT model file"):
         litert.load(tmp_path / "missing.tflite")
