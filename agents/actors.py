@@ -80,6 +80,11 @@ class ActorPolicy(abc.ABC):
         """Initial replay priorities for (n-step) transitions, or None (the replay's max)."""
         return None
 
+    def act_logged(self, observations: np.ndarray, explore: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Actions and the log-probability this policy gave each: what a learner training
+        on them later, with newer weights, weighs them by (`collect.overlap`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not report log-probabilities")
+
 
 class ForwardPass(Protocol):
     """A network's forward pass from weights by name: NumpyMLP, agents.tf_actors.TFNatureCNN."""
@@ -249,7 +254,9 @@ class StochasticPolicy(ActorPolicy):
         return self._net(np.asarray(observations))
 
     def act(self, observations: np.ndarray, explore: bool) -> np.ndarray:
-        out = self.outputs(observations)
+        return self._sample(self.outputs(observations), explore)
+
+    def _sample(self, out: np.ndarray, explore: bool) -> np.ndarray:
         if self._discrete:
             if explore:  # Gumbel-max: a categorical sample without a softmax
                 out = out - np.log(-np.log(self.rng.random(out.shape)))
@@ -257,3 +264,19 @@ class StochasticPolicy(ActorPolicy):
         if explore:
             out = out + np.exp(self._log_std) * self.rng.standard_normal(out.shape)
         return out.reshape(len(out), *self._action_shape).astype(np.float32)
+
+    def act_logged(self, observations: np.ndarray, explore: bool) -> tuple[np.ndarray, np.ndarray]:
+        out = self.outputs(observations)
+        actions = self._sample(out, explore)
+        return actions, self.log_prob(out, actions)
+
+    def log_prob(self, out: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """log pi(a|s) from the network's outputs, as the learner computes it (float32)."""
+        out = out.astype(np.float64)
+        if self._discrete:
+            top = out.max(axis=1, keepdims=True)
+            log_z = top[:, 0] + np.log(np.exp(out - top).sum(axis=1))
+            return (np.take_along_axis(out, actions[:, None], 1)[:, 0] - log_z).astype(np.float32)
+        log_std = np.broadcast_to(self._log_std.astype(np.float64), out.shape)
+        z = (actions.reshape(out.shape) - out) / np.exp(log_std)
+        return np.sum(-0.5 * z**2 - log_std - 0.5 * np.log(2 * np.pi), axis=1).astype(np.float32)

@@ -234,13 +234,17 @@ class PPOAgent(Agent):
         return [pg_loss, 0.5 * tf.reduce_mean(v_loss), tf.reduce_mean(entropy), approx_kl,
                 clip_frac]  # fmt: skip
 
-    def _update(self, obs, actions, advantages, returns, old_values, clip):
+    def _update(self, obs, actions, advantages, returns, old_values, clip, behavior_logp=None):
+        """The epochs on one rollout: the loss terms' means, and log(pi / behaviour) at the
+        start. `behavior_logp`: the collecting policy's log-probabilities when it is older
+        than the learner's (`collect.overlap`); None: the learner's own (on-policy)."""
         cfg = self.cfg
         n = tf.shape(advantages)[0]
         mb = n if cfg.minibatch_size is None else tf.minimum(cfg.minibatch_size, n)
         per_epoch = n // mb
         nobs = self._normalize(obs)
-        old_logp, _ = self._log_prob_entropy(self._policy_out(nobs), actions)
+        start_logp, _ = self._log_prob_entropy(self._policy_out(nobs), actions)
+        old_logp = start_logp if behavior_logp is None else behavior_logp
         perms = tf.stack([tf.random.shuffle(tf.range(n)) for _ in range(cfg.epochs)])
         total = cfg.epochs * per_epoch
         data = (nobs, actions, advantages, returns, old_values, old_logp)
@@ -260,7 +264,7 @@ class PPOAgent(Agent):
 
         _, sums = tf.while_loop(lambda i, _: i < total, body, (tf.constant(0), tf.zeros(5)))
         self._train_step.assign_add(tf.cast(total, tf.int64))
-        return sums / tf.cast(tf.maximum(total, 1), tf.float32)
+        return sums / tf.cast(tf.maximum(total, 1), tf.float32), start_logp - old_logp
 
     def _replica_step(self, o, a, adv, ret, v_old, lp_old, clip):
         """One gradient step on this replica's slice of the minibatch (all of it with no
@@ -314,14 +318,17 @@ class PPOAgent(Agent):
             self.cfg.gamma, self.cfg.gae_lambda,
         )  # fmt: skip
         actions = batch.action.reshape(t * n, *batch.action.shape[2:])
-        stats = self._update_fn(
+        behavior = None if batch.log_prob is None else tf.constant(batch.log_prob.ravel())
+        stats, log_ratio = self._update_fn(
             tf.constant(obs),
             tf.constant(actions, tf.int64 if self._discrete else tf.float32),
             tf.constant(adv.ravel()),
             tf.constant(ret.ravel()),
             tf.constant(v.ravel().astype(np.float32)),
             tf.constant(self._clip, tf.float32),
-        ).numpy()
+            behavior,
+        )
+        stats = stats.numpy()
         self._update_obs_stats(obs)
         self._policy_stale = True
         explained = 1.0 - np.var(ret - v) / (np.var(ret) + 1e-8)
@@ -335,6 +342,8 @@ class PPOAgent(Agent):
         }
         if not self._discrete:  # a categorical policy has no std (its log_std is unused)
             metrics["charts/policy_std"] = float(np.exp(self._log_std.numpy()).mean())
+        if behavior is not None:
+            metrics.update(importance_ratio_stats(log_ratio.numpy(), self._clip))
         return TrainResult(metrics=metrics)
 
     def _update_obs_stats(self, obs: np.ndarray) -> None:
@@ -430,3 +439,15 @@ class _PolicyServing(tf.Module):
             return {"actions": tf.random.categorical(out, 1, dtype=tf.int64)[:, 0]}
         noise = tf.random.normal(tf.shape(out)) * tf.exp(self.log_std)
         return {"actions": tf.clip_by_value(out + noise, self._low, self._high)}
+
+
+def importance_ratio_stats(log_ratio: np.ndarray, clip: float) -> dict[str, float]:
+    """How far a rollout's collecting policy was from the learner when training on it began
+    (pi_learner / pi_collector per step): 1 everywhere when there is no lag."""
+    ratio = np.exp(log_ratio.astype(np.float64))
+    return {
+        "lag/importance_ratio_mean": float(ratio.mean()),
+        "lag/importance_ratio_min": float(ratio.min()),
+        "lag/importance_ratio_max": float(ratio.max()),
+        "lag/outside_clip_range": float(np.mean(np.abs(ratio - 1.0) > clip)),
+    }

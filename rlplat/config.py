@@ -42,6 +42,12 @@ class CollectConfig(Strict):
     max_actor_failures: PosInt = Field(
         3, description="a collector that dies this many times in a row without data ends the run"
     )
+    overlap: bool = Field(
+        False,
+        description="on-policy: collect the next rollout while the learner trains on this "
+        "one (num_actors 0: on a thread); each rollout is then one weight update behind the "
+        "learner, which weighs it by the importance ratio of the collecting policy",
+    )
 
 
 class LearnerConfig(Strict):
@@ -193,6 +199,11 @@ class ExperimentConfig(Strict):
             raise ValueError(
                 f"replay: agent type '{self.agent.type}' is on-policy; remove it "
                 "(--set replay=null)"
+            )
+        if self.collect.overlap and not self.agent.on_policy:
+            raise ValueError(
+                f"collect.overlap: agent type '{self.agent.type}' is off-policy; its Ray "
+                "collectors (collect.num_actors > 0) already run beside the learner"
             )
         return self
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -48,9 +49,12 @@ class Collector:
         policy: ActorPolicy,
         rows: RowSpec = ONE_STEP_ROWS,
         actor: int = 0,
+        log_probs: bool = False,
     ):
-        """`rows`: what to hand back (default: raw one-step rows)."""
+        """`rows`: what to hand back (default: raw one-step rows); `log_probs`: also the
+        policy's log-probability of each action (a rollout trained on by newer weights)."""
         self.num_envs = num_envs
+        self._log_probs = log_probs
         self.policy = policy
         self.actor = actor
         self._env = envs.make_vec(env_cfg, num_envs, seed, training=True)
@@ -91,9 +95,14 @@ class Collector:
 
     def _rollout(self, steps: int, explore: bool) -> tuple[Transitions, list[EpisodeStats]]:
         obs, actions, rewards, next_obs, discounts, lasts = [], [], [], [], [], []
+        log_probs: list[np.ndarray] = []
         episodes: list[EpisodeStats] = []
         for t in range(steps):
-            action = self.policy.act(self._obs, explore=explore)
+            if self._log_probs:
+                action, log_prob = self.policy.act_logged(self._obs, explore=explore)
+                log_probs.append(log_prob)
+            else:
+                action = self.policy.act(self._obs, explore=explore)
             env_action = action if self._clip is None else np.clip(action, *self._clip)
             # Same-step autoreset: new_obs already starts the next episode where one ended.
             new_obs, reward, terminated, truncated, final = self._env.step(env_action)
@@ -123,6 +132,7 @@ class Collector:
                 next_obs=as_obs(np.concatenate(next_obs)),
                 discount=np.concatenate(discounts).astype(np.float32),
                 last=np.concatenate(lasts),
+                log_prob=np.concatenate(log_probs) if log_probs else None,
             ),
             episodes,
         )
@@ -138,22 +148,28 @@ def as_obs(obs: np.ndarray) -> np.ndarray:
 
 
 class RolloutGather:
-    """On-policy: joins the fragments of one policy version into one [T, N, ...] rollout.
+    """On-policy: joins the fragments of one rollout into one [T, N, ...] rollout.
 
-    PPO's "old" log-probabilities are the current policy's, so a fragment collected with
-    older weights would be silently off-policy: it is dropped and counted, never mixed.
-    `stale_dropped` is the run's count (a resumed run passes in the count so far).
+    A fragment is kept if it was collected with the current weight version, or, with
+    `max_lag` k (`collect.overlap`), with one of the k before it: such a rollout carries
+    its collectors' log-probabilities, so the learner weighs it by the importance ratio
+    instead of taking it for its own. Anything older would be silently off-policy: it is
+    dropped and counted, never mixed. `stale_dropped` is the run's count (a resumed run
+    passes in the count so far). `lag` is the popped rollout's: the weight updates between
+    the policy that collected it (its oldest fragment) and the learner.
     """
 
-    def __init__(self, num_fragments: int, stale_dropped: int = 0):
+    def __init__(self, num_fragments: int, stale_dropped: int = 0, max_lag: int = 0):
         self.num_fragments = num_fragments
         self.version = 0
         self.stale_dropped = stale_dropped
+        self.max_lag = max_lag
+        self.lag = 0
         self._parts: dict[int, Fragment] = {}
 
     def add(self, fragment: Fragment) -> bool:
-        """Keep `fragment` if it was collected with the current version; False if dropped."""
-        if fragment.version != self.version:
+        """Keep `fragment` if it is at most `max_lag` versions old; False if dropped."""
+        if not 0 <= self.version - fragment.version <= self.max_lag:
             self.stale_dropped += 1
             return False
         self._parts[fragment.actor] = fragment
@@ -167,6 +183,7 @@ class RolloutGather:
 
     def pop(self) -> Transitions:
         """The rollout, time-major [T, sum of envs, ...]; the next version starts."""
+        self.lag = max(self.version - f.version for f in self._parts.values())
         parts = [time_major(self._parts[i]) for i in sorted(self._parts)]
         self._parts.clear()
         self.version += 1
@@ -207,7 +224,11 @@ class CollectorActorBody:
 
             self._collector.policy.set_weights(ray.get(weights[0]))
             self._version = version
+        started = time.monotonic()
         fragment = self._collector.collect(steps, env_steps)
+        # When and how long it collected (monotonic: comparable across this host's
+        # processes): benchmarks/collector_profile.py finds Ray's time between calls.
+        fragment.info["collect_s"] = (started, time.monotonic() - started)
         fragment.version = version
         fragment.info["pid"] = os.getpid()
         fragment.info["node"] = self._node
@@ -341,7 +362,8 @@ def ray_collectors(cfg: ExperimentConfig, agent: Agent, seed: int) -> RayCollect
     def make_args(index: int, generation: int) -> tuple[tuple, dict]:
         actor_seed = seed + 10_007 * (index + 1) + 1_000_003 * generation
         policy = agent.actor_policy(index, c.num_actors, actor_seed)
-        return (cfg.env, c.envs_per_actor, actor_seed, policy), dict(rows=rows, actor=index)
+        kwargs = dict(rows=rows, actor=index, log_probs=c.overlap)
+        return (cfg.env, c.envs_per_actor, actor_seed, policy), kwargs
 
     return RayCollectors(
         c.num_actors, make_args, {"env_vars": cluster.COLLECTOR_ENV}, c.max_actor_failures

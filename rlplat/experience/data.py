@@ -26,12 +26,15 @@ class Transitions:
     next_obs: np.ndarray
     discount: np.ndarray
     last: np.ndarray | None = None
+    # On-policy rollouts collected beside the learner (`collect.overlap`): the log-probability
+    # the collecting policy gave each action, which the learner's importance ratio needs.
+    log_prob: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.reward)
 
     def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> Transitions:
-        """The same fields with `fn` applied to each array (`last` stays None if absent)."""
+        """The same fields with `fn` applied to each array (absent ones stay None)."""
         return Transitions(
             **{
                 f.name: None if (a := getattr(self, f.name)) is None else fn(a)
@@ -41,7 +44,7 @@ class Transitions:
 
     @staticmethod
     def concat(parts: Sequence[Transitions], axis: int = 0) -> Transitions:
-        """Field-wise concatenation (all parts have `last`, or none does)."""
+        """Field-wise concatenation (each optional field: all parts have it, or none does)."""
         return Transitions(**{
             f.name: None if getattr(parts[0], f.name) is None
             else np.concatenate([getattr(p, f.name) for p in parts], axis=axis)

@@ -1,13 +1,17 @@
 """Where the training loops get their experience from: a `Source` of fragments.
 
 `collect.num_actors: 0` is a `LocalSource` (one collector in the learner's process, acting
-with the agent's own policy); `num_actors: N` is a `RaySource` (N Ray collector actors
-running concurrently with the learner, rlplat/experience/collect.py). The loops see only `Source`.
+with the agent's own policy), or with `collect.overlap` a `ThreadSource` (the same on a
+thread, stepping while the learner trains); `num_actors: N` is a `RaySource` (N Ray
+collector actors running concurrently with the learner, rlplat/experience/collect.py).
+The loops see only `Source`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
 
 import numpy as np
@@ -71,7 +75,8 @@ def open_source(
 ) -> Source:
     """The source `cfg.collect` asks for (Ray must be up for `num_actors` > 0)."""
     if cfg.collect.num_actors == 0:
-        return LocalSource(cfg, agent, seed)
+        local = ThreadSource if cfg.collect.overlap else LocalSource
+        return local(cfg, agent, seed)
     assert ray_info is not None, "Ray collectors need Ray (rlplat.cluster.start_cluster)"
     return RaySource(cfg, agent, seed, ray_info, console, report)
 
@@ -123,6 +128,73 @@ class LocalSource:
         self._version = version
 
     def close(self) -> None:
+        self._collector.close()
+
+
+class ThreadSource:
+    """`num_actors: 0` with `collect.overlap`: one collector on a thread of this process,
+    acting with its own copy of the policy, so the envs step while the learner trains.
+
+    Stepping Python envs holds the GIL; the learner's update is one TF call that runs
+    outside it, so the two share the cores. A fragment acts with the weights last
+    broadcast when it was launched (and is tagged with their version).
+    """
+
+    restarts = 0
+
+    def __init__(self, cfg: ExperimentConfig, agent: agents.Agent, seed: int):
+        self.num_envs, self.num_fragments = cfg.collect.envs_per_actor, 1
+        self._policy = agent.actor_policy(0, 1, seed)
+        self._collector = Collector(
+            cfg.env, self.num_envs, seed, self._policy, row_spec(cfg, agent), log_probs=True
+        )
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="rlplat-collector")
+        self._job: Future[Fragment] | None = None
+        self._asked = 0
+        self._latest: tuple[Weights, int] | None = None  # the last broadcast
+        self._acting = -1  # the version the policy holds
+
+    @property
+    def pending(self) -> int:
+        return int(self._job is not None)
+
+    @property
+    def inflight_env_steps(self) -> int:
+        return self._asked if self._job is not None else 0
+
+    def idle(self) -> list[int]:
+        return [] if self._job is not None else [0]
+
+    def gather(self, launch: list[int], steps: int, env_steps: int, block: bool) -> list[Fragment]:
+        if launch and self._job is None:
+            self._asked = steps * self.num_envs
+            self._job = self._thread.submit(self._collect, steps, env_steps, self._latest)
+        if self._job is None:
+            return []
+        try:
+            fragment = self._job.result(timeout=1.0 if block else 0.0)
+        except FutureTimeout:
+            return []
+        self._job = None
+        return [fragment]
+
+    def _collect(self, steps: int, env_steps: int, latest: tuple[Weights, int] | None) -> Fragment:
+        """On the collector thread."""
+        if latest is not None and latest[1] != self._acting:
+            self._policy.set_weights(latest[0])
+            self._acting = latest[1]
+        fragment = self._collector.collect(steps, env_steps)
+        fragment.version = self._acting
+        return fragment
+
+    def broadcast(self, weights: Weights, version: int) -> None:
+        self._latest = (weights, version)
+
+    def close(self) -> None:
+        if self._job is not None:  # a fragment still on its way is finished, then dropped
+            self._job.exception()
+            self._job = None
+        self._thread.shutdown(wait=True)
         self._collector.close()
 
 

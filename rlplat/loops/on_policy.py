@@ -5,6 +5,11 @@ Every collector rolls out `collect.rollout_length` steps per env with the same w
 the fragments are joined into one [T, N, ...] rollout (`RolloutGather`), and a fragment
 collected with older weights (a replaced or slow Ray collector) is dropped and counted,
 never mixed in: the agent's "old" log-probabilities must be the current policy's.
+
+With `collect.overlap`, the next rollout is launched as soon as one is complete, before the
+learner trains on it: collectors and learner work at the same time, each rollout is
+collected by weights one update older than the learner's (logged as `collect/policy_lag`),
+and it carries its collectors' log-probabilities for the learner's importance ratio.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ def train_on_policy(run: Session, source: Source, stop: StopOnSignals) -> None:
     `stop` is requested (the run checkpoints afterwards)."""
     cfg, agent, counters = run.cfg, run.agent, run.counters
     total = cfg.train.env_steps
-    gather = RolloutGather(source.num_fragments, stale_dropped=counters.stale_fragments)
+    overlap = cfg.collect.overlap
+    gather = RolloutGather(
+        source.num_fragments, stale_dropped=counters.stale_fragments, max_lag=int(overlap)
+    )
     source.broadcast(agent.get_weights(), gather.version)
     while not stop.requested:
         step = counters.env_steps
@@ -37,10 +45,20 @@ def train_on_policy(run: Session, source: Source, stop: StopOnSignals) -> None:
         step = counters.env_steps
         # ---- learn: once per complete rollout, then the new weights go out
         if gather.ready():
-            run.train(gather.pop())
+            rollout = gather.pop()
+            if overlap and step < total:  # the next rollout, while this one trains
+                for f in source.gather(gather.missing(), cfg.collect.rollout_length, step, False):
+                    run.record(f)
+                    gather.add(f)
+            run.train(rollout)
             run.versions.only(gather.version, agent.train_steps)
             source.broadcast(agent.get_weights(), gather.version)
         # ---- log, evaluate, checkpoint
         if run.log_due(step):
-            run.log(step, schedules, {"collect/stale_fragments": float(counters.stale_fragments)})
+            scalars = {}
+            if run.distributed:
+                scalars["collect/stale_fragments"] = float(counters.stale_fragments)
+            if overlap:
+                scalars["collect/policy_lag"] = float(gather.lag)
+            run.log(step, schedules, scalars)
         run.evaluate_and_checkpoint(step)

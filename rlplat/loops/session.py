@@ -146,7 +146,7 @@ class Session:
         histograms: dict[str, np.ndarray] | None = None,
     ) -> None:
         """The window's metrics, `schedules`, replay and collection figures (distributed:
-        with restarts and weight version, and `collect`) at `step`."""
+        with restarts and weight version), and the loop's own `collect` figures, at `step`."""
         self._next_log = _next_multiple(step, self.cfg.train.log_every)
         scalars = self.window.flush(step, self.agent.train_steps)
         scalars.update(schedules)
@@ -158,7 +158,7 @@ class Session:
         if self.distributed:
             scalars["collect/actor_restarts"] = float(self.counters.actor_restarts)
             scalars["collect/weight_version"] = float(self.versions.latest)
-            scalars.update(collect)
+        scalars.update(collect)
         self.tb.scalars(scalars, step)
         if histograms is not None:
             self.tb.histograms(histograms, step)
