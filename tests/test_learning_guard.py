@@ -55,7 +55,12 @@ def test_dqn_learns_cartpole_in_its_shipped_configuration(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_ppo_learns_cartpole(tmp_path: Path):
+@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "overlap"])
+def test_ppo_learns_cartpole(tmp_path: Path, overlap: bool):
+    # overlap: each rollout is collected one update behind the learner (collect.overlap).
+    # Lagged, it needs more than 6 updates: seeds 0-2 scored 212-350 after 6 (serial
+    # 485-500) and 461-500 after 12 (serial 415-500) while building this.
+    steps = 24_576 if overlap else 12_288
     raw = {
         "name": "guard_ppo",
         "seed": 0,
@@ -70,10 +75,15 @@ def test_ppo_learns_cartpole(tmp_path: Path):
             "minibatch_size": 256,
             "ent_coef": 0.0,
         },
-        "collect": {"num_actors": 0, "envs_per_actor": 8, "rollout_length": 256},
-        "train": {"env_steps": 12_288},
-        "eval": {"every_env_steps": 12_288, "episodes": 20, "threshold": 475},
-        "checkpoint": {"every_env_steps": 12_288, "keep": 1},
+        "collect": {
+            "num_actors": 0,
+            "envs_per_actor": 8,
+            "rollout_length": 256,
+            "overlap": overlap,
+        },
+        "train": {"env_steps": steps},
+        "eval": {"every_env_steps": steps, "episodes": 20, "threshold": 475},
+        "checkpoint": {"every_env_steps": steps, "keep": 1},
     }
     summary = _train(raw, tmp_path / "run")
     assert summary.final_eval["return_mean"] >= 400, summary.final_eval

@@ -5,6 +5,7 @@ update weighing a lagged rollout, the config check, and a run end to end."""
 from __future__ import annotations
 
 import glob
+import json
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,13 @@ def test_ray_collectors_overlap_too(tmp_path: Path):
         if v.tag == "collect/policy_lag"
     ]
     assert 1.0 in lags and set(lags) <= {0.0, 1.0}
+
+
+def test_an_overlapped_run_repeats_itself_for_a_seed(tmp_path: Path):
+    cfg = ppo_config(overlap=True)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"env_steps": 640})})
+    runs = [train(cfg, tmp_path / name, show_progress=False) for name in ("a", "b")]
+    evals = [(tmp_path / name / "evals.jsonl").read_text().splitlines() for name in ("a", "b")]
+    returns = [[json.loads(line)["return_mean"] for line in lines] for lines in evals]
+    assert returns[0] == returns[1] and len(returns[0]) >= 2
+    assert runs[0].train_steps == runs[1].train_steps > 0
