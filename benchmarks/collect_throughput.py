@@ -112,8 +112,8 @@ def _drive(pool, agent, state, fragment, envs_per_actor, depth, seconds) -> floa
     return counted / elapsed
 
 
-def in_process_rate(envs_per_actor: int, fragment: int, seconds: float) -> float:
-    """One collector in this process with the same policy: what one core gives."""
+def in_process_collector(envs_per_actor: int, fragment: int):
+    """The collectors' collector, in this process (warmed up by one fragment)."""
     from rlplat import agents, envs
     from rlplat import config as config_mod
     from rlplat.experience.collect import Collector
@@ -125,6 +125,12 @@ def in_process_rate(envs_per_actor: int, fragment: int, seconds: float) -> float
     policy.set_weights(agent.get_weights())
     c = Collector(cfg.env, envs_per_actor, 0, policy, RowSpec(3, 0.99, priorities=True))
     c.collect(fragment)
+    return c
+
+
+def in_process_rate(envs_per_actor: int, fragment: int, seconds: float) -> float:
+    """One collector in this process with the same policy: what one core gives."""
+    c = in_process_collector(envs_per_actor, fragment)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         n += c.collect(fragment, 0).env_steps

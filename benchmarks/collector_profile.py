@@ -30,25 +30,14 @@ import time
 from pathlib import Path
 
 from _machine import emit, machine  # benchmarks/ is sys.path[0] when run as a script
-from collect_throughput import EXPERIMENT, raw_rate
+from collect_throughput import EXPERIMENT, in_process_collector, raw_rate
 
 import rlplat  # noqa: F401  (environment set-up before TensorFlow)
 from rlplat import agents, cluster, envs
 from rlplat import config as config_mod
 from rlplat.experience.collect import Collector, ray_collectors
-from rlplat.experience.replay import RowSpec
 
 ENVS, FRAGMENT = 8, 64
-
-
-def collector() -> Collector:
-    cfg = config_mod.load(EXPERIMENT)
-    agent = agents.build(cfg.agent, envs.spaces(cfg.env), seed=0)
-    policy = agent.actor_policy(0, 1, seed=0)
-    policy.set_weights(agent.get_weights())
-    c = Collector(cfg.env, ENVS, 0, policy, RowSpec(3, 0.99, priorities=True))
-    c.collect(FRAGMENT)
-    return c
 
 
 class Timer:
@@ -145,7 +134,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0, help="per round and measurement")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON line here")
     args = ap.parse_args()
-    c = collector()
+    c = in_process_collector(ENVS, FRAGMENT)
     rounds = []
     for _ in range(args.rounds):
         raw_us = 1e6 / raw_rate("LunarLander-v3", args.seconds / 2)
